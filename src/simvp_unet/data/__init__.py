@@ -1,0 +1,2 @@
+"""Data: the on-disk layout (`layout`), PyTorch datasets (`datasets`), the PyBullet scene
+generator (`generate`) and packed memory-mapped splits (`pack`)."""

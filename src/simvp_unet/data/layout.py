@@ -1,0 +1,151 @@
+"""The on-disk dataset format (the real task's layout), read and written with validation.
+
+    <root>/train/video_<i>/image_0.png .. image_21.png, mask.npy   labeled
+    <root>/val/video_<i>/...                                        labeled
+    <root>/unlabeled/video_<i>/image_0.png .. image_21.png          no mask (maybe mask_pred.npy)
+    <root>/hidden/video_<i>/image_0.png .. image_10.png             input frames only
+    <root>/hidden_answers/video_<i>/image_11.png .. image_21.png, mask.npy   (generated data only)
+
+Frames are 160 x 240 RGB PNGs (an alpha channel is dropped); masks are (22, 160, 240)
+class ids 0..48. Every reader raises `DataError` naming the offending file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..classes import NUM_CLASSES
+from ..errors import DataError
+from ..io import atomic_path
+
+SPLITS = ("train", "val", "unlabeled", "hidden")
+LABELED_SPLITS = ("train", "val")
+ANSWERS = "hidden_answers"
+FRAMES = 22
+INPUT_FRAMES = 11
+HEIGHT = 160
+WIDTH = 240
+MASK_FILE = "mask.npy"
+PRED_MASK_FILE = "mask_pred.npy"
+META_FILE = "meta.json"
+
+_VIDEO_RE = re.compile(r"^video_(\d+)$")
+# Fixed PNG settings so that the same pixels always give the same bytes.
+_PNG_OPTIONS = {"format": "PNG", "compress_level": 1, "optimize": False}
+
+
+def video_name(index: int) -> str:
+    """Folder name of a video: 'video_<index>'."""
+    return f"video_{index}"
+
+
+def frame_name(t: int) -> str:
+    """File name of frame t (0-based): 'image_<t>.png'."""
+    return f"image_{t}.png"
+
+
+def split_frames(split: str) -> range:
+    """Frames stored in a split's video folders: 0..10 for hidden, 0..21 otherwise."""
+    return range(INPUT_FRAMES) if split == "hidden" else range(FRAMES)
+
+
+def list_videos(root: str | Path, split: str) -> list[tuple[int, Path]]:
+    """(video index, folder) of every video of a split, sorted by index.
+
+    Folders not named `video_<i>` (e.g. temporary folders of an interrupted run) are ignored.
+    Raises `DataError` if the split folder does not exist.
+    """
+    if split not in SPLITS and split != ANSWERS:
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise DataError(f"split folder not found: {folder}")
+    videos = []
+    for child in folder.iterdir():
+        match = _VIDEO_RE.match(child.name)
+        if match and child.is_dir():
+            videos.append((int(match.group(1)), child))
+    return sorted(videos)
+
+
+def read_frame(path: str | Path) -> np.ndarray:
+    """One frame as uint8 (H, W, 3). Alpha is dropped; a missing, corrupt or wrong-size file
+    raises `DataError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing frame: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"corrupt image {path}: {exc}") from None
+    if array.shape != (HEIGHT, WIDTH, 3):
+        h, w = array.shape[:2]
+        raise DataError(f"frame {path} is {w}x{h}, expected {WIDTH}x{HEIGHT} (width x height)")
+    return array
+
+
+def read_frames(video_dir: str | Path, frames: Iterable[int] = range(FRAMES)) -> np.ndarray:
+    """Frames of one video as uint8 (T, H, W, 3), in the order given."""
+    video_dir = Path(video_dir)
+    return np.stack([read_frame(video_dir / frame_name(t)) for t in frames])
+
+
+def check_mask(mask: np.ndarray, path: str | Path, *, frames: int = FRAMES) -> np.ndarray:
+    """Validate a mask array (shape (frames, H, W), integer ids 0..48) and return it as uint8."""
+    if mask.shape != (frames, HEIGHT, WIDTH):
+        raise DataError(f"mask {path} has shape {tuple(mask.shape)}, expected ({frames}, {HEIGHT}, {WIDTH})")
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
+        raise DataError(f"mask {path} has dtype {mask.dtype}, expected integer class ids")
+    if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= NUM_CLASSES):
+        raise DataError(f"mask {path} holds class ids {int(mask.min())}..{int(mask.max())}, "
+                        f"expected 0..{NUM_CLASSES - 1}")
+    return mask.astype(np.uint8, copy=False)
+
+
+def load_mask_file(path: str | Path, *, mmap: bool = False) -> np.ndarray:
+    """Load a .npy mask file without validating its contents (mmap for reading single frames)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing mask: {path}")
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"corrupt mask file {path}: {exc}") from None
+
+
+def read_mask(video_dir: str | Path, *, predicted: bool = False) -> np.ndarray:
+    """The (22, H, W) uint8 mask of a video: `mask.npy`, or `mask_pred.npy` if `predicted`."""
+    path = Path(video_dir) / (PRED_MASK_FILE if predicted else MASK_FILE)
+    return check_mask(load_mask_file(path), path)
+
+
+def write_frame(path: str | Path, frame: np.ndarray, *, atomic: bool = True) -> None:
+    """Write one (H, W, 3) uint8 frame as PNG with fixed settings (same pixels, same bytes).
+
+    `atomic=False` is for writers that fill a temporary folder and rename it whole.
+    """
+    image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+    if not atomic:
+        image.save(path, **_PNG_OPTIONS)
+        return
+    with atomic_path(path) as tmp:
+        image.save(tmp, **_PNG_OPTIONS)
+
+
+def write_mask(path: str | Path, mask: np.ndarray, *, atomic: bool = True) -> None:
+    """Write a (22, H, W) mask as uint8 .npy (validated first)."""
+    mask = np.ascontiguousarray(check_mask(np.asarray(mask), path), dtype=np.uint8)
+    if not atomic:
+        np.save(path, mask, allow_pickle=False)
+        return
+    with atomic_path(path) as tmp:
+        np.save(tmp, mask, allow_pickle=False)

@@ -1,0 +1,149 @@
+"""Packed splits: every frame and mask of a split in memory-mapped uint8 arrays.
+
+    simvp-unet data pack data/demo
+
+writes, per split, `<root>/packed/<split>.frames.npy` (N, T, H, W, 3), `<split>.masks.npy`
+(N, 22, H, W) when every video has `mask.npy`, `<split>.pred.npy` when every video has
+`mask_pred.npy`, and `<split>.json` (video indices and a fingerprint of the folders). The
+datasets use a packed split automatically while its fingerprint matches the folders; adding,
+removing or replacing files in a video folder (which changes the folder's modification time)
+makes the pack stale and the datasets fall back to the PNG files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import DataError
+from ..io import write_json
+from . import layout
+
+PACKED = "packed"
+_VERSION = 1
+
+
+def fingerprint(videos: list[tuple[int, Path]]) -> str:
+    """A hash of the video indices and the modification times of their folders."""
+    digest = hashlib.sha1()
+    for index, folder in videos:
+        digest.update(f"{index}:{folder.stat().st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def _paths(root: Path, split: str) -> dict[str, Path]:
+    base = root / PACKED
+    return {name: base / f"{split}.{name}.npy" for name in ("frames", "masks", "pred")} | {
+        "index": base / f"{split}.json"
+    }
+
+
+class PackedSplit:
+    """Memory-mapped arrays of one split, opened lazily (safe to pickle into loader workers).
+
+    Args:
+        root: dataset root.
+        split: split name.
+        info: the split's `packed/<split>.json` contents.
+    """
+
+    def __init__(self, root: Path, split: str, info: dict) -> None:
+        self.root, self.split, self.info = Path(root), split, info
+        self.position = {int(i): n for n, i in enumerate(info["indices"])}
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": {}}
+
+    def has(self, name: str) -> bool:
+        """Whether the pack holds array `name` ('frames', 'masks' or 'pred')."""
+        return name in self.info["arrays"]
+
+    def array(self, name: str) -> np.ndarray:
+        """The memory-mapped array `name`."""
+        if name not in self._arrays:
+            self._arrays[name] = np.load(_paths(self.root, self.split)[name], mmap_mode="r")
+        return self._arrays[name]
+
+
+def open_packed(root: str | Path, split: str) -> PackedSplit | None:
+    """The packed split if present and up to date with the video folders, else None."""
+    root = Path(root)
+    paths = _paths(root, split)
+    if not paths["index"].is_file():
+        return None
+    try:
+        info = json.loads(paths["index"].read_text())
+        videos = layout.list_videos(root, split)
+    except (json.JSONDecodeError, DataError):
+        return None
+    if (info.get("version") != _VERSION or info.get("fingerprint") != fingerprint(videos)
+            or not all(paths[name].is_file() for name in info.get("arrays", []))):
+        return None
+    return PackedSplit(root, split, info)
+
+
+def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
+    """Pack one split (validating every file on the way); returns its index info."""
+    root = Path(root)
+    videos = layout.list_videos(root, split)
+    if not videos:
+        raise DataError(f"no videos to pack in {root / split}")
+    frames = layout.split_frames(split)
+    paths = _paths(root, split)
+    paths["index"].parent.mkdir(parents=True, exist_ok=True)
+    arrays = ["frames"]
+    for name, file in (("masks", layout.MASK_FILE), ("pred", layout.PRED_MASK_FILE)):
+        if all((folder / file).is_file() for _, folder in videos):
+            arrays.append(name)
+    shapes = {
+        "frames": (len(videos), len(frames), layout.HEIGHT, layout.WIDTH, 3),
+        "masks": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
+        "pred": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
+    }
+    before = fingerprint(videos)
+    paths["index"].unlink(missing_ok=True)  # the old pack is invalid from here on
+    tmps = {name: paths[name].with_name(f".{paths[name].stem}.tmp.npy") for name in arrays}
+    try:
+        out = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=np.uint8,
+                                               shape=shapes[name]) for name in arrays}
+        for n, (_, folder) in enumerate(tqdm(videos, desc=f"pack {split}", disable=not progress)):
+            out["frames"][n] = layout.read_frames(folder, frames)
+            if "masks" in out:
+                out["masks"][n] = layout.read_mask(folder)
+            if "pred" in out:
+                out["pred"][n] = layout.read_mask(folder, predicted=True)
+        for array in out.values():
+            array.flush()
+        del out
+        if fingerprint(videos) != before:
+            raise DataError(f"{root / split} changed while packing; run `data pack` again")
+        for name in ("frames", "masks", "pred"):
+            if name in arrays:
+                os.replace(tmps[name], paths[name])
+            else:
+                paths[name].unlink(missing_ok=True)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+    info = {"version": _VERSION, "split": split, "frames": len(frames), "arrays": arrays,
+            "indices": [i for i, _ in videos], "fingerprint": before}
+    write_json(paths["index"], info)
+    return info
+
+
+def pack(root: str | Path, splits: list[str] | None = None, *, progress: bool = True) -> list[dict]:
+    """Pack the given splits (default: every split present). Returns their index infos."""
+    root = Path(root)
+    splits = splits or [s for s in layout.SPLITS if (root / s).is_dir()]
+    if not splits:
+        raise DataError(f"no split folders ({', '.join(layout.SPLITS)}) in {root}")
+    infos = []
+    for split in splits:
+        infos.append(pack_split(root, split, progress=progress))
+    return infos
