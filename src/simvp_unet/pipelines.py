@@ -1,0 +1,229 @@
+"""From frames 1..11 to the mask of frame 22, several ways ("rows" of the results table).
+
+Every pipeline takes a `Batch` (the input frames of B videos and the trained models)
+and returns the mask of frame 22 as long class ids (B, H, W):
+
+    copy-last     segment frame 11 and use it as the answer (the baseline to beat)
+    frames        the paper: the predictor predicts frames 12..22, the segmenter segments frame 22
+    oracle        segment the true frame 22 (an upper bound; needs frame 22)
+    masks         the segmenter masks frames 1..11, the forecaster forecasts masks 12..22
+    masks+absent  masks, then a class absent from the frame-11 mask becomes background
+    masks+blobs   masks, then connected blobs smaller than BLOB_MIN_PIXELS become background
+
+`PIPELINES` maps these names to the functions; `needs(name)` says which models a row uses.
+Intermediate results (the masks of frames 1..11, the forecast) are computed once per batch
+and shared by the rows that use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .classes import BACKGROUND, NUM_CLASSES
+from .errors import ConfigError
+
+# Index of frame 11 in the input and of frame 22 in the 11 forecast frames (12..22).
+LAST_INPUT = 10
+LAST_FORECAST = 10
+# Connected blobs smaller than this (in pixels, at 160 x 240) are treated as noise by masks+blobs.
+BLOB_MIN_PIXELS = 12
+# Images per call to the segmenter: bounds memory when B * 11 frames are segmented at once.
+SEGMENT_CHUNK = 32
+
+
+@dataclass
+class Models:
+    """The trained models a pipeline may use (any object with the helper method works).
+
+    Args:
+        segmenter: has `segment(images uint8 (N, 3, H, W)) -> long (N, H, W)`.
+        predictor: has `predict_frames(frames uint8 (B, 11, 3, H, W)) -> uint8 (B, 11, 3, H, W)`.
+        forecaster: has `forecast_masks(masks long (B, 11, H, W)) -> long (B, 11, H, W)`.
+    """
+
+    segmenter: Any
+    predictor: Any = None
+    forecaster: Any = None
+
+
+def segment(segmenter: Any, images: torch.Tensor, *, chunk: int = SEGMENT_CHUNK) -> torch.Tensor:
+    """Segment uint8 images (N, 3, H, W) in chunks -> long (N, H, W)."""
+    return torch.cat([segmenter.segment(part).long() for part in images.split(chunk)])
+
+
+class Batch:
+    """The input of B videos and the models, with shared intermediate results cached.
+
+    Args:
+        models: the trained models.
+        frames: uint8 (B, 11, 3, H, W), frames 1..11.
+        frame22: uint8 (B, 3, H, W), the true frame 22; only the oracle row reads it.
+    """
+
+    def __init__(self, models: Models, frames: torch.Tensor, frame22: torch.Tensor | None = None):
+        if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[1] != LAST_INPUT + 1:
+            raise ConfigError(
+                f"pipelines take uint8 frames (B, 11, 3, H, W), got {frames.dtype} {tuple(frames.shape)}"
+            )
+        self.models = models
+        self.frames = frames
+        self.frame22 = frame22
+
+    @cached_property
+    def input_masks(self) -> torch.Tensor:
+        """Masks of frames 1..11 by the segmenter (never ground truth): long (B, 11, H, W)."""
+        flat = rearrange(self.frames, "b t c h w -> (b t) c h w")
+        masks = segment(self.models.segmenter, flat)
+        return rearrange(masks, "(b t) h w -> b t h w", b=self.frames.shape[0])
+
+    @cached_property
+    def last_mask(self) -> torch.Tensor:
+        """Mask of frame 11: long (B, H, W)."""
+        # with a forecaster every input frame gets segmented anyway: reuse its frame 11
+        if self.models.forecaster is not None or "input_masks" in self.__dict__:
+            return self.input_masks[:, LAST_INPUT]
+        return segment(self.models.segmenter, self.frames[:, LAST_INPUT])
+
+    @cached_property
+    def predicted_frames(self) -> torch.Tensor:
+        """Frames 12..22 by the predictor: uint8 (B, 11, 3, H, W)."""
+        return self.models.predictor.predict_frames(self.frames)
+
+    @cached_property
+    def forecast(self) -> torch.Tensor:
+        """Masks 12..22 by the forecaster from the segmented inputs: long (B, 11, H, W)."""
+        return self.models.forecaster.forecast_masks(self.input_masks).long()
+
+
+# ---- post-processing -----------------------------------------------------------------
+
+
+def drop_absent_classes(mask: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Classes of `mask` (B, H, W) that do not occur in `reference` (B, H, W) become background.
+
+    In these videos a class names one object, and an object that is not in view at frame
+    11 cannot be forecast; a forecast of it is almost always a hallucination.
+    """
+    present = torch.zeros(mask.shape[0], NUM_CLASSES, dtype=torch.bool, device=mask.device)
+    present.scatter_(1, reference.flatten(1).long(), True)
+    keep = present.gather(1, mask.flatten(1).long()).view_as(mask)
+    return torch.where(keep, mask, torch.full_like(mask, BACKGROUND))
+
+
+def component_sizes(mask: torch.Tensor, *, max_steps: int = 1000) -> torch.Tensor:
+    """Pixel count of the 4-connected same-class blob each pixel belongs to: long (B, H, W).
+
+    Background pixels get 0. Labels spread by repeated 3x3 max-pooling restricted to the
+    pixel's own class until nothing changes; pure torch, so it runs on the GPU as well.
+    """
+    b, h, w = mask.shape
+    fg = mask != BACKGROUND
+    # float labels so that pooling-style max works on every device; float32 is exact up to 2**24
+    dtype = torch.float32 if b * h * w < 2**24 else torch.float64
+    ids = torch.arange(1, b * h * w + 1, device=mask.device, dtype=dtype).view(b, h, w)
+    labels = torch.where(fg, ids, torch.zeros_like(ids))
+    cross = torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.bool, device=mask.device)
+    padded_mask = F.pad(mask, (1, 1, 1, 1), value=-1)
+    # (B, H, W, 3, 3) neighbourhoods of class ids; only 4-neighbours of the same class count
+    same = (padded_mask.unfold(1, 3, 1).unfold(2, 3, 1) == mask[..., None, None]) & cross
+    for _ in range(max_steps):
+        windows = F.pad(labels, (1, 1, 1, 1)).unfold(1, 3, 1).unfold(2, 3, 1)  # (B, H, W, 3, 3)
+        spread = torch.where(same, windows, torch.zeros_like(windows)).amax(dim=(-1, -2))
+        spread = torch.where(fg, spread, labels)
+        if torch.equal(spread, labels):
+            break
+        labels = spread
+    flat = labels.long().flatten()
+    counts = torch.bincount(flat, minlength=b * h * w + 1)
+    counts[0] = 0
+    return counts[flat].view(b, h, w)
+
+
+def drop_small_blobs(mask: torch.Tensor, *, min_pixels: int = BLOB_MIN_PIXELS) -> torch.Tensor:
+    """Blobs of one class smaller than `min_pixels` become background."""
+    small = component_sizes(mask) < min_pixels
+    return torch.where(small, torch.full_like(mask, BACKGROUND), mask)
+
+
+# ---- the pipelines -------------------------------------------------------------------
+
+
+def copy_last(batch: Batch) -> torch.Tensor:
+    """The mask of frame 11 as the answer for frame 22."""
+    return batch.last_mask
+
+
+def frames(batch: Batch) -> torch.Tensor:
+    """Paper pipeline: segment the predicted frame 22."""
+    return segment(batch.models.segmenter, batch.predicted_frames[:, LAST_FORECAST])
+
+
+def oracle(batch: Batch) -> torch.Tensor:
+    """Segment the true frame 22 (upper bound of any pipeline built on this segmenter)."""
+    if batch.frame22 is None:
+        raise ConfigError("the oracle row needs the true frame 22, which this split does not have")
+    return segment(batch.models.segmenter, batch.frame22)
+
+
+def masks(batch: Batch) -> torch.Tensor:
+    """Forecast masks from segmented masks; the forecast of frame 22."""
+    return batch.forecast[:, LAST_FORECAST]
+
+
+def masks_absent(batch: Batch) -> torch.Tensor:
+    """`masks`, with classes absent from the frame-11 mask set to background."""
+    return drop_absent_classes(masks(batch), batch.last_mask)
+
+
+def masks_blobs(batch: Batch) -> torch.Tensor:
+    """`masks`, with blobs under BLOB_MIN_PIXELS pixels set to background."""
+    return drop_small_blobs(masks(batch))
+
+
+PIPELINES: dict[str, Callable[[Batch], torch.Tensor]] = {
+    "copy-last": copy_last,
+    "frames": frames,
+    "oracle": oracle,
+    "masks": masks,
+    "masks+absent": masks_absent,
+    "masks+blobs": masks_blobs,
+}
+
+# Models each row needs besides the segmenter, and whether it needs the true frame 22.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "copy-last": (),
+    "frames": ("predictor",),
+    "oracle": ("frame22",),
+    "masks": ("forecaster",),
+    "masks+absent": ("forecaster",),
+    "masks+blobs": ("forecaster",),
+}
+
+
+def needs(name: str) -> tuple[str, ...]:
+    """What row `name` needs besides the segmenter: "predictor", "forecaster", "frame22"."""
+    if name not in _NEEDS:
+        raise ConfigError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
+    return _NEEDS[name]
+
+
+def available(models: Models, *, with_frame22: bool) -> list[str]:
+    """Names of the rows that can run with these models, in table order."""
+    have = {"predictor": models.predictor is not None, "forecaster": models.forecaster is not None,
+            "frame22": with_frame22}
+    return [name for name in PIPELINES if all(have[n] for n in needs(name))]
+
+
+def run(name: str, batch: Batch) -> torch.Tensor:
+    """Mask of frame 22 (long (B, H, W)) by pipeline `name`, after checking it can run."""
+    for need in needs(name):
+        if need != "frame22" and getattr(batch.models, need) is None:
+            raise ConfigError(f"pipeline {name!r} needs a {need} run (--{need} RUN)")
+    return PIPELINES[name](batch)

@@ -1,0 +1,128 @@
+"""Pipelines on the stand-in moving-squares world, whose answers are known exactly."""
+
+import pytest
+import torch
+from standins import Forecaster, Predictor, Segmenter, masks_to_frames, world_masks
+
+from simvp_unet import pipelines
+from simvp_unet.errors import ConfigError
+from simvp_unet.metrics import jaccard, skill
+from simvp_unet.pipelines import (
+    Batch,
+    Models,
+    component_sizes,
+    drop_absent_classes,
+    drop_small_blobs,
+)
+
+
+def make_batch(models: Models, *, with_frame22: bool = True) -> tuple[Batch, torch.Tensor]:
+    masks = world_masks()
+    frames = masks_to_frames(masks)
+    batch = Batch(models, frames[:, :11], frames[:, 21] if with_frame22 else None)
+    return batch, masks[:, 21]
+
+
+def scores(models: Models) -> dict[str, float]:
+    batch, target = make_batch(models)
+    return {name: jaccard(pipelines.run(name, batch), target)
+            for name in pipelines.available(models, with_frame22=True)}
+
+
+def test_perfect_models_score_one_and_copy_last_does_not():
+    j = scores(Models(Segmenter(), Predictor(), Forecaster()))
+    assert list(j) == ["copy-last", "frames", "oracle", "masks", "masks+absent", "masks+blobs"]
+    for name in ("frames", "oracle", "masks", "masks+absent", "masks+blobs"):
+        assert j[name] == pytest.approx(1.0), name
+    # objects moved 33 pixels, more than their size: copying frame 11 only gets background right
+    assert j["copy-last"] < 0.5
+    assert skill(j["masks"], j["copy-last"], j["oracle"]) == pytest.approx(1.0)
+
+
+def test_static_predictor_is_no_better_than_copy_last():
+    j = scores(Models(Segmenter(), Predictor(static=True)))
+    assert list(j) == ["copy-last", "frames", "oracle"]
+    assert j["frames"] == pytest.approx(j["copy-last"])
+    assert skill(j["frames"], j["copy-last"], j["oracle"]) == pytest.approx(0.0)
+
+
+def test_rows_answer_frame_22_with_the_right_shape_and_dtype():
+    batch, target = make_batch(Models(Segmenter(), Predictor(), Forecaster()))
+    for name in pipelines.available(batch.models, with_frame22=True):
+        mask = pipelines.run(name, batch)
+        assert mask.shape == target.shape and mask.dtype == torch.long, name
+
+
+def test_masks_are_segmented_once_per_batch():
+    segmenter, forecaster = Segmenter(), Forecaster()
+    batch, _ = make_batch(Models(segmenter, forecaster=forecaster))
+    for name in ("copy-last", "masks", "masks+absent", "masks+blobs"):
+        pipelines.run(name, batch)
+    assert segmenter.images == 2 * 11  # the 11 input frames of 2 videos, nothing more
+    assert forecaster.calls == 1
+
+
+def test_copy_last_without_forecaster_segments_only_frame_11():
+    segmenter = Segmenter()
+    batch, _ = make_batch(Models(segmenter))
+    pipelines.run("copy-last", batch)
+    assert segmenter.images == 2
+
+
+def test_absent_class_post_processing_removes_a_hallucination():
+    models = Models(Segmenter(), forecaster=Forecaster(extra=40))
+    batch, target = make_batch(models)
+    raw = pipelines.run("masks", batch)
+    assert (raw == 40).any()
+    assert jaccard(raw, target) < 1.0
+    fixed = pipelines.run("masks+absent", batch)
+    assert not (fixed == 40).any()
+    assert jaccard(fixed, target) == pytest.approx(1.0)
+
+
+def test_drop_absent_classes_hand_case():
+    mask = torch.tensor([[[1, 2], [3, 0]], [[1, 2], [3, 0]]])
+    reference = torch.tensor([[[1, 1], [0, 0]], [[2, 3], [3, 3]]])
+    expected = torch.tensor([[[1, 0], [0, 0]], [[0, 2], [3, 0]]])
+    assert torch.equal(drop_absent_classes(mask, reference), expected)
+
+
+def test_component_sizes_and_small_blobs_hand_case():
+    mask = torch.tensor([[
+        [2, 2, 2, 0, 0, 0],
+        [0, 0, 2, 0, 0, 3],
+        [5, 0, 0, 0, 0, 0],
+        [5, 0, 0, 0, 2, 0],
+        [5, 5, 0, 0, 0, 0],
+    ]])
+    expected = torch.tensor([[
+        [4, 4, 4, 0, 0, 0],
+        [0, 0, 4, 0, 0, 1],
+        [4, 0, 0, 0, 0, 0],
+        [4, 0, 0, 0, 1, 0],
+        [4, 4, 0, 0, 0, 0],
+    ]])
+    assert torch.equal(component_sizes(mask), expected)
+    # diagonal contact does not join blobs; a different class next door does not either
+    assert component_sizes(torch.tensor([[[1, 0], [0, 1]]])).tolist() == [[[1, 0], [0, 1]]]
+    assert component_sizes(torch.tensor([[[1, 2], [1, 2]]])).tolist() == [[[2, 2], [2, 2]]]
+    # the two one-pixel blobs (class 3 and a lone class 2) go, the two 4-pixel blobs stay
+    kept = mask.clone()
+    kept[0, 1, 5] = kept[0, 3, 4] = 0
+    assert torch.equal(drop_small_blobs(mask, min_pixels=2), kept)
+    assert torch.equal(drop_small_blobs(mask, min_pixels=5), torch.zeros_like(mask))
+
+
+def test_errors_name_what_is_missing():
+    batch, _ = make_batch(Models(Segmenter()), with_frame22=False)
+    with pytest.raises(ConfigError, match="frame 22"):
+        pipelines.run("oracle", batch)
+    with pytest.raises(ConfigError, match="forecaster"):
+        pipelines.run("masks", batch)
+    with pytest.raises(ConfigError, match="predictor"):
+        pipelines.run("frames", batch)
+    with pytest.raises(ConfigError, match="unknown pipeline"):
+        pipelines.run("magic", batch)
+    with pytest.raises(ConfigError, match="uint8 frames"):
+        Batch(batch.models, batch.frames.float())
+    assert pipelines.available(batch.models, with_frame22=False) == ["copy-last"]
