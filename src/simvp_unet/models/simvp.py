@@ -82,9 +82,19 @@ class SimVPConfig:
 
     def __post_init__(self) -> None:
         self.incep_kernels = tuple(self.incep_kernels)
-        minimum = {"in_frames": 1, "out_frames": 1, "in_channels": 1, "out_channels": 1,
-                   "input_classes": 0, "embed_dim": 1, "spatial_channels": 2,
-                   "temporal_channels": 2, "spatial_blocks": 1, "temporal_blocks": 2, "groups": 1}
+        minimum = {
+            "in_frames": 1,
+            "out_frames": 1,
+            "in_channels": 1,
+            "out_channels": 1,
+            "input_classes": 0,
+            "embed_dim": 1,
+            "spatial_channels": 2,
+            "temporal_channels": 2,
+            "spatial_blocks": 1,
+            "temporal_blocks": 2,
+            "groups": 1,
+        }
         for name, low in minimum.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -95,7 +105,9 @@ class SimVPConfig:
                 f"got {self.spatial_channels}"
             )
         if self.translator not in ("incep", "gsta"):
-            raise ConfigError(f"SimVPConfig.translator must be 'incep' or 'gsta', got {self.translator!r}")
+            raise ConfigError(
+                f"SimVPConfig.translator must be 'incep' or 'gsta', got {self.translator!r}"
+            )
         if self.time_mode not in ("rollout", "project"):
             raise ConfigError(
                 f"SimVPConfig.time_mode must be 'rollout' or 'project', got {self.time_mode!r}"
@@ -128,11 +140,15 @@ class SimVPConfig:
 class ConvBlock(nn.Module):
     """3x3 convolution (transposed when it up-samples) -> GroupNorm(2) -> LeakyReLU(0.2)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, upsample: bool = False):
+    def __init__(
+        self, in_channels: int, out_channels: int, *, stride: int = 1, upsample: bool = False
+    ):
         super().__init__()
         if upsample and stride == 2:
             # output_padding=1 makes the output exactly twice the input size
-            self.conv = nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
+            self.conv = nn.ConvTranspose2d(
+                in_channels, out_channels, 3, stride=2, padding=1, output_padding=1
+            )
         else:
             self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
         self.norm = nn.GroupNorm(2, out_channels)
@@ -154,7 +170,8 @@ class Encoder(nn.Module):
         strides = ([2] if extra_downsample else []) + _strides(blocks)
         self.skip_index = int(extra_downsample)
         self.blocks = nn.ModuleList(
-            ConvBlock(in_channels if i == 0 else channels, channels, stride=s) for i, s in enumerate(strides)
+            ConvBlock(in_channels if i == 0 else channels, channels, stride=s)
+            for i, s in enumerate(strides)
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +190,9 @@ class Decoder(nn.Module):
         super().__init__()
         strides = _strides(blocks)[::-1]
         self.blocks = nn.ModuleList(
-            ConvBlock(2 * channels if i == blocks - 1 else channels, channels, stride=s, upsample=True)
+            ConvBlock(
+                2 * channels if i == blocks - 1 else channels, channels, stride=s, upsample=True
+            )
             for i, s in enumerate(strides)
         )
         if extra_downsample:
@@ -210,8 +229,14 @@ class GroupedConvBlock(nn.Module):
 class InceptionBlock(nn.Module):
     """1x1 reduction, then the sum of one grouped conv branch per kernel size (no residual)."""
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int,
-                 kernels: tuple[int, ...], groups: int):
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        kernels: tuple[int, ...],
+        groups: int,
+    ):
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, mid_channels, 1)
         self.branches = nn.ModuleList(
@@ -229,15 +254,24 @@ class InceptionBlock(nn.Module):
 class InceptionTranslator(nn.Module):
     """`depth` down blocks then `depth` up blocks; each up block after the first reads cat(x, skip)."""
 
-    def __init__(self, in_channels: int, hidden: int, out_channels: int, depth: int,
-                 kernels: tuple[int, ...], groups: int):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int,
+        out_channels: int,
+        depth: int,
+        kernels: tuple[int, ...],
+        groups: int,
+    ):
         super().__init__()
         mid = hidden // 2
 
         def block(cin: int, cout: int) -> InceptionBlock:
             return InceptionBlock(cin, mid, cout, kernels, groups)
 
-        self.down = nn.ModuleList([block(in_channels, hidden)] + [block(hidden, hidden) for _ in range(depth - 1)])
+        self.down = nn.ModuleList(
+            [block(in_channels, hidden)] + [block(hidden, hidden) for _ in range(depth - 1)]
+        )
         self.up = nn.ModuleList(
             [block(hidden, hidden)]
             + [block(2 * hidden, hidden) for _ in range(depth - 2)]
@@ -304,7 +338,11 @@ class GSTABlock(nn.Module):
         # small layer scales start every block close to the identity, which keeps deep stacks stable
         self.scale1 = nn.Parameter(torch.full((in_channels, 1, 1), 1e-2))
         self.scale2 = nn.Parameter(torch.full((in_channels, 1, 1), 1e-2))
-        self.reduce = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.reduce = (
+            nn.Conv2d(in_channels, out_channels, 1)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.scale1 * self.attn(self.norm1(x))
@@ -315,10 +353,14 @@ class GSTABlock(nn.Module):
 class GSTATranslator(nn.Module):
     """A plain stack of gSTA blocks: in -> hidden, hidden -> hidden, ..., hidden -> out."""
 
-    def __init__(self, in_channels: int, hidden: int, out_channels: int, depth: int, mlp_ratio: float):
+    def __init__(
+        self, in_channels: int, hidden: int, out_channels: int, depth: int, mlp_ratio: float
+    ):
         super().__init__()
         widths = [in_channels] + [hidden] * (depth - 1) + [out_channels]
-        self.blocks = nn.Sequential(*(GSTABlock(a, b, mlp_ratio) for a, b in zip(widths[:-1], widths[1:], strict=True)))
+        self.blocks = nn.Sequential(
+            *(GSTABlock(a, b, mlp_ratio) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -350,22 +392,39 @@ class SimVP(nn.Module):
         core_out_frames = c.out_frames if c.time_mode == "project" else c.in_frames
         self.embed = nn.Embedding(c.input_classes, c.embed_dim) if c.input_classes else None
         frame_channels = c.embed_dim if c.input_classes else c.in_channels
-        self.encoder = Encoder(frame_channels, c.spatial_channels, c.spatial_blocks,
-                               extra_downsample=c.extra_downsample)
+        self.encoder = Encoder(
+            frame_channels,
+            c.spatial_channels,
+            c.spatial_blocks,
+            extra_downsample=c.extra_downsample,
+        )
         stacked_in = c.in_frames * c.spatial_channels
         stacked_out = core_out_frames * c.spatial_channels
         if c.translator == "incep":
-            self.translator = InceptionTranslator(stacked_in, c.temporal_channels, stacked_out,
-                                                  c.temporal_blocks, c.incep_kernels, c.groups)
+            self.translator = InceptionTranslator(
+                stacked_in,
+                c.temporal_channels,
+                stacked_out,
+                c.temporal_blocks,
+                c.incep_kernels,
+                c.groups,
+            )
         else:
-            self.translator = GSTATranslator(stacked_in, c.temporal_channels, stacked_out,
-                                             c.temporal_blocks, c.mlp_ratio)
+            self.translator = GSTATranslator(
+                stacked_in, c.temporal_channels, stacked_out, c.temporal_blocks, c.mlp_ratio
+            )
         # mixes every skip channel over time on its own: T_in -> T_out frames, cheap at full size
         self.skip_time = None
         if core_out_frames != c.in_frames:
-            self.skip_time = nn.Conv2d(c.spatial_channels * c.in_frames,
-                                       c.spatial_channels * core_out_frames, 1, groups=c.spatial_channels)
-        self.decoder = Decoder(c.spatial_channels, c.spatial_blocks, extra_downsample=c.extra_downsample)
+            self.skip_time = nn.Conv2d(
+                c.spatial_channels * c.in_frames,
+                c.spatial_channels * core_out_frames,
+                1,
+                groups=c.spatial_channels,
+            )
+        self.decoder = Decoder(
+            c.spatial_channels, c.spatial_blocks, extra_downsample=c.extra_downsample
+        )
         self.readout = nn.Conv2d(c.spatial_channels, c.out_channels, 1)
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -375,8 +434,12 @@ class SimVP(nn.Module):
             ok = x.dim() == 4 and not x.is_floating_point() and x.shape[1] == c.in_frames
         else:
             expected = f"(B, {c.in_frames}, {c.in_channels}, H, W) floats"
-            ok = (x.dim() == 5 and x.is_floating_point() and x.shape[1] == c.in_frames
-                  and x.shape[2] == c.in_channels)
+            ok = (
+                x.dim() == 5
+                and x.is_floating_point()
+                and x.shape[1] == c.in_frames
+                and x.shape[2] == c.in_channels
+            )
         if not ok:
             raise DataError(
                 f"SimVP expects {expected} (in_frames={c.in_frames}), got {x.dtype} of shape {tuple(x.shape)}"
@@ -404,8 +467,9 @@ class SimVP(nn.Module):
         z = rearrange(z, "b (t s) h w -> (b t) s h w", s=self.config.spatial_channels)
         if self.skip_time is not None:
             skip = rearrange(skip, "(b t) s h w -> b (s t) h w", b=batch)
-            skip = rearrange(self.skip_time(skip), "b (s t) h w -> (b t) s h w",
-                             s=self.config.spatial_channels)
+            skip = rearrange(
+                self.skip_time(skip), "b (s t) h w -> (b t) s h w", s=self.config.spatial_channels
+            )
         y = self.readout(self.decoder(z, skip))  # (B*T_core, C_out, H_padded, W_padded)
         y = crop_to(y, height, width)
         return rearrange(y, "(b t) c h w -> b t c h w", b=batch)

@@ -99,11 +99,14 @@ class UNet(nn.Module):
         self.config = c = config
         widths = [c.base_channels * 2**i for i in range(c.depth + 1)]
         self.encoder = nn.ModuleList(
-            DoubleConv(c.in_channels if i == 0 else widths[i - 1], widths[i]) for i in range(c.depth)
+            DoubleConv(c.in_channels if i == 0 else widths[i - 1], widths[i])
+            for i in range(c.depth)
         )
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = DoubleConv(widths[-2], widths[-1])
-        self.decoder = nn.ModuleList(UpStage(widths[i + 1], widths[i]) for i in reversed(range(c.depth)))
+        self.decoder = nn.ModuleList(
+            UpStage(widths[i + 1], widths[i]) for i in reversed(range(c.depth))
+        )
         self.head = nn.Conv2d(widths[0], c.num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,112 @@
+"""Model files for use outside this package: ONNX graphs and safetensors weights with their config.
+
+    export_onnx(model, torch.rand(1, 11, 3, 160, 240), "simvp.onnx")
+    export_safetensors(model, model.config, "simvp.safetensors")
+    model = load_safetensors("simvp.safetensors")       # SimVP or UNet, in eval mode
+
+Both writers go through a temporary file, so a failed export leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import DataError
+from ..io import atomic_path
+from .simvp import SimVP, SimVPConfig
+from .unet import UNet, UNetConfig
+
+# The model classes a safetensors file may name, with the config each is built from.
+MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "SimVP": (SimVP, SimVPConfig),
+    "UNet": (UNet, UNetConfig),
+}
+
+
+def export_onnx(
+    model: nn.Module, example_input: torch.Tensor, path: str | Path, *, opset: int = 18
+) -> Path:
+    """Write `model` (in eval mode, on the CPU, float32) as an ONNX graph with a dynamic batch size.
+
+    Args:
+        model: a `SimVP` or `UNet` (any module taking one tensor).
+        example_input: an input of the shape to trace with (its batch size may be 1).
+        path: the `.onnx` file to write.
+        opset: ONNX operator set version.
+
+    Returns the path written. The graph's input is named "input" and its output "output"; H and
+    W are fixed to those of `example_input` (padding and cropping are decided when tracing).
+    The TorchScript-based exporter is used: it needs no extra package and keeps the batch dynamic.
+    """
+    path = Path(path)
+    was_training = model.training
+    model = model.eval()
+    try:
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+            # shape checks read as Python constants while tracing; that is intended here
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                model,
+                (example_input,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+    finally:
+        model.train(was_training)
+    return path
+
+
+def export_safetensors(model: nn.Module, config, path: str | Path) -> Path:
+    """Write the weights of `model` and its config (JSON in the file's metadata) as safetensors.
+
+    Args:
+        model: a `SimVP` or `UNet`.
+        config: its `SimVPConfig` or `UNetConfig`.
+        path: the `.safetensors` file to write.
+    """
+    name = type(model).__name__
+    if name not in MODELS:
+        raise TypeError(f"export_safetensors handles {', '.join(MODELS)}, not {name}")
+    # safetensors refuses tensors that share memory, so every tensor gets its own copy
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {"model": name, "config": json.dumps(dataclasses.asdict(config))}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
+
+
+def load_safetensors(path: str | Path) -> nn.Module:
+    """Rebuild the model saved by `export_safetensors` (on the CPU, in eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable safetensors file: {exc}") from None
+    name = metadata.get("model")
+    if name not in MODELS:
+        raise DataError(f"{path} does not name a known model in its metadata (got {name!r})")
+    model_cls, config_cls = MODELS[name]
+    try:
+        config = config_cls(**json.loads(metadata["config"]))
+        model = model_cls(config)
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path} holds a {name} that cannot be rebuilt: {exc}") from None
+    return model.eval()
