@@ -1,7 +1,138 @@
-"""`simvp-unet` commands of this group (being written)."""
+"""`simvp-unet data ...`: generate, check, describe, show and pack datasets."""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..config import preset_names, resolve
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from ..data.generate import GenerateConfig, generate, parse_shard
+
+    overrides = [f"{split}={getattr(args, split)}" for split in ("train", "val", "unlabeled", "hidden")
+                 if getattr(args, split) is not None]
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config = resolve(GenerateConfig, "data", args.preset, overrides)
+    shard = parse_shard(args.shard)
+    summary = generate(args.out, config, workers=args.workers, shard=shard,
+                       progress=not args.quiet)
+    print(f"generated {summary['written']} videos in {summary['seconds']} s "
+          f"({summary['videos_per_s']} videos/s), {summary['skipped']} already done -> {args.out}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ..data.inspect import check
+
+    problems = check(args.root, progress=not args.quiet)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.root}")
+        return 1
+    print(f"ok: {args.root}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ..data.inspect import format_stats, stats
+
+    print(format_stats(stats(args.root, splits=args.split, limit=args.limit)))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ..data.inspect import show_sheet, show_video
+
+    if args.sheet:
+        path = show_sheet(args.root, args.out, split=args.split, count=args.count)
+    else:
+        if args.video is None:
+            from ..errors import ConfigError
+
+            raise ConfigError("data show needs --video I or --sheet")
+        path = show_video(args.root, args.video, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from ..data.pack import pack
+
+    for info in pack(args.root, args.split, progress=not args.quiet):
+        print(f"packed {info['split']}: {len(info['indices'])} videos ({', '.join(info['arrays'])})")
+    return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add this group's sub-commands to the main parser."""
+    """Add `data generate|check|stats|show|pack` to the main parser."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    data = commands.add_parser("data", help="generate, check, describe, show and pack datasets",
+                               description="Dataset tools (the real task's layout).",
+                               epilog="example: simvp-unet data generate --out data/demo --preset demo",
+                               formatter_class=fmt)
+    sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    sub.required = True
+
+    gen = sub.add_parser(
+        "generate", help="render a CLEVRER-like dataset with PyBullet",
+        description="Render CLEVRER-like videos into train/, val/, unlabeled/, hidden/ and "
+                    "hidden_answers/ (resumable: finished videos are skipped).\n"
+                    f"Presets: {', '.join(preset_names('data'))}.",
+        epilog="example: simvp-unet data generate --out data/demo --preset demo --workers 2",
+        formatter_class=fmt)
+    gen.add_argument("--out", required=True, type=Path, help="dataset root to create or complete")
+    gen.add_argument("--preset", default="tiny",
+                     help="split sizes: tiny, demo, bench, paper or a YAML file (default tiny)")
+    for split in ("train", "val", "unlabeled", "hidden"):
+        gen.add_argument(f"--{split}", type=int, metavar="N", help=f"number of {split} videos")
+    gen.add_argument("--seed", type=int, help="base seed (default from the preset)")
+    gen.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    gen.add_argument("--shard", metavar="K/N", help="only every N-th video, starting at K")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(handler=_generate)
+
+    chk = sub.add_parser("check", help="validate every file of a dataset",
+                         description="Read every frame and mask; print each problem with its file; "
+                                     "exit 1 if there is any.",
+                         epilog="example: simvp-unet data check data/demo", formatter_class=fmt)
+    chk.add_argument("root", type=Path, help="dataset root")
+    chk.add_argument("--quiet", action="store_true", help="no progress bar")
+    chk.set_defaults(handler=_check)
+
+    sts = sub.add_parser("stats", help="objects, classes and motion statistics",
+                         description="Objects per video, class frequencies, how far moving objects "
+                                     "travel (pixels over 22 frames), entering objects (from "
+                                     "meta.json of generated data, else from masks).",
+                         epilog="example: simvp-unet data stats data/demo --split train val",
+                         formatter_class=fmt)
+    sts.add_argument("root", type=Path, help="dataset root")
+    sts.add_argument("--split", nargs="+", default=None, help="splits (default: all labeled)")
+    sts.add_argument("--limit", type=int, default=None, help="at most N videos per split")
+    sts.set_defaults(handler=_stats)
+
+    shw = sub.add_parser("show", help="picture of a video or a contact sheet",
+                         description="Frames with the mask overlaid and object names (PNG or GIF), "
+                                     "or a contact sheet of several videos.",
+                         epilog="examples:\n  simvp-unet data show data/demo --video 3 --out v3.gif\n"
+                                "  simvp-unet data show data/demo --sheet --out sheet.png",
+                         formatter_class=fmt)
+    shw.add_argument("root", type=Path, help="dataset root")
+    shw.add_argument("--video", type=int, help="video index (any split)")
+    shw.add_argument("--sheet", action="store_true", help="contact sheet of several videos")
+    shw.add_argument("--split", default="train", help="split of the sheet (default train)")
+    shw.add_argument("--count", type=int, default=8, help="videos on the sheet (default 8)")
+    shw.add_argument("--out", required=True, type=Path, help="output .png or .gif")
+    shw.set_defaults(handler=_show)
+
+    pck = sub.add_parser("pack", help="pack splits into memory-mapped arrays for fast loading",
+                         description="Write <root>/packed/<split>.*.npy; the datasets use them "
+                                     "automatically while they match the video folders.",
+                         epilog="example: simvp-unet data pack data/demo", formatter_class=fmt)
+    pck.add_argument("root", type=Path, help="dataset root")
+    pck.add_argument("--split", nargs="+", default=None, help="splits (default: all present)")
+    pck.add_argument("--quiet", action="store_true", help="no progress bar")
+    pck.set_defaults(handler=_pack)

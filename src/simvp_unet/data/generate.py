@@ -1,0 +1,196 @@
+"""Generate a CLEVRER-like dataset in the real task's layout with PyBullet.
+
+    simvp-unet data generate --out data/demo --preset demo --workers 2
+
+Video indices continue across splits in the order train, val, unlabeled, hidden. A video's
+content depends only on (seed, split, index), not on workers or shards, and the same
+settings write the same bytes. Each video is written into a temporary folder and renamed
+when complete, so a rerun skips finished videos and an interrupted run leaves no partial one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from ..io import write_json
+from . import layout, meshes, scenes
+
+GENERATOR_VERSION = 1
+_TMP_PREFIX = ".tmp_"
+
+
+@dataclass
+class GenerateConfig:
+    """Sizes of the generated splits and the seed (presets: `presets/data_<name>.yaml`).
+
+    Args:
+        train: labeled training videos.
+        val: labeled validation videos.
+        unlabeled: videos without masks.
+        hidden: test videos (frames 0..10; the rest goes to hidden_answers/).
+        seed: base seed; a video's random generator is seeded with (seed, split, index).
+    """
+
+    train: int = 4
+    val: int = 2
+    unlabeled: int = 4
+    hidden: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for split in layout.SPLITS:
+            if getattr(self, split) < 0:
+                raise ConfigError(f"{split} must be >= 0, got {getattr(self, split)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+
+    def ranges(self) -> dict[str, range]:
+        """Video index range of each split (indices continue across splits)."""
+        ranges, start = {}, 0
+        for split in layout.SPLITS:
+            count = getattr(self, split)
+            ranges[split] = range(start, start + count)
+            start += count
+        return ranges
+
+
+def video_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The random generator of one video: a function of (seed, split, index) only."""
+    return np.random.default_rng([seed, layout.SPLITS.index(split), index])
+
+
+# -- writing one video (runs in worker processes) -------------------------------------------------
+
+_WORLD = None
+
+
+def _init_worker(mesh_dir: str) -> None:
+    global _WORLD
+    from .world import World  # pybullet only where videos are rendered
+
+    if _WORLD is not None:
+        _WORLD.client.disconnect()
+    _WORLD = World(meshes.write_meshes(mesh_dir))
+
+
+def _write_folder(tmp: Path, frames: np.ndarray, ts: range, masks: np.ndarray | None,
+                  meta: dict | None) -> None:
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for t in ts:
+        layout.write_frame(tmp / layout.frame_name(t), frames[t], atomic=False)
+    if masks is not None:
+        layout.write_mask(tmp / layout.MASK_FILE, masks, atomic=False)
+    if meta is not None:
+        write_json(tmp / layout.META_FILE, meta)
+
+
+def _render_video(job: tuple[str, str, int, int]) -> tuple[str, int]:
+    """Render and write one video; returns (split, index)."""
+    root, split, index, seed = job
+    root = Path(root)
+    plan = scenes.sample_scene(video_rng(seed, split, index))
+    frames, masks, meta = _WORLD.run(plan)
+    meta = {"version": GENERATOR_VERSION, "seed": seed, "split": split, "index": index,
+            "fps": 240 / scenes.STEPS_PER_FRAME, **meta}
+    name = layout.video_name(index)
+    final = root / split / name
+    if split == "hidden":
+        answers = root / layout.ANSWERS / name
+        tmp_answers = root / layout.ANSWERS / (_TMP_PREFIX + name)
+        _write_folder(tmp_answers, frames, range(layout.INPUT_FRAMES, layout.FRAMES), masks, meta)
+        tmp = root / split / (_TMP_PREFIX + name)
+        _write_folder(tmp, frames, layout.split_frames(split), None, None)
+        if answers.exists():
+            shutil.rmtree(answers)
+        tmp_answers.rename(answers)
+        tmp.rename(final)  # last: the video counts as done only when both folders are in place
+    else:
+        tmp = root / split / (_TMP_PREFIX + name)
+        labeled = split in layout.LABELED_SPLITS
+        _write_folder(tmp, frames, layout.split_frames(split), masks if labeled else None, meta)
+        tmp.rename(final)
+    return split, index
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 0 <= K < N; None -> (0, 1)."""
+    if text is None:
+        return 0, 1
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard takes K/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise ConfigError(f"--shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def plan_jobs(root: Path, config: GenerateConfig, shard: tuple[int, int]) -> tuple[list, int]:
+    """Jobs still to do for this shard (stale temporary folders of its videos removed), and
+    the number of its videos already finished."""
+    k, n = shard
+    jobs, done = [], 0
+    for split, indices in config.ranges().items():
+        for index in indices:
+            if index % n != k:
+                continue
+            name = layout.video_name(index)
+            for folder in (root / split, root / layout.ANSWERS):
+                stale = folder / (_TMP_PREFIX + name)
+                if stale.exists():
+                    shutil.rmtree(stale)
+            finished = (root / split / name).is_dir()
+            if split == "hidden":
+                finished = finished and (root / layout.ANSWERS / name).is_dir()
+            if finished:
+                done += 1
+            else:
+                jobs.append((str(root), split, index, config.seed))
+    return jobs, done
+
+
+def _run_jobs(jobs: list, workers: int, mesh_dir: str) -> Iterator[tuple[str, int]]:
+    if workers <= 1:
+        _init_worker(mesh_dir)
+        yield from map(_render_video, jobs)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker, initargs=(mesh_dir,)) as pool:
+        yield from pool.imap_unordered(_render_video, jobs, chunksize=2)
+
+
+def generate(root: str | Path, config: GenerateConfig, *, workers: int = 1,
+             shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
+    """Generate (or finish) the dataset under `root`; returns a summary dict
+    (videos written, skipped, seconds, videos per second)."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    root = Path(root)
+    for split in (*layout.SPLITS, layout.ANSWERS):
+        (root / split).mkdir(parents=True, exist_ok=True)
+    jobs, done = plan_jobs(root, config, shard)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="simvp-unet-meshes-") as mesh_dir:
+        meshes.write_meshes(mesh_dir)
+        bar = tqdm(total=len(jobs), desc="generate", unit="video", disable=not progress)
+        for _ in _run_jobs(jobs, min(workers, max(len(jobs), 1)), mesh_dir):
+            bar.update()
+        bar.close()
+    seconds = time.perf_counter() - start
+    return {"written": len(jobs), "skipped": done, "seconds": round(seconds, 2),
+            "videos_per_s": round(len(jobs) / seconds, 2) if jobs and seconds > 0 else 0.0}
