@@ -81,3 +81,27 @@ class Forecaster:
         if self.extra is not None:
             out[:, -1, -3:, :4] = self.extra  # a hallucinated object in a corner
         return out
+
+
+def write_squares_dataset(root, *, videos_per_split: int = 3) -> None:
+    """The moving-squares world at full size in the real on-disk layout (val, unlabeled, hidden
+    with hidden_answers), so that the commands run on files whose answers are known exactly."""
+    from simvp_unet.data import layout
+
+    masks = world_masks(batch=videos_per_split, height=layout.HEIGHT, width=layout.WIDTH)
+    frames = masks_to_frames(masks).permute(0, 1, 3, 4, 2).numpy()  # (B, T, H, W, 3)
+    first = {"val": 1000, "unlabeled": 2000, "hidden": 15000}
+    for split, start in first.items():
+        # indices out of order on purpose: outputs must follow the video index, not the listing
+        for b in reversed(range(videos_per_split)):
+            index = start + 10 * b
+            folder = root / split / layout.video_name(index)
+            folder.mkdir(parents=True)
+            for t in layout.split_frames(split):
+                layout.write_frame(folder / layout.frame_name(t), frames[b, t])
+            if split == "val":
+                layout.write_mask(folder / layout.MASK_FILE, masks[b].numpy())
+            if split == "hidden":
+                answers = root / layout.ANSWERS / layout.video_name(index)
+                answers.mkdir(parents=True)
+                layout.write_mask(answers / layout.MASK_FILE, masks[b].numpy())

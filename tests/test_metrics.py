@@ -65,6 +65,12 @@ def test_uint8_inputs_and_shape_mismatch():
     assert jaccard(PRED.to(torch.uint8), TARGET.to(torch.uint8)) == pytest.approx(EXPECTED)
     with pytest.raises(DataError, match="shape"):
         MaskScore().update(PRED, TARGET[:, :1])
+    with pytest.raises(DataError, match="class ids 0..48"):
+        MaskScore().update(PRED + 40, TARGET)
+    with pytest.raises(DataError, match="class ids 0..48"):
+        MaskScore().update(PRED, TARGET - 1)
+    with pytest.raises(DataError, match="integer"):
+        MaskScore().update(PRED.float(), TARGET)
 
 
 def test_skill():

@@ -113,6 +113,38 @@ def test_component_sizes_and_small_blobs_hand_case():
     assert torch.equal(drop_small_blobs(mask, min_pixels=5), torch.zeros_like(mask))
 
 
+def _blob_sizes_by_search(mask: torch.Tensor) -> torch.Tensor:
+    """Reference: flood fill from every unvisited foreground pixel."""
+    out = torch.zeros_like(mask)
+    b_, h, w = mask.shape
+    for b in range(b_):
+        seen = set()
+        for y0 in range(h):
+            for x0 in range(w):
+                if mask[b, y0, x0] == 0 or (y0, x0) in seen:
+                    continue
+                blob, todo = [], [(y0, x0)]
+                seen.add((y0, x0))
+                while todo:
+                    y, x = todo.pop()
+                    blob.append((y, x))
+                    for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                        if (0 <= yy < h and 0 <= xx < w and (yy, xx) not in seen
+                                and mask[b, yy, xx] == mask[b, y0, x0]):
+                            seen.add((yy, xx))
+                            todo.append((yy, xx))
+                for y, x in blob:
+                    out[b, y, x] = len(blob)
+    return out
+
+
+def test_component_sizes_match_flood_fill_on_random_masks():
+    generator = torch.Generator().manual_seed(0)
+    # few classes and dense masks: long, winding blobs that need several spreading rounds
+    mask = torch.randint(0, 3, (3, 24, 32), generator=generator)
+    assert torch.equal(component_sizes(mask), _blob_sizes_by_search(mask))
+
+
 def test_errors_name_what_is_missing():
     batch, _ = make_batch(Models(Segmenter()), with_frame22=False)
     with pytest.raises(ConfigError, match="frame 22"):

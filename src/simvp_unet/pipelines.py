@@ -23,7 +23,6 @@ from functools import cached_property
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 
 from .classes import BACKGROUND, NUM_CLASSES
@@ -76,6 +75,11 @@ class Batch:
         self.frames = frames
         self.frame22 = frame22
 
+    def computed(self, name: str) -> torch.Tensor | None:
+        """An intermediate result ("input_masks", "predicted_frames", "forecast") if some row
+        computed it for this batch, else None (for pictures: nothing is computed twice)."""
+        return self.__dict__.get(name)
+
     @cached_property
     def input_masks(self) -> torch.Tensor:
         """Masks of frames 1..11 by the segmenter (never ground truth): long (B, 11, H, W)."""
@@ -117,30 +121,35 @@ def drop_absent_classes(mask: torch.Tensor, reference: torch.Tensor) -> torch.Te
     return torch.where(keep, mask, torch.full_like(mask, BACKGROUND))
 
 
-def component_sizes(mask: torch.Tensor, *, max_steps: int = 1000) -> torch.Tensor:
+def _spread_along_rows(mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Give every pixel the largest label of its run of same-class pixels along its row (..., W)."""
+    starts = torch.ones_like(mask, dtype=torch.bool)
+    starts[..., 1:] = mask[..., 1:] != mask[..., :-1]
+    run = starts.flatten().cumsum(0) - 1  # run number of every pixel
+    best = torch.zeros(int(run[-1]) + 1, dtype=labels.dtype, device=labels.device)
+    best = best.scatter_reduce(0, run, labels.flatten(), reduce="amax")
+    return best[run].view_as(labels)
+
+
+def component_sizes(mask: torch.Tensor) -> torch.Tensor:
     """Pixel count of the 4-connected same-class blob each pixel belongs to: long (B, H, W).
 
-    Background pixels get 0. Labels spread by repeated 3x3 max-pooling restricted to the
-    pixel's own class until nothing changes; pure torch, so it runs on the GPU as well.
+    Background pixels get 0. Every pixel starts with its own label; the largest label is
+    spread along same-class runs of rows, then of columns, until nothing changes (a few
+    rounds for compact objects). Pure torch, so it runs on the GPU as well.
     """
     b, h, w = mask.shape
     fg = mask != BACKGROUND
-    # float labels so that pooling-style max works on every device; float32 is exact up to 2**24
-    dtype = torch.float32 if b * h * w < 2**24 else torch.float64
-    ids = torch.arange(1, b * h * w + 1, device=mask.device, dtype=dtype).view(b, h, w)
+    ids = torch.arange(1, b * h * w + 1, device=mask.device).view(b, h, w)
     labels = torch.where(fg, ids, torch.zeros_like(ids))
-    cross = torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.bool, device=mask.device)
-    padded_mask = F.pad(mask, (1, 1, 1, 1), value=-1)
-    # (B, H, W, 3, 3) neighbourhoods of class ids; only 4-neighbours of the same class count
-    same = (padded_mask.unfold(1, 3, 1).unfold(2, 3, 1) == mask[..., None, None]) & cross
-    for _ in range(max_steps):
-        windows = F.pad(labels, (1, 1, 1, 1)).unfold(1, 3, 1).unfold(2, 3, 1)  # (B, H, W, 3, 3)
-        spread = torch.where(same, windows, torch.zeros_like(windows)).amax(dim=(-1, -2))
-        spread = torch.where(fg, spread, labels)
+    mask_t = mask.transpose(1, 2).contiguous()  # (B, W, H): columns as rows
+    while True:
+        spread = _spread_along_rows(mask, labels)
+        spread = _spread_along_rows(mask_t, spread.transpose(1, 2).contiguous()).transpose(1, 2)
         if torch.equal(spread, labels):
             break
-        labels = spread
-    flat = labels.long().flatten()
+        labels = spread.contiguous()
+    flat = labels.flatten()
     counts = torch.bincount(flat, minlength=b * h * w + 1)
     counts[0] = 0
     return counts[flat].view(b, h, w)

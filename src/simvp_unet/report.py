@@ -1,0 +1,118 @@
+"""What `simvp-unet evaluate` writes besides the numbers: the results table and the pictures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .viz import grid, mask_to_rgb, save_gif, save_png
+
+# One line per row of the results table, in the words of the table.
+ROW_DESCRIPTIONS: dict[str, str] = {
+    "copy-last": "segment frame 11, use it as the answer",
+    "frames": "predict frames 12..22, segment frame 22 (paper)",
+    "oracle": "segment the true frame 22 (upper bound)",
+    "masks": "segment frames 1..11, forecast masks 12..22",
+    "masks+absent": "masks, classes absent at frame 11 -> background",
+    "masks+blobs": "masks, small blobs -> background",
+}
+
+
+def results_table(results: Mapping) -> str:
+    """Markdown table of an evaluation's `results.json` content."""
+    lines = [
+        f"Jaccard on {results['videos']} `{results['split']}` videos "
+        "(task metric: one confusion matrix over all videos, mean IoU over classes); "
+        "skill = (J - J_copy) / (J_oracle - J_copy).",
+        "",
+        "| row | pipeline | Jaccard | skill |",
+        "|---|---|---:|---:|",
+    ]
+    for row, value in results["jaccard"].items():
+        s = results["skill"].get(row)
+        lines.append(f"| {row} | {ROW_DESCRIPTIONS.get(row, '')} | {value:.4f} | "
+                     f"{'n/a' if s is None else f'{s:.3f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class VideoPictures:
+    """What is drawn for one video; arrays are numpy on the CPU.
+
+    Args:
+        index: video index (names the files).
+        frames: uint8 (22, 3, H, W), true frames 1..22.
+        masks: uint8 (22, H, W), true masks 1..22.
+        answers: row name -> (H, W) mask of frame 22 by that row.
+        predicted_frames: uint8 (11, 3, H, W), frames 12..22 by the predictor, if any.
+        input_masks: (11, H, W), masks of frames 1..11 by the segmenter, if computed.
+        forecast: (11, H, W), masks 12..22 by the forecaster, if any.
+    """
+
+    index: int
+    frames: np.ndarray
+    masks: np.ndarray
+    answers: dict[str, np.ndarray]
+    predicted_frames: np.ndarray | None = None
+    input_masks: np.ndarray | None = None
+    forecast: np.ndarray | None = None
+
+
+def _hwc(frames: np.ndarray) -> list[np.ndarray]:
+    return list(np.asarray(frames).transpose(0, 2, 3, 1))  # (T, 3, H, W) -> T x (H, W, 3)
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """A copy of an (H, W, 3) uint8 image with `text` on a dark band in its top-left corner."""
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    draw = ImageDraw.Draw(picture)
+    left, top, right, bottom = draw.textbbox((2, 1), text)
+    draw.rectangle((0, 0, right + 2, bottom + 1), fill=(0, 0, 0))
+    draw.text((2, 1), text, fill=(255, 255, 255))
+    return np.asarray(picture)
+
+
+def save_video_pictures(folder: str | Path, video: VideoPictures) -> list[Path]:
+    """Write `video_<i>.png` (sequences and every row's frame-22 mask) and `video_<i>.gif`."""
+    folder = Path(folder)
+    frames = _hwc(video.frames)
+    masks = list(mask_to_rgb(video.masks))
+    rows, labels = [frames[:11], frames[11:]], ["input 1-11", "true 12-22"]
+    if video.predicted_frames is not None:
+        rows.append(_hwc(video.predicted_frames))
+        labels.append("predicted 12-22")
+    rows.append(masks[11:])
+    labels.append("true masks 12-22")
+    if video.forecast is not None:
+        rows.append(list(mask_to_rgb(video.forecast)))
+        labels.append("forecast 12-22")
+    last = [caption(frames[21], "true frame 22")]
+    if video.predicted_frames is not None:
+        last.append(caption(_hwc(video.predicted_frames)[-1], "predicted frame 22"))
+    last.append(caption(masks[21], "true mask 22"))
+    last += [caption(mask_to_rgb(mask), row) for row, mask in video.answers.items()]
+    rows.append(last)
+    labels.append("frame 22")
+    png = save_png(folder / f"video_{video.index}.png", grid(rows, labels=labels, label_width=100))
+
+    # The GIF plays the whole video: inputs then the future, true beside predicted.
+    sequence = []
+    for t in range(22):
+        future = t >= 11
+        cells = [caption(frames[t], f"frame {t + 1}")]
+        if video.predicted_frames is not None:
+            shown = _hwc(video.predicted_frames)[t - 11] if future else frames[t]
+            cells.append(caption(shown, "predicted" if future else "input"))
+        cells.append(caption(masks[t], "true mask"))
+        if video.forecast is not None:
+            source = video.forecast[t - 11] if future else (
+                video.input_masks[t] if video.input_masks is not None else None)
+            if source is not None:
+                cells.append(caption(mask_to_rgb(source), "forecast" if future else "segmented"))
+        sequence.append(grid([cells]))
+    gif = save_gif(folder / f"video_{video.index}.gif", sequence)
+    return [png, gif]
