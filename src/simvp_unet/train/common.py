@@ -1,0 +1,247 @@
+"""Pieces shared by the three trainers: settings, resizing on the device, the optimizer, pictures.
+
+Every trainer works at its own `resolution` (H, W): inputs arrive at the dataset's size
+(160 x 240) as uint8 and are converted and resized on the device, so the data loaders stay
+cheap and the inference helpers take and return full-size tensors.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..config import to_dict
+from ..io import atomic_path
+from ..viz import grid, save_png
+
+# ---------------------------------------------------------------------------- settings
+
+
+@dataclass
+class TrainSettings:
+    """Settings every trainer shares (the model's own config is nested as `model` in each kind).
+
+    Args:
+        resolution: (H, W) the model works at; inputs are resized to it on the device.
+        batch_size: samples per optimizer step and device.
+        lr: Adam learning rate (the peak of the one-cycle schedule).
+        weight_decay: Adam weight decay.
+        schedule: "onecycle" (warm up then anneal, stepped every batch) or "constant".
+        epochs: passes over the training set.
+        max_steps: stop after this many optimizer steps (-1: the epochs decide).
+        limit_train_batches: batches per training epoch (0: all).
+        limit_val_batches: batches per validation (0: all).
+        val_every_epochs: validate every this many epochs.
+        checkpoint_every_steps: also write `last.ckpt` every this many steps (0: only after
+            validation), so that a long epoch killed halfway loses little.
+        seed: seed of every random generator (weights, shuffling, scheduled sampling).
+        pictures: samples drawn in `RUN/pictures/` after each validation (0: none).
+        val_split: split the validation runs on.
+        init_from: run folder whose best weights start this run (fine-tuning); the model
+            section must match that run's.
+    """
+
+    resolution: tuple[int, int] = (80, 120)
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["onecycle", "constant"] = "onecycle"
+    epochs: int = 10
+    max_steps: int = -1
+    limit_train_batches: int = 0
+    limit_val_batches: int = 0
+    val_every_epochs: int = 1
+    checkpoint_every_steps: int = 0
+    seed: int = 0
+    pictures: int = 3
+    val_split: str = "val"
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.resolution) != 2 or min(self.resolution) <= 0:
+            raise ValueError(f"resolution must be two positive numbers (H, W), got {list(self.resolution)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        positive = ("batch_size", "epochs", "val_every_epochs")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        at_least_zero = ("limit_train_batches", "limit_val_batches", "checkpoint_every_steps", "pictures")
+        for name in at_least_zero:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be positive or -1 (no limit), got {self.max_steps}")
+
+
+def check_model_field(model: Any, name: str, expected: Any, why: str) -> None:
+    """Fail with one clear line when a nested model setting does not fit the trainer."""
+    value = getattr(model, name)
+    if value != expected:
+        raise ValueError(f"model.{name} must be {expected} ({why}), got {value}")
+
+
+# ---------------------------------------------------------------------------- resizing
+
+
+def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Float images (N, C, H, W) to `size`: area averaging when shrinking, bilinear otherwise."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrinking = x.shape[-2] >= size[0] and x.shape[-1] >= size[1]
+    if shrinking:
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def frames_to_model(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 frames (B, T, 3, H, W) -> float in [0, 1] (B, T, 3, *size)."""
+    b = frames.shape[0]
+    x = rearrange(frames, "b t c h w -> (b t) c h w").float() / 255
+    x = resize_images(x, size)
+    return rearrange(x, "(b t) c h w -> b t c h w", b=b)
+
+
+def frames_to_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Float frames (B, T, 3, h, w) in [0, 1] -> uint8 (B, T, 3, *size) (bilinear)."""
+    b = x.shape[0]
+    x = rearrange(x.float(), "b t c h w -> (b t) c h w")
+    x = resize_images(x, size)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    return rearrange(x, "(b t) c h w -> b t c h w", b=b)
+
+
+def masks_to_size(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Integer class ids (..., H, W) -> long (..., *size), nearest neighbour (ids stay ids)."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks.long()
+    lead = masks.shape[:-2]
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()  # (N, 1, H, W)
+    out = F.interpolate(flat, size=size, mode="nearest").long()
+    return out.reshape(*lead, *size)
+
+
+def logits_to_size(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Class logits (N, K, h, w) -> (N, K, *size), bilinear (so argmax edges are smooth)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def in_chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Split a batch along dim 0 so that full-size inference stays within memory."""
+    return list(torch.split(x, size)) if len(x) else [x]
+
+
+# ---------------------------------------------------------------------------- module base
+
+
+class TrainModule(L.LightningModule):
+    """Base of the three trainers: Adam + optional one-cycle schedule, hyper-parameters as a plain dict.
+
+    Subclasses set `kind` (the name in `train.runner.MODULES`), `monitor` and `monitor_mode`.
+    The checkpoint holds `{"kind": ..., "config": plain dict}` so that `load_run` rebuilds the
+    module with no command line, and `torch.load(weights_only=True)` can read it.
+    """
+
+    kind: str = ""
+    monitor: str = ""
+    monitor_mode: Literal["min", "max"] = "max"
+
+    def __init__(self, config: TrainSettings) -> None:
+        super().__init__()
+        self.config = config
+        self.save_hyperparameters({"kind": self.kind, "config": to_dict(config)})
+        self._picture_batch: dict[str, torch.Tensor] | None = None
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return tuple(self.config.resolution)
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.config
+        optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.schedule == "constant":
+            return optimizer
+        # Counts every step of the whole run (epochs, max_steps, limits, devices), so that a
+        # resumed run rebuilds the same schedule and Lightning restores its position.
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total, 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # pictures: keep the first validation batch of rank 0, draw it once the epoch is done
+    def keep_for_pictures(self, batch_idx: int, **tensors: torch.Tensor) -> None:
+        if batch_idx == 0 and self.config.pictures > 0:
+            n = self.config.pictures
+            self._picture_batch = {k: v[:n].detach().cpu() for k, v in tensors.items()}
+
+    def draw_picture(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """A (H, W, 3) uint8 picture of predictions vs truth; one per trainer."""
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self) -> None:
+        batch, self._picture_batch = self._picture_batch, None
+        if batch is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        folder = Path(self.trainer.default_root_dir) / "pictures"
+        save_png(folder / f"epoch_{self.current_epoch:03d}.png", self.draw_picture(batch))
+
+
+def picture_rows(rows: list[list[np.ndarray]], labels: list[str] | None) -> np.ndarray:
+    """Tile labelled rows of (H, W, 3) uint8 images."""
+    return grid(rows, labels=labels, label_width=48 if labels else 0)
+
+
+def to_hwc(image: torch.Tensor) -> np.ndarray:
+    """uint8 (3, H, W) tensor -> (H, W, 3) numpy."""
+    return rearrange(image, "c h w -> h w c").numpy()
+
+
+# ---------------------------------------------------------------------------- checkpoints, RNG
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints under a temporary name and rename, so a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class RNGState(L.Callback):
+    """Store the random generators in the checkpoint so that a resumed run draws what it would have.
+
+    Kept as tensors and plain Python values, loadable with `weights_only=True`.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached"]))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,127 @@
+"""The frame predictor: SimVP from RGB frames 1..11 to frames 12..22, mean squared error.
+
+    simvp-unet train predictor --data data/demo --preset cpu --out runs/pred
+
+Needs no labels: trains on every video of `train_splits` (the paper: the unlabeled ones).
+Validation reports MSE, SSIM and PSNR of the predicted frames at full size (160 x 240).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from ..data.layout import FRAMES, INPUT_FRAMES
+from ..models.simvp import SimVP, SimVPConfig
+from .common import (
+    TrainModule,
+    TrainSettings,
+    check_model_field,
+    frames_to_model,
+    frames_to_uint8,
+    in_chunks,
+    picture_rows,
+    resize_images,
+    to_hwc,
+)
+
+PICTURE_FRAMES = (0, 5, 10)  # of the 11 predicted ones: frames 12, 17 and 22
+
+
+@dataclass
+class PredictorConfig(TrainSettings):
+    """Settings of `simvp-unet train predictor` (see `TrainSettings` for the shared ones).
+
+    Args:
+        train_splits: splits whose videos (frames only) train the model.
+        model: the SimVP (11 RGB frames in, 11 out).
+    """
+
+    train_splits: list[str] = field(default_factory=lambda: ["unlabeled"])
+    model: SimVPConfig = field(default_factory=SimVPConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        m = self.model
+        check_model_field(m, "in_frames", INPUT_FRAMES, "frames 1..11 go in")
+        check_model_field(m, "out_frames", FRAMES - INPUT_FRAMES, "frames 12..22 come out")
+        check_model_field(m, "in_channels", 3, "RGB frames")
+        check_model_field(m, "out_channels", 3, "RGB frames")
+        check_model_field(m, "input_classes", 0, "the predictor reads frames, not class ids")
+        if not self.train_splits:
+            raise ValueError("train_splits must name at least one split")
+
+
+class PredictorModule(TrainModule):
+    """SimVP training on frames: uint8 (B, 22, 3, H, W) clips, first 11 in, last 11 as targets.
+
+    Args:
+        config: the resolved `PredictorConfig`.
+    """
+
+    kind = "predictor"
+    monitor = "val/mse"
+    monitor_mode = "min"
+
+    def __init__(self, config: PredictorConfig) -> None:
+        super().__init__(config)
+        self.model = SimVP(config.model)
+        self.val_mse = MeanSquaredError()
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames 1..11 (B, 11, 3, H, W) -> float frames 12..22 (B, 11, 3, *resolution)."""
+        return self.model(frames_to_model(frames, self.resolution))
+
+    def _split(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = batch["frames"]
+        return frames[:, :INPUT_FRAMES], frames[:, INPUT_FRAMES:]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        inputs, future = self._split(batch)
+        loss = F.mse_loss(self(inputs).float(), frames_to_model(future, self.resolution))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(inputs))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        inputs, future = self._split(batch)
+        pred = self(inputs).float()
+        loss = F.mse_loss(pred, frames_to_model(future, self.resolution))
+        # metrics at the dataset's size, as the segmenter will see the frames
+        size = tuple(future.shape[-2:])
+        full = resize_images(rearrange(pred, "b t c h w -> (b t) c h w"), size).clamp(0, 1)
+        true = rearrange(future, "b t c h w -> (b t) c h w").float() / 255
+        self.val_mse.update(full, true)
+        self.val_ssim.update(full, true)
+        self.val_psnr.update(full, true)
+        n = len(inputs)
+        self.log("val/loss", loss, sync_dist=True, batch_size=n)
+        self.log("val/mse", self.val_mse, prog_bar=True, batch_size=n)
+        self.log("val/ssim", self.val_ssim, prog_bar=True, batch_size=n)
+        self.log("val/psnr", self.val_psnr, batch_size=n)
+        self.keep_for_pictures(batch_idx, future=future, pred=frames_to_uint8(pred, size))
+
+    def draw_picture(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        rows, labels = [], []
+        for future, pred in zip(batch["future"], batch["pred"], strict=True):
+            rows += [[to_hwc(future[t]) for t in PICTURE_FRAMES], [to_hwc(pred[t]) for t in PICTURE_FRAMES]]
+            labels += ["true", "pred"]
+        return picture_rows(rows, labels)  # columns: frames 12, 17, 22
+
+    @torch.inference_mode()
+    def predict_frames(self, frames: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
+        """Frames 12..22 from frames 1..11: uint8 (B, 11, 3, H, W) -> uint8 (B, 11, 3, H, W)."""
+        if frames.ndim != 5 or frames.shape[1] != INPUT_FRAMES or frames.shape[2] != 3:
+            raise ValueError(f"predict_frames expects uint8 frames (B, 11, 3, H, W), got shape "
+                             f"{tuple(frames.shape)}")
+        size = tuple(frames.shape[-2:])
+        out = [frames_to_uint8(self(part.to(self.device)), size).to(frames.device)
+               for part in in_chunks(frames, chunk)]
+        return torch.cat(out)

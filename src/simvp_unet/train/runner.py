@@ -1,0 +1,343 @@
+"""Run folders: start, resume and load a training run of any kind.
+
+    simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg
+    module = load_run("runs/seg")          # eval mode, CPU, weights_only=True
+
+RUN/config.yaml            the resolved settings (written atomically before training)
+RUN/checkpoints/last.ckpt  the latest state (weights, optimizer, schedule, loops, RNG) for --resume
+RUN/checkpoints/best.ckpt  the best validation score so far
+RUN/logs/                  CSV logs (and TensorBoard when installed)
+RUN/pictures/              predictions vs truth after every validation
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from ..config import from_dict, resolve, to_dict
+from ..data import layout
+from ..data.datasets import FrameDataset, VideoDataset
+from ..errors import ConfigError, DataError
+from ..io import write_yaml
+from .common import AtomicCheckpointIO, RNGState, TrainModule
+from .forecaster import ForecasterConfig, ForecasterModule
+from .predictor import PredictorConfig, PredictorModule
+from .segmenter import SegmenterConfig, SegmenterModule
+
+MODULES: dict[str, type[TrainModule]] = {
+    "predictor": PredictorModule,
+    "segmenter": SegmenterModule,
+    "forecaster": ForecasterModule,
+}
+CONFIGS: dict[str, type] = {
+    "predictor": PredictorConfig,
+    "segmenter": SegmenterConfig,
+    "forecaster": ForecasterConfig,
+}
+CONFIG_FILE = "config.yaml"
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """RUN/checkpoints/<which>.ckpt."""
+    return Path(run_dir) / "checkpoints" / f"{which}.ckpt"
+
+
+# ---------------------------------------------------------------------------- loading runs
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise DataError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or hparams.get("kind") not in MODULES or "state_dict" not in ckpt:
+        raise DataError(f"{path} is not a simvp-unet training checkpoint (no kind/config/state_dict)")
+    return ckpt
+
+
+def _module_from_checkpoint(ckpt: dict[str, Any], path: Path) -> TrainModule:
+    kind = ckpt["hyper_parameters"]["kind"]
+    try:
+        config = from_dict(CONFIGS[kind], ckpt["hyper_parameters"]["config"])
+    except ConfigError as exc:
+        raise DataError(f"{path}: stored config is not valid here: {exc}") from None
+    module = MODULES[kind](config)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise DataError(f"{path}: weights do not fit the stored config: {exc}") from None
+    return module
+
+
+def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device = "cpu") -> TrainModule:
+    """The trained module of a run folder, in eval mode, with its inference helper.
+
+    Args:
+        run_dir: a folder written by `simvp-unet train`.
+        which: "best" (best validation score) or "last" (latest state).
+        device: where to put the module.
+
+    Returns:
+        `SegmenterModule` (`segment`), `PredictorModule` (`predict_frames`) or
+        `ForecasterModule` (`forecast_masks`), according to the run.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"run folder not found: {run_dir}")
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    path = checkpoint_path(run_dir, which)
+    module = _module_from_checkpoint(_read_checkpoint(path), path)
+    return module.eval().to(device)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _check_data_root(root: Path) -> None:
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+
+
+def _pseudo_labeled(root: Path, split: str) -> bool:
+    """True when every video of a split without true masks has its pseudo-label."""
+    videos = layout.list_videos(root, split)
+    done = [(folder / layout.PRED_MASK_FILE).is_file() for _, folder in videos]
+    if not any(done):
+        return False
+    if not all(done):
+        missing = next(folder for (_, folder), ok in zip(videos, done, strict=True) if not ok)
+        raise DataError(f"{sum(done)} of {len(done)} {split} videos have {layout.PRED_MASK_FILE}; "
+                        f"missing {missing / layout.PRED_MASK_FILE} (finish `simvp-unet label` first)")
+    return True
+
+
+def _has_true_masks(root: Path, split: str) -> bool:
+    videos = layout.list_videos(root, split)
+    return bool(videos) and all((folder / layout.MASK_FILE).is_file() for _, folder in videos)
+
+
+def build_datasets(kind: str, config: Any, root: Path) -> tuple[Dataset, Dataset]:
+    """(train, val) datasets of one kind of run."""
+    _check_data_root(root)
+    for split in [*config.train_splits, config.val_split]:
+        if split not in layout.SPLITS or split == "hidden":
+            raise ConfigError(f"split {split!r} cannot train or validate; use train, val or unlabeled")
+    if kind == "predictor":
+        train = [VideoDataset(root, split) for split in config.train_splits]
+        return ConcatDataset(train), VideoDataset(root, config.val_split)
+    if kind == "segmenter":
+        for split in [*config.train_splits, config.val_split]:
+            if not _has_true_masks(root, split):
+                raise DataError(f"the segmenter needs labeled videos: {root / split} has videos "
+                                f"without {layout.MASK_FILE} (or none)")
+        train = [FrameDataset(root, split) for split in config.train_splits]
+        return ConcatDataset(train), FrameDataset(root, config.val_split)
+    # forecaster: true masks where there are some, else complete pseudo-labels, else skip the split
+    if not _has_true_masks(root, config.val_split):
+        raise DataError(f"the forecaster validates on true masks: {root / config.val_split} has "
+                        f"videos without {layout.MASK_FILE} (or none)")
+    train = []
+    for split in config.train_splits:
+        if _has_true_masks(root, split) or _pseudo_labeled(root, split):
+            train.append(VideoDataset(root, split, masks="any"))
+        elif layout.list_videos(root, split):
+            print(f"forecaster: skipping {root / split}: no masks or pseudo-labels "
+                  f"(run `simvp-unet label` to use it)")
+    if not train:
+        raise DataError(f"the forecaster found no masks in {root} splits {', '.join(config.train_splits)}")
+    return ConcatDataset(train), VideoDataset(root, config.val_split, masks="true")
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@dataclass
+class Runtime:
+    """Where and how to run; not part of the saved config (a run may resume on other hardware).
+
+    Args:
+        accelerator: "auto", "cpu", "gpu", ...
+        devices: "auto" or a number of devices per node.
+        num_nodes: machines taking part.
+        precision: Lightning precision, e.g. "32-true" or "bf16-mixed".
+        workers: data-loading worker processes per device.
+    """
+
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    workers: int = 2
+
+
+def _is_rank_zero_process() -> bool:
+    """False in the extra processes of a multi-process launch (torchrun or Lightning's DDP launcher).
+
+    Those re-run the command; only the first process may check and write the run folder.
+    """
+    return all(int(os.environ.get(key, "0")) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
+                 resume: bool) -> tuple[Any, Path | None]:
+    """Resolve the config (new run) or read it back (resume); check the folder; write config.yaml."""
+    config_file = out / CONFIG_FILE
+    last = checkpoint_path(out, "last")
+    if resume:
+        if preset is not None or overrides:
+            raise ConfigError("--resume continues a run with its saved config.yaml; drop --preset, "
+                              "--set and --init (or start a new run with another --out)")
+        if not config_file.is_file():
+            raise ConfigError(f"cannot resume: {config_file} not found (is {out} a training run?)")
+        if not last.is_file():
+            raise ConfigError(f"cannot resume: {last} not found (the run stopped before its first "
+                              f"checkpoint; delete {out} and start again)")
+        data = _read_yaml(config_file)
+        saved_kind = data.pop("kind", kind)
+        if saved_kind != kind:
+            raise ConfigError(f"cannot resume: {out} is a {saved_kind} run, not a {kind} run")
+        try:
+            saved = from_dict(CONFIGS[kind], data)
+        except ConfigError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+        return saved, last
+    if _is_rank_zero_process() and (config_file.exists() or (out / "checkpoints").exists()):
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    config = resolve(CONFIGS[kind], kind, preset or "cpu", overrides)
+    if _is_rank_zero_process():
+        write_yaml(config_file, {"kind": kind, **to_dict(config)})
+    return config, None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of settings")
+    return data
+
+
+def _init_weights(module: TrainModule, run_dir: str) -> None:
+    """Fine-tuning: start from the best weights of another run of the same kind and model."""
+    path = checkpoint_path(run_dir, "best")
+    if not Path(run_dir).is_dir():
+        raise DataError(f"init_from: run folder not found: {run_dir}")
+    ckpt = _read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    if hp["kind"] != module.kind:
+        raise ConfigError(f"init_from {run_dir} is a {hp['kind']} run; this is a {module.kind} run")
+    theirs, ours = hp["config"]["model"], to_dict(module.config)["model"]
+    diff = sorted(k for k in ours if theirs.get(k) != ours[k])
+    if diff:
+        raise ConfigError(f"init_from {run_dir}: model.{diff[0]} is {theirs.get(diff[0])!r} there and "
+                          f"{ours[diff[0]]!r} here; the model sections must match")
+    module.load_state_dict(ckpt["state_dict"])
+
+
+def _loggers(out: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(out, name="logs")]
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        loggers.append(TensorBoardLogger(out, name="logs", default_hp_metric=False))
+    return loggers
+
+
+def _loader(dataset: Dataset, config: Any, runtime: Runtime, *, shuffle: bool) -> DataLoader:
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, drop_last=shuffle and
+                      len(dataset) > config.batch_size, num_workers=runtime.workers,
+                      persistent_workers=runtime.workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = None,
+          overrides: list[str] = (), resume: bool = False, init: str | None = None,
+          runtime: Runtime | None = None) -> dict[str, Any]:
+    """Train one model into a run folder (see the module docstring); returns a summary dict.
+
+    Args:
+        kind: "predictor", "segmenter" or "forecaster".
+        data: dataset root.
+        out: run folder (must not hold a run unless `resume`).
+        preset: shipped preset name or YAML path (default "cpu"); not with `resume`.
+        overrides: `key=value` settings applied after the preset.
+        resume: continue from `out/checkpoints/last.ckpt` with the saved config.
+        init: fine-tune from the best weights of this run (same as `init_from=RUN`).
+        runtime: devices, precision and workers.
+    """
+    if kind not in MODULES:
+        raise ConfigError(f"unknown kind {kind!r}; expected one of {', '.join(MODULES)}")
+    runtime = runtime or Runtime()
+    if runtime.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {runtime.workers}")
+    out, root = Path(out), Path(data)
+    overrides = list(overrides) + ([f"init_from={init}"] if init else [])
+    config, ckpt_path = _prepare_run(kind, out, preset, overrides, resume)
+    train_set, val_set = build_datasets(kind, config, root)
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    module = MODULES[kind](config)
+    if config.init_from and ckpt_path is None:
+        _init_weights(module, config.init_from)
+
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=module.monitor,
+                           mode=module.monitor_mode, save_top_k=1, save_last=True,
+                           enable_version_counter=False, auto_insert_metric_name=False)
+    callbacks: list[L.Callback] = [best, LearningRateMonitor(logging_interval="step"), RNGState()]
+    if config.checkpoint_every_steps:
+        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1,
+                                         every_n_train_steps=config.checkpoint_every_steps,
+                                         enable_version_counter=False))
+    multi = runtime.num_nodes > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1 or (
+        str(runtime.devices).isdigit() and int(runtime.devices) > 1)
+    trainer = L.Trainer(
+        default_root_dir=out,
+        accelerator=runtime.accelerator,
+        devices=int(runtime.devices) if str(runtime.devices).isdigit() else runtime.devices,
+        num_nodes=runtime.num_nodes,
+        strategy="ddp" if multi else "auto",
+        precision=runtime.precision,
+        max_epochs=config.epochs,
+        max_steps=config.max_steps,
+        limit_train_batches=config.limit_train_batches or None,
+        limit_val_batches=config.limit_val_batches or None,
+        check_val_every_n_epoch=config.val_every_epochs,
+        callbacks=callbacks,
+        logger=_loggers(out),
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=10,
+    )
+    start = time.time()
+    trainer.fit(module, _loader(train_set, config, runtime, shuffle=True),
+                _loader(val_set, config, runtime, shuffle=False), ckpt_path=ckpt_path, weights_only=True)
+    score = best.best_model_score
+    summary = {
+        "kind": kind,
+        "run": str(out),
+        "monitor": module.monitor,
+        "best_score": None if score is None else float(score),
+        "best": str(checkpoint_path(out, "best")),
+        "last": str(checkpoint_path(out, "last")),
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "seconds": time.time() - start,
+        "interrupted": trainer.interrupted,
+    }
+    return summary
