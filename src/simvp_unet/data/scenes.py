@@ -2,12 +2,13 @@
 
 A scene has 3-6 objects in view at the start (some resting, some sliding, some aimed at
 others so that they collide) and 0-3 objects that enter from outside the view later, aimed at
-an object or a point in view; about half the videos have an object entering at frame 11 or
+an object or a point in view; about a third of the videos have an object entering at frame 11 or
 later. All objects have one size (as in CLEVRER) and no two share shape, material and color.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,8 +52,9 @@ class ObjectPlan:
 # camera geometry
 
 
+@functools.cache
 def camera_axes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Right, up and forward unit vectors of the camera."""
+    """Right, up and forward unit vectors of the camera (cached: do not modify)."""
     forward = CAMERA_TARGET - CAMERA_EYE
     forward = forward / np.linalg.norm(forward)
     right = np.cross(forward, CAMERA_UP)
@@ -72,16 +74,21 @@ def project(points: np.ndarray) -> np.ndarray:
     return np.stack([(x + 1) * layout.WIDTH / 2, (1 - y) * layout.HEIGHT / 2], axis=-1)
 
 
-def floor_points() -> np.ndarray:
-    """(H, W, 2) floor coordinates (x, y) seen at each pixel center (the camera looks down)."""
+def pixel_rays() -> np.ndarray:
+    """(H, W, 3) ray direction through each pixel center, scaled to a unit forward component
+    (so that eye + ray * depth is the point at camera-space depth `depth`)."""
     right, up, forward = camera_axes()
     tan_half = math.tan(math.radians(FOV_DEG) / 2)
     aspect = layout.WIDTH / layout.HEIGHT
     cols = (np.arange(layout.WIDTH) + 0.5) / layout.WIDTH * 2 - 1
     rows = 1 - (np.arange(layout.HEIGHT) + 0.5) / layout.HEIGHT * 2
-    # ray direction per pixel: (H, W, 3)
-    rays = (forward + cols[None, :, None] * tan_half * aspect * right
+    return (forward + cols[None, :, None] * tan_half * aspect * right
             + rows[:, None, None] * tan_half * up)
+
+
+def floor_points() -> np.ndarray:
+    """(H, W, 2) floor coordinates (x, y) seen at each pixel center (the camera looks down)."""
+    rays = pixel_rays()
     scale = -CAMERA_EYE[2] / rays[..., 2]
     return (CAMERA_EYE + scale[..., None] * rays)[..., :2]
 
@@ -137,7 +144,7 @@ def sample_scene(rng: np.random.Generator) -> list[ObjectPlan]:
         if rng.random() < 0.55:  # sliding
             speed = rng.uniform(2.0, 4.5)
             others = [p for j, p in enumerate(positions) if j != k]
-            if others and rng.random() < 0.6:  # aimed at another object: a collision
+            if others and rng.random() < 0.7:  # aimed at another object: a collision
                 aim = others[int(rng.integers(len(others)))] - positions[k]
                 angle = math.atan2(aim[1], aim[0]) + rng.normal(0, 0.08)
             else:
@@ -145,7 +152,7 @@ def sample_scene(rng: np.random.Generator) -> list[ObjectPlan]:
             velocity = speed * _unit(angle)
         objects.append(ObjectPlan(int(classes[k]), tuple(positions[k]), float(rng.uniform(0, 2 * math.pi)),
                                   tuple(velocity), 0))
-    late = rng.random() < 0.5  # one entering object appears at frame >= 11
+    late = rng.random() < 0.4  # one entering object appears at frame >= 11
     for k in range(n_entering):
         if k == 0 and late:
             frame = int(rng.integers(layout.INPUT_FRAMES, layout.FRAMES - 4))

@@ -31,12 +31,11 @@ FLOOR_FRICTION = 0.3
 ROLLING_FRICTION = 0.002  # lets rolling spheres come to rest, as sliding objects do
 GRAVITY = -9.81
 
-LIGHT = {"lightAmbientCoeff": 0.55, "lightDiffuseCoeff": 0.55}
-RUBBER_SPECULAR = 0.05
-METAL_SPECULAR = 2.5
-METAL_TINT = 0.8  # metal's diffuse color is darker, which makes its highlights stand out
+LIGHT = {"lightAmbientCoeff": 0.55, "lightDiffuseCoeff": 0.55, "lightSpecularCoeff": 0.05}
+NEAR, FAR = 0.1, 100.0
 FLOOR_GRAY = 118.0
 SHADOW_DARKEN = 0.45
+_SHADOW_WINDOW = 40  # pixels around a shadow's center that it may darken
 
 
 def _volume(shape: str) -> float:
@@ -71,6 +70,8 @@ class World:
         self.floor_xy = scenes.floor_points()
         self.floor = _floor_image(self.floor_xy)
         light = scenes.LIGHT_DIRECTION / np.linalg.norm(scenes.LIGHT_DIRECTION)
+        self.light = light
+        self.rays = scenes.pixel_rays()
         self.shadow_shift = -light[:2] / light[2]  # floor offset of a shadow per unit of height
 
     # -- building ------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ class World:
         c = self.client
         shape, material, color = obj.attributes
         friction, restitution, density = MATERIAL_PHYSICS[material]
-        rgb = np.array(COLOR_RGB[color]) / 255 * (METAL_TINT if material == "metal" else 1.0)
+        rgb = np.array(COLOR_RGB[color]) / 255
         if shape == "cube":
             collision = c.createCollisionShape(p.GEOM_BOX, halfExtents=[scenes.CUBE_HALF] * 3)
             scale = [scenes.CUBE_HALF] * 3
@@ -127,31 +128,90 @@ class World:
 
     # -- rendering -----------------------------------------------------------------------------
 
-    def _render(self, specular: float) -> tuple[np.ndarray, np.ndarray]:
-        _, _, rgba, _, seg = self.client.getCameraImage(
+    def _render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        _, _, rgba, depth, seg = self.client.getCameraImage(
             layout.WIDTH, layout.HEIGHT, self.view, self.projection,
             lightDirection=scenes.LIGHT_DIRECTION.tolist(), shadow=0,
-            lightSpecularCoeff=specular, renderer=p.ER_TINY_RENDERER, **LIGHT)
-        rgb = np.asarray(rgba, dtype=np.uint8).reshape(layout.HEIGHT, layout.WIDTH, 4)[..., :3]
-        return rgb, np.asarray(seg, dtype=np.int64).reshape(layout.HEIGHT, layout.WIDTH)
+            renderer=p.ER_TINY_RENDERER, **LIGHT)
+        shape = (layout.HEIGHT, layout.WIDTH)
+        rgb = np.asarray(rgba, dtype=np.uint8).reshape(*shape, 4)[..., :3]
+        depth = np.asarray(depth, dtype=np.float64).reshape(shape)
+        return rgb, np.asarray(seg, dtype=np.int64).reshape(shape), depth
+
+    def _normals(self, shape: str, body: int, points: np.ndarray) -> np.ndarray:
+        """Exact surface normals (N, 3) of a body at surface points (N, 3)."""
+        position, orientation = self.client.getBasePositionAndOrientation(body)
+        rotation = np.array(self.client.getMatrixFromQuaternion(orientation)).reshape(3, 3)
+        local = (points - np.array(position)) @ rotation  # body frame
+        if shape == "sphere":
+            normals = local
+        elif shape == "cube":
+            axis = np.abs(local).argmax(-1)
+            normals = np.zeros_like(local)
+            rows = np.arange(len(local))
+            normals[rows, axis] = np.sign(local[rows, axis])
+        else:  # cylinder along the body's z axis: points at cap height are on a cap
+            radial = np.linalg.norm(local[:, :2], axis=-1)
+            # the depth buffer is a little noisy: a tolerance keeps the rim from fraying
+            cap = (np.abs(local[:, 2]) > scenes.RADIUS - 0.02) & (radial < scenes.RADIUS - 0.005)
+            normals = np.where(cap[:, None], np.stack([0 * radial, 0 * radial, np.sign(local[:, 2])], -1),
+                               np.concatenate([local[:, :2], np.zeros((len(local), 1))], -1))
+        normals = normals @ rotation.T  # back to the world frame
+        return normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-9)
+
+    def _metal(self, rgb: np.ndarray, seg: np.ndarray, depth: np.ndarray,
+               metal: dict[int, tuple[str, np.ndarray]]) -> np.ndarray:
+        """Shade metal pixels as a mirror of a simple studio: bright sky, a sharp highlight toward
+        the key light, the gray floor below the horizon, tinted by the object's color."""
+        z = FAR * NEAR / (FAR - (FAR - NEAR) * depth)  # camera-space depth
+        out = rgb.copy()
+        for body, (shape, color) in metal.items():
+            pixels = seg == body
+            if not pixels.any():
+                continue
+            rays = self.rays[pixels]
+            points = scenes.CAMERA_EYE + rays * z[pixels][:, None]
+            normals = self._normals(shape, body, points)
+            view = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
+            reflect = view - 2 * (view * normals).sum(-1, keepdims=True) * normals
+            up = reflect[:, 2]
+            sky = 1.0 + 0.5 * np.clip(up, 0, 1)
+            # the floor seen in the mirror: darker toward the horizon's foot, like CLEVR's metal
+            ground = 0.32 + 0.3 * np.clip(-up, 0, 1)
+            env = ground + (sky - ground) * np.clip(up / 0.1 + 0.5, 0, 1)  # soft horizon
+            aligned = np.clip(reflect @ self.light, 0, 1)
+            highlight = 1.5 * aligned**60 + 0.25 * aligned**6
+            lit = 0.2 + 0.4 * np.clip(normals @ self.light, 0, 1)
+            value = color * (0.7 * env + 0.3 * lit)[:, None] + 255 * highlight[:, None]
+            out[pixels] = value.clip(0, 255).astype(np.uint8)
+        return out
 
     def _floor_with_shadows(self, positions: list[np.ndarray]) -> np.ndarray:
         shade = np.ones(self.floor.shape)
         for pos in positions:
             center = pos[:2] + self.shadow_shift * pos[2]
-            dist = np.sqrt(((self.floor_xy - center) ** 2).sum(-1))
-            # soft disc: full shadow inside 0.8 R, fading out by 1.5 R
+            col, row = scenes.project(np.array([center[0], center[1], 0.0]))
+            if not (-_SHADOW_WINDOW < col < layout.WIDTH + _SHADOW_WINDOW
+                    and -_SHADOW_WINDOW < row < layout.HEIGHT + _SHADOW_WINDOW):
+                continue
+            # only a window around the shadow: a soft disc is a few dozen pixels wide at most
+            r0, r1 = max(int(row) - _SHADOW_WINDOW, 0), min(int(row) + _SHADOW_WINDOW, layout.HEIGHT)
+            c0, c1 = max(int(col) - _SHADOW_WINDOW, 0), min(int(col) + _SHADOW_WINDOW, layout.WIDTH)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            dist = np.sqrt(((self.floor_xy[r0:r1, c0:c1] - center) ** 2).sum(-1))
+            # full shadow inside 0.8 R, fading out by 1.5 R
             edge = np.clip((dist - 0.8 * scenes.RADIUS) / (0.7 * scenes.RADIUS), 0, 1)
-            shade = np.minimum(shade, 1 - SHADOW_DARKEN * (1 - edge))
+            window = shade[r0:r1, c0:c1]
+            np.minimum(window, 1 - SHADOW_DARKEN * (1 - edge), out=window)
         gray = (self.floor * shade).clip(0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=-1)
 
-    def _frame(self, bodies: dict[int, int], metal: set[int]) -> tuple[np.ndarray, np.ndarray]:
-        rgb, seg = self._render(RUBBER_SPECULAR)
-        metal_pixels = np.isin(seg, list(metal)) if metal else None
-        if metal_pixels is not None and metal_pixels.any():
-            shiny, _ = self._render(METAL_SPECULAR)
-            rgb = np.where(metal_pixels[..., None], shiny, rgb)
+    def _frame(self, bodies: dict[int, int], metal: dict[int, tuple[str, np.ndarray]]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        rgb, seg, depth = self._render()
+        if metal:
+            rgb = self._metal(rgb, seg, depth, metal)
         positions = [np.array(self.client.getBasePositionAndOrientation(b)[0]) for b in bodies.values()]
         rgb = np.where((seg < 0)[..., None], self._floor_with_shadows(positions), rgb)
         return rgb, seg
@@ -185,7 +245,8 @@ class World:
                 events.append({"type": "collision", "frame": t,
                                "objects": [plan[pair[0]].class_id, plan[pair[1]].class_id]})
             touching_before = touching
-            metal = {b for k, b in bodies.items() if plan[k].attributes[1] == "metal"}
+            metal = {b: (plan[k].attributes[0], np.array(COLOR_RGB[plan[k].attributes[2]], float))
+                     for k, b in bodies.items() if plan[k].attributes[1] == "metal"}
             rgb, seg = self._frame(bodies, metal)
             lut = np.zeros(max(bodies.values(), default=0) + 2, np.uint8)  # index = body id + 1
             for k, b in bodies.items():

@@ -1,0 +1,299 @@
+"""Look at a dataset: validate every file, summarize objects and motion, draw pictures.
+
+    simvp-unet data check data/demo
+    simvp-unet data stats data/demo
+    simvp-unet data show data/demo --sheet --out sheet.png
+
+Works on the real task's data too (statistics then come from masks instead of meta.json).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from .. import viz
+from ..classes import CLASS_NAMES, NUM_CLASSES
+from ..errors import DataError
+from . import layout
+
+MOVING_PX = 3.0  # an object whose center travels less than this over the video is at rest
+
+
+# -- check ----------------------------------------------------------------------------------------
+
+
+def _check_video(split: str, folder: Path) -> list[str]:
+    problems = []
+    for t in layout.split_frames(split):
+        try:
+            layout.read_frame(folder / layout.frame_name(t))
+        except DataError as exc:
+            problems.append(str(exc))
+    if split == "hidden":
+        leaked = sorted(p.name for p in folder.glob("image_*.png")
+                        if p.name not in {layout.frame_name(t) for t in layout.split_frames(split)})
+        if leaked:
+            problems.append(f"hidden video {folder} holds frames beyond image_10: {', '.join(leaked)}")
+    mask_files = []
+    if split in layout.LABELED_SPLITS or (folder / layout.MASK_FILE).exists():
+        mask_files.append(layout.MASK_FILE)
+    if (folder / layout.PRED_MASK_FILE).exists():
+        mask_files.append(layout.PRED_MASK_FILE)
+    for name in mask_files:
+        try:
+            layout.check_mask(layout.load_mask_file(folder / name), folder / name)
+        except DataError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def check(root: str | Path, *, progress: bool = False) -> list[str]:
+    """Every problem found in a dataset, one message per problem naming its file."""
+    root = Path(root)
+    if not root.is_dir():
+        return [f"dataset folder not found: {root}"]
+    splits = [s for s in layout.SPLITS if (root / s).is_dir()]
+    if not splits:
+        return [f"no split folders ({', '.join(layout.SPLITS)}) in {root}"]
+    problems: list[str] = []
+    owner: dict[int, str] = {}
+    jobs = []
+    for split in splits:
+        for index, folder in layout.list_videos(root, split):
+            if index in owner:
+                problems.append(f"video index {index} is in both {owner[index]}/ and {split}/")
+            owner[index] = split
+            jobs.append((split, folder))
+    answers = root / layout.ANSWERS
+    if answers.is_dir():
+        for _, folder in layout.list_videos(root, layout.ANSWERS):
+            jobs.append((layout.ANSWERS, folder))
+    for split, folder in tqdm(jobs, desc="check", unit="video", disable=not progress):
+        if split == layout.ANSWERS:
+            problems += _check_answers(folder)
+        else:
+            problems += _check_video(split, folder)
+    return problems
+
+
+def _check_answers(folder: Path) -> list[str]:
+    problems = []
+    for t in range(layout.INPUT_FRAMES, layout.FRAMES):
+        try:
+            layout.read_frame(folder / layout.frame_name(t))
+        except DataError as exc:
+            problems.append(str(exc))
+    try:
+        layout.read_mask(folder)
+    except DataError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+# -- stats ----------------------------------------------------------------------------------------
+
+
+def _tracks_from_masks(masks: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """class id -> (pixels per frame (T,), mask centroid per frame (T, 2), NaN where absent)."""
+    frames = masks.shape[0]
+    rows, cols = np.mgrid[: masks.shape[1], : masks.shape[2]]
+    tracks = {}
+    for cid in np.unique(masks):
+        if cid == 0:
+            continue
+        pixels = np.zeros(frames)
+        centers = np.full((frames, 2), np.nan)
+        for t in range(frames):
+            where = masks[t] == cid
+            pixels[t] = where.sum()
+            if pixels[t]:
+                centers[t] = cols[where].mean(), rows[where].mean()
+        tracks[int(cid)] = (pixels, centers)
+    return tracks
+
+
+def _tracks_from_meta(meta: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """class id -> (visible pixels (T,), projected center (T, 2), NaN before the object exists)."""
+    tracks = {}
+    for k, obj in enumerate(meta["objects"]):
+        pixels = np.zeros(len(meta["frames"]))
+        centers = np.full((len(meta["frames"]), 2), np.nan)
+        for t, frame in enumerate(meta["frames"]):
+            state = frame["objects"][k]
+            if state is not None:
+                pixels[t] = state["pixels"]
+                centers[t] = state["pixel"]
+        tracks[obj["class_id"]] = (pixels, centers)
+    return tracks
+
+
+def _video_tracks(split: str, folder: Path) -> tuple[dict, dict | None]:
+    meta_path = folder / layout.META_FILE
+    if split == "hidden":
+        meta_path = folder.parent.parent / layout.ANSWERS / folder.name / layout.META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if meta is not None:
+        return _tracks_from_meta(meta), meta
+    if (folder / layout.MASK_FILE).is_file():
+        return _tracks_from_masks(layout.read_mask(folder)), None
+    if (folder / layout.PRED_MASK_FILE).is_file():
+        return _tracks_from_masks(layout.read_mask(folder, predicted=True)), None
+    return {}, None
+
+
+def stats(root: str | Path, *, splits: list[str] | None = None, limit: int | None = None) -> dict:
+    """Objects per video, class frequencies, motion and entering statistics per split.
+
+    Motion: how far each object's center travels over the video (path length in pixels,
+    while in view); an object is moving if it travels at least 3 pixels. Entering: an object
+    absent from frames 0..10 that appears later.
+    """
+    root = Path(root)
+    splits = splits or [s for s in layout.SPLITS if (root / s).is_dir()]
+    result = {}
+    for split in splits:
+        videos = layout.list_videos(root, split)[:limit]
+        objects, travels, late, classes, collisions = [], [], 0, np.zeros(NUM_CLASSES, int), []
+        used = 0
+        for _, folder in videos:
+            tracks, meta = _video_tracks(split, folder)
+            if not tracks:
+                continue
+            used += 1
+            seen = {cid: tr for cid, tr in tracks.items() if tr[0].sum() > 0}
+            objects.append(len(seen))
+            for cid, (pixels, centers) in seen.items():
+                classes[cid] += 1
+                visible = pixels > 0
+                steps = np.linalg.norm(np.diff(centers, axis=0), axis=-1)
+                both = visible[1:] & visible[:-1]
+                travels.append(float(np.nansum(steps[both])))
+            if any(tr[0][: layout.INPUT_FRAMES].sum() == 0 for tr in seen.values()):
+                late += 1
+            if meta is not None:
+                collisions.append(sum(e["type"] == "collision" for e in meta["events"]))
+        travels_arr = np.array(travels)
+        moving = travels_arr[travels_arr >= MOVING_PX]
+        result[split] = {
+            "videos": len(videos), "described": used,
+            "objects_per_video": _summary(np.array(objects)),
+            "moving_share": round(float(len(moving) / max(len(travels_arr), 1)), 3),
+            "travel_px_moving": _summary(moving),
+            "late_entry_share": round(late / max(used, 1), 3),
+            "collisions_per_video": _summary(np.array(collisions)) if collisions else None,
+            "class_counts": {CLASS_NAMES[c]: int(n) for c, n in enumerate(classes) if n},
+        }
+    return result
+
+
+def _summary(values: np.ndarray) -> dict | None:
+    if values.size == 0:
+        return None
+    q = np.percentile(values, [10, 50, 90])
+    return {"mean": round(float(values.mean()), 2), "p10": round(float(q[0]), 1),
+            "median": round(float(q[1]), 1), "p90": round(float(q[2]), 1),
+            "max": round(float(values.max()), 1)}
+
+
+def format_stats(result: dict) -> str:
+    """Readable text of `stats`."""
+    lines = []
+    for split, s in result.items():
+        lines.append(f"{split}: {s['videos']} videos ({s['described']} with masks or meta.json)")
+        for key in ("objects_per_video", "travel_px_moving", "collisions_per_video"):
+            if s[key]:
+                lines.append(f"  {key:22s} " + "  ".join(f"{k} {v}" for k, v in s[key].items()))
+        lines.append(f"  {'moving_share':22s} {s['moving_share']}")
+        lines.append(f"  {'late_entry_share':22s} {s['late_entry_share']}  (videos with an object "
+                     f"first in view at frame >= {layout.INPUT_FRAMES})")
+        top = sorted(s["class_counts"].items(), key=lambda kv: -kv[1])
+        if top:
+            lines.append(f"  classes ({len(top)} seen): "
+                         + ", ".join(f"{name} {n}" for name, n in top[:8])
+                         + (" ..." if len(top) > 8 else ""))
+    return "\n".join(lines)
+
+
+# -- pictures -------------------------------------------------------------------------------------
+
+
+def find_video(root: str | Path, index: int) -> tuple[str, Path]:
+    """(split, folder) of a video index in any split."""
+    root = Path(root)
+    for split in layout.SPLITS:
+        folder = root / split / layout.video_name(index)
+        if folder.is_dir():
+            return split, folder
+    raise DataError(f"video {index} not found in any split of {root}")
+
+
+def _labeled(frame: np.ndarray, mask: np.ndarray | None, scale: int = 2) -> np.ndarray:
+    """Frame (upscaled) with the mask overlaid and each object's name at its centroid."""
+    shown = viz.overlay(frame, mask, alpha=0.45) if mask is not None else frame
+    image = Image.fromarray(shown).resize((frame.shape[1] * scale, frame.shape[0] * scale),
+                                          Image.NEAREST)
+    if mask is not None:
+        draw = ImageDraw.Draw(image)
+        for cid in np.unique(mask):
+            if cid == 0:
+                continue
+            rows, cols = np.nonzero(mask == cid)
+            x, y = cols.mean() * scale, rows.min() * scale - 11
+            text = CLASS_NAMES[cid]
+            draw.text((max(x - 3 * len(text), 0), max(y, 0)), text, fill=(255, 255, 255),
+                      stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def _video_arrays(root: Path, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """All frames known of a video and its masks (true, answers or pseudo-labels) if any."""
+    split, folder = find_video(root, index)
+    frames = layout.read_frames(folder, layout.split_frames(split))
+    masks = None
+    answers = root / layout.ANSWERS / folder.name
+    if split == "hidden" and answers.is_dir():
+        frames = np.concatenate([frames, layout.read_frames(answers, range(layout.INPUT_FRAMES,
+                                                                           layout.FRAMES))])
+        masks = layout.read_mask(answers)
+    elif (folder / layout.MASK_FILE).is_file():
+        masks = layout.read_mask(folder)
+    elif (folder / layout.PRED_MASK_FILE).is_file():
+        masks = layout.read_mask(folder, predicted=True)
+    return frames, masks
+
+
+def show_video(root: str | Path, index: int, out: str | Path) -> Path:
+    """Frames of one video with its mask overlaid and object names: a PNG grid or a GIF."""
+    root, out = Path(root), Path(out)
+    frames, masks = _video_arrays(root, index)
+    pictures = [_labeled(f, None if masks is None else masks[t]) for t, f in enumerate(frames)]
+    if out.suffix.lower() == ".gif":
+        return viz.save_gif(out, pictures, fps=6)
+    if out.suffix.lower() != ".png":
+        raise DataError(f"--out must end in .png or .gif, got {out}")
+    rows = [pictures[i : i + 6] for i in range(0, len(pictures), 6)]
+    return viz.save_png(out, viz.grid(rows))
+
+
+def show_sheet(root: str | Path, out: str | Path, *, split: str = "train", count: int = 8) -> Path:
+    """Contact sheet: one row per video (frames 0, 5, 10, 15, 21 and the mask of frame 21)."""
+    root = Path(root)
+    videos = layout.list_videos(root, split)
+    if not videos:
+        raise DataError(f"no videos in {root / split}")
+    picks = [videos[int(i)] for i in np.linspace(0, len(videos) - 1, min(count, len(videos)))]
+    rows, labels = [], []
+    for index, _ in picks:
+        frames, masks = _video_arrays(root, index)
+        ts = [t for t in (0, 5, 10, 15, 21) if t < len(frames)]
+        row = [frames[t] for t in ts]
+        if masks is not None:
+            row.append(viz.mask_to_rgb(masks[-1]))
+        rows.append(row)
+        labels.append(str(index))
+    return viz.save_png(out, viz.grid(rows, labels=labels, label_width=40))
