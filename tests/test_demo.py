@@ -1,0 +1,48 @@
+"""`simvp-unet demo --fast`: the whole method end to end through the real CLI, and its resume."""
+
+import json
+
+import pytest
+
+from simvp_unet.cli import main
+
+STEPS = ["data", "segmenter", "label", "predictor", "forecaster"]
+
+
+@pytest.mark.slow
+def test_fast_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--fast", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    for number, step in enumerate([*STEPS, "evaluate"], start=1):
+        assert f"=== [{number}/6] {step}:" in printed
+        if step != "evaluate":
+            assert (out / "steps" / f"{step}.json").is_file()
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
+                                        "masks+blobs"]
+    assert "| masks+absent |" in printed and "demo finished" in printed
+    pictures = sorted((out / "eval" / "pictures").iterdir())
+    assert pictures and all(f"picture: {p}" in printed for p in pictures)
+    assert all((out / "runs" / kind / "checkpoints" / "best.ckpt").is_file()
+               for kind in ("segmenter", "predictor", "forecaster"))
+
+    # a second run skips every finished step; a step without its marker resumes from its files
+    (out / "steps" / "forecaster.json").unlink()
+    (out / "steps" / "label.json").unlink()
+    pseudo = sorted((out / "data" / "unlabeled").glob("video_*/mask_pred.npy"))
+    pseudo[0].unlink()
+    assert main(["demo", "--out", str(out), "--fast"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done already") == 3
+    assert f"resuming {out / 'runs' / 'forecaster'}" in printed
+    assert '"written": 1, "skipped": ' in printed  # only the lost pseudo-label was redone
+    assert pseudo[0].is_file()
+
+
+def test_demo_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "example:" in text and "simvp-unet demo --out demo" in text and "--fast" in text

@@ -1,0 +1,108 @@
+"""The commands on real (tiny) trained runs and generated data, through the CLI.
+
+Tiny models trained for a few steps: the numbers are poor, the plumbing is what is checked
+(run loading, resizing to the working resolution and back, file formats, exit codes).
+"""
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from simvp_unet.cli import main
+from simvp_unet.data import layout
+from simvp_unet.models.export import load_safetensors
+from simvp_unet.train import load_run
+
+# training three tiny runs takes 10-30 s depending on the load of the machine
+pytestmark = pytest.mark.slow
+
+ROWS = ["copy-last", "frames", "oracle", "masks", "masks+absent", "masks+blobs"]
+
+
+def _cli(*args: str) -> None:
+    assert main([str(a) for a in args]) == 0
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_data, tmp_path_factory):
+    """Tiny segmenter, predictor and forecaster runs, on a copy of the tiny data
+    (labelled in place, so that the forecaster trains on pseudo-labels too)."""
+    root = tmp_path_factory.mktemp("runs")
+    data = root / "data"
+    shutil.copytree(tiny_data, data)
+    common = ["--data", data, "--preset", "tiny", "--workers", "0"]
+    _cli("train", "segmenter", *common, "--out", root / "segmenter")
+    _cli("label", "--data", data, "--segmenter", root / "segmenter")
+    _cli("train", "predictor", *common, "--out", root / "predictor")
+    _cli("train", "forecaster", *common, "--out", root / "forecaster")
+    return root
+
+
+def test_label_wrote_valid_pseudo_labels_and_resumes(runs, capsys):
+    data = runs / "data"
+    videos = layout.list_videos(data, "unlabeled")
+    assert videos
+    for _, folder in videos:
+        mask = np.load(folder / layout.PRED_MASK_FILE)
+        assert mask.dtype == np.uint8 and mask.shape == (22, layout.HEIGHT, layout.WIDTH)
+        assert mask.max() < 49
+        assert not (folder / layout.MASK_FILE).exists()
+    _cli("label", "--data", data, "--segmenter", runs / "segmenter")
+    assert f"wrote 0 mask_pred.npy, skipped {len(videos)}" in capsys.readouterr().out
+
+
+def test_evaluate_all_rows_from_real_runs(runs, capsys):
+    out = runs / "eval"
+    _cli("evaluate", "--data", runs / "data", "--segmenter", runs / "segmenter", "--predictor",
+         runs / "predictor", "--forecaster", runs / "forecaster", "--out", out, "--pictures", "1")
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["jaccard"]) == ROWS and list(results["skill"]) == ROWS
+    assert all(0.0 <= j <= 1.0 for j in results["jaccard"].values())
+    assert results["videos"] == len(layout.list_videos(runs / "data", "val"))
+    assert results["runs"]["forecaster"] == str(runs / "forecaster")
+    assert (out / "results.md").read_text() in printed
+    assert len(list((out / "pictures").glob("video_*.png"))) == 1
+    assert len(list((out / "pictures").glob("video_*.gif"))) == 1
+
+
+def test_predict_then_score(runs, capsys):
+    submission = runs / "submission.pt"
+    _cli("predict", "--data", runs / "data", "--segmenter", runs / "segmenter", "--forecaster",
+         runs / "forecaster", "--out", submission)
+    assert "pipeline masks" in capsys.readouterr().out
+    masks = torch.load(submission, weights_only=True)
+    hidden = layout.list_videos(runs / "data", "hidden")
+    assert masks.dtype == torch.uint8 and masks.shape == (len(hidden), layout.HEIGHT, layout.WIDTH)
+    _cli("score", submission, "--data", runs / "data")
+    assert f"on {len(hidden)} hidden videos" in capsys.readouterr().out
+
+
+def test_export_safetensors_and_onnx_match_the_run(runs, tmp_path):
+    module = load_run(runs / "segmenter")
+    _cli("export", runs / "segmenter", "--format", "safetensors", "--out", tmp_path / "seg.safetensors")
+    rebuilt = load_safetensors(tmp_path / "seg.safetensors")
+    x = torch.rand(1, 3, *module.config.resolution)
+    with torch.no_grad():
+        expected = module.model(x)
+        assert torch.allclose(rebuilt(x), expected)
+
+    _cli("export", runs / "forecaster", "--format", "onnx", "--out", tmp_path / "fc.onnx")
+    forecaster = load_run(runs / "forecaster")
+    ids = torch.randint(0, 49, (2, 11, *forecaster.config.resolution))
+    session = ort.InferenceSession(str(tmp_path / "fc.onnx"))
+    (got,) = session.run(None, {"input": ids.numpy()})
+    with torch.no_grad():
+        assert np.allclose(got, forecaster.model(ids).numpy(), atol=1e-4)
+
+
+def test_missing_run_is_one_line_exit_2(runs, tmp_path, capsys):
+    code = main(["evaluate", "--data", str(runs / "data"), "--segmenter", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "nope" in err
+    assert not (tmp_path / "eval").exists()
