@@ -43,6 +43,7 @@ class TrainSettings:
         val_every_epochs: validate every this many epochs.
         checkpoint_every_steps: also write `last.ckpt` every this many steps (0: only after
             validation), so that a long epoch killed halfway loses little.
+        log_every_steps: write training losses and the learning rate every this many steps.
         seed: seed of every random generator (weights, shuffling, scheduled sampling).
         pictures: samples drawn in `RUN/pictures/` after each validation (0: none).
         val_split: split the validation runs on.
@@ -61,6 +62,7 @@ class TrainSettings:
     limit_val_batches: int = 0
     val_every_epochs: int = 1
     checkpoint_every_steps: int = 0
+    log_every_steps: int = 10
     seed: int = 0
     pictures: int = 3
     val_split: str = "val"
@@ -73,7 +75,7 @@ class TrainSettings:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        positive = ("batch_size", "epochs", "val_every_epochs")
+        positive = ("batch_size", "epochs", "val_every_epochs", "log_every_steps")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics import MeanSquaredError
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ..data.layout import FRAMES, INPUT_FRAMES
 from ..models.simvp import SimVP, SimVPConfig

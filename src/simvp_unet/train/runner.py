@@ -322,7 +322,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         callbacks=callbacks,
         logger=_loggers(out),
         plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=10,
+        log_every_n_steps=config.log_every_steps,
     )
     start = time.time()
     trainer.fit(module, _loader(train_set, config, runtime, shuffle=True),
