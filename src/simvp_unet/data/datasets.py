@@ -91,9 +91,9 @@ class VideoDataset(Dataset):
         pack = self.packed
         if pack is not None and (array is None or pack.has(array)):
             row = pack.position[index]
-            frames = pack.array("frames")[row, self.frames]
-            masks = pack.array(array)[row, self.frames] if array else None
-            return np.asarray(frames), None if masks is None else np.asarray(masks)
+            frames = np.array(pack.array("frames")[row, self.frames])
+            masks = np.array(pack.array(array)[row, self.frames]) if array else None
+            return frames, masks
         frames = layout.read_frames(folder, self.frames)
         if mask_file is None:
             return frames, None
@@ -139,14 +139,15 @@ class FrameDataset(Dataset):
         t = self.frames[k]
         if self.packed is not None:
             row = self.packed.position[index]
-            image = np.asarray(self.packed.array("frames")[row, t])
-            mask = np.asarray(self.packed.array("masks")[row, t])
+            # copies: tensors must not share memory with the read-only memory map
+            image = np.array(self.packed.array("frames")[row, t])
+            mask = np.array(self.packed.array("masks")[row, t])
         else:
             image = layout.read_frame(folder / layout.frame_name(t))
             path = folder / layout.MASK_FILE
             masks = layout.load_mask_file(path, mmap=True)
             if masks.shape != (layout.FRAMES, layout.HEIGHT, layout.WIDTH):
                 layout.check_mask(masks, path)  # raises with the shape in the message
-            mask = layout.check_mask(np.asarray(masks[t : t + 1]), path, frames=1)[0]
+            mask = layout.check_mask(np.array(masks[t : t + 1]), path, frames=1)[0]
         return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask)), "index": index, "t": t}
