@@ -5,6 +5,7 @@ same commands on real trained runs are covered in tests/test_evaluate_runs.py.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -54,6 +55,10 @@ def test_evaluate_rows_numbers_and_files(squares, tmp_path):
     assert "| masks+absent |" in table and "| 1.0000 |" in table
     pictures = sorted(p.name for p in (out / "pictures").iterdir())
     assert pictures == ["video_1000.gif", "video_1000.png", "video_1010.gif", "video_1010.png"]
+    # written through a temporary file, yet with the mode of any file made under this umask
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "results.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_evaluate_limit_and_segmenter_only(squares, tmp_path):

@@ -158,3 +158,24 @@ def test_errors_name_what_is_missing():
     with pytest.raises(ConfigError, match="uint8 frames"):
         Batch(batch.models, batch.frames.float())
     assert pipelines.available(batch.models, with_frame22=False) == ["copy-last"]
+
+
+@pytest.mark.gpu
+def test_pipelines_and_metric_run_on_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from simvp_unet.metrics import MaskScore
+
+    models = Models(Segmenter(), Predictor(), Forecaster(extra=40))
+    masks = world_masks().cuda()
+    frames = masks_to_frames(masks.cpu()).cuda()
+    batch = Batch(models, frames[:, :11], frames[:, 21])
+    for name in pipelines.available(models, with_frame22=True):
+        answer = pipelines.run(name, batch)
+        assert answer.is_cuda, name
+        score = MaskScore(device="cuda")
+        score.update(answer, masks[:, 21])
+        expected = jaccard(answer.cpu(), masks[:, 21].cpu())
+        assert score.jaccard() == pytest.approx(expected), name
+    blobs = torch.randint(0, 3, (2, 24, 32), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(component_sizes(blobs.cuda()).cpu(), _blob_sizes_by_search(blobs))
