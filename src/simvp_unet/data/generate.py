@@ -112,8 +112,9 @@ def _render_video(job: tuple[str, str, int, int]) -> tuple[str, int]:
         _write_folder(tmp_answers, frames, range(layout.INPUT_FRAMES, layout.FRAMES), masks, meta)
         tmp = root / split / (_TMP_PREFIX + name)
         _write_folder(tmp, frames, layout.split_frames(split), None, None)
-        if answers.exists():
-            shutil.rmtree(answers)
+        for old in (final, answers):  # a half-finished earlier attempt
+            if old.exists():
+                shutil.rmtree(old)
         tmp_answers.rename(answers)
         tmp.rename(final)  # last: the video counts as done only when both folders are in place
     else:
