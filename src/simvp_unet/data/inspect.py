@@ -136,9 +136,12 @@ def _video_tracks(split: str, folder: Path) -> tuple[dict, dict | None]:
     meta_path = folder / layout.META_FILE
     if split == "hidden":
         meta_path = folder.parent.parent / layout.ANSWERS / folder.name / layout.META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    if meta is not None:
-        return _tracks_from_meta(meta), meta
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            return _tracks_from_meta(meta), meta
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+            raise DataError(f"bad meta file {meta_path}: {exc!r}") from None
     if (folder / layout.MASK_FILE).is_file():
         return _tracks_from_masks(layout.read_mask(folder)), None
     if (folder / layout.PRED_MASK_FILE).is_file():
