@@ -68,6 +68,10 @@ class VideoDataset(Dataset):
         self.root, self.split, self.masks = Path(root), split, masks
         self.videos = _videos(root, split)
         self.frames = _frame_list(split, frames)
+        # a slice reads a memory map in one piece; a list of indices gathers frame by frame
+        first, last = self.frames[0], self.frames[-1]
+        contiguous = self.frames == list(range(first, last + 1))
+        self._take = slice(first, last + 1) if contiguous else self.frames
         self.mask_files = [self._mask_file(folder) for _, folder in self.videos]
         self.packed: PackedSplit | None = open_packed(root, split) if packed else None
 
@@ -84,17 +88,18 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def _read(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _read(self, n: int) -> tuple[torch.Tensor, np.ndarray | None]:
         index, folder = self.videos[n]
         mask_file = self.mask_files[n]
         array = {layout.MASK_FILE: "masks", layout.PRED_MASK_FILE: "pred", None: None}[mask_file]
         pack = self.packed
         if pack is not None and (array is None or pack.has(array)):
             row = pack.position[index]
-            frames = np.array(pack.array("frames")[row, self.frames])
-            masks = np.array(pack.array(array)[row, self.frames]) if array else None
+            # copies: tensors must not share memory with the read-only memory map
+            frames = torch.from_numpy(np.array(pack.array("frames")[row, self._take]))
+            masks = np.array(pack.array(array)[row, self._take]) if array else None
             return frames, masks
-        frames = layout.read_frames(folder, self.frames)
+        frames = _to_chw(layout.read_frames(folder, self.frames))
         if mask_file is None:
             return frames, None
         path = folder / mask_file
@@ -102,7 +107,7 @@ class VideoDataset(Dataset):
 
     def __getitem__(self, n: int) -> dict:
         frames, masks = self._read(n)
-        item = {"index": self.videos[n][0], "frames": _to_chw(frames)}
+        item = {"index": self.videos[n][0], "frames": frames}
         if masks is not None:
             item["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
         return item
@@ -143,11 +148,11 @@ class FrameDataset(Dataset):
             image = np.array(self.packed.array("frames")[row, t])
             mask = np.array(self.packed.array("masks")[row, t])
         else:
-            image = layout.read_frame(folder / layout.frame_name(t))
+            image = layout.read_frame(folder / layout.frame_name(t)).transpose(2, 0, 1)
             path = folder / layout.MASK_FILE
             masks = layout.load_mask_file(path, mmap=True)
             if masks.shape != (layout.FRAMES, layout.HEIGHT, layout.WIDTH):
                 layout.check_mask(masks, path)  # raises with the shape in the message
             mask = layout.check_mask(np.array(masks[t : t + 1]), path, frames=1)[0]
-        return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        return {"image": torch.from_numpy(np.ascontiguousarray(image)),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask)), "index": index, "t": t}

@@ -2,7 +2,7 @@
 
     simvp-unet data pack data/demo
 
-writes, per split, `<root>/packed/<split>.frames.npy` (N, T, H, W, 3), `<split>.masks.npy`
+writes, per split, `<root>/packed/<split>.frames.npy` (N, T, 3, H, W), `<split>.masks.npy`
 (N, 22, H, W) when every video has `mask.npy`, `<split>.pred.npy` when every video has
 `mask_pred.npy`, and `<split>.json` (video indices and a fingerprint of the folders). The
 datasets use a packed split automatically while its fingerprint matches the folders; adding,
@@ -25,7 +25,7 @@ from ..io import write_json
 from . import layout
 
 PACKED = "packed"
-_VERSION = 1
+_VERSION = 2
 
 
 def fingerprint(videos: list[tuple[int, Path]]) -> str:
@@ -102,7 +102,7 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
         if all((folder / file).is_file() for _, folder in videos):
             arrays.append(name)
     shapes = {
-        "frames": (len(videos), len(frames), layout.HEIGHT, layout.WIDTH, 3),
+        "frames": (len(videos), len(frames), 3, layout.HEIGHT, layout.WIDTH),  # as the datasets return them
         "masks": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
         "pred": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
     }
@@ -113,7 +113,7 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
         out = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=np.uint8,
                                                shape=shapes[name]) for name in arrays}
         for n, (_, folder) in enumerate(tqdm(videos, desc=f"pack {split}", disable=not progress)):
-            out["frames"][n] = layout.read_frames(folder, frames)
+            out["frames"][n] = layout.read_frames(folder, frames).transpose(0, 3, 1, 2)
             if "masks" in out:
                 out["masks"][n] = layout.read_mask(folder)
             if "pred" in out:
