@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -296,8 +297,8 @@ def label(data: str | Path, segmenter: Any, *, splits: tuple[str, ...] = ("unlab
                                           disable=not progress, file=sys.stderr) as bar:
             for item in _loader(Subset(dataset, todo), batch_size):
                 frames = item["frames"].to(device)
-                flat = frames.flatten(0, 1)  # (B, 22, 3, H, W) -> (B * 22, 3, H, W)
-                masks = pipelines.segment(segmenter, flat).view(*frames.shape[:2], *frames.shape[-2:])
+                flat = pipelines.segment(segmenter, rearrange(frames, "b t c h w -> (b t) c h w"))
+                masks = rearrange(flat, "(b t) h w -> b t h w", b=len(frames))
                 for index, mask in zip(item["index"].tolist(), masks.cpu().numpy(), strict=True):
                     layout.write_mask(folders[index] / layout.PRED_MASK_FILE, mask)
                 bar.update(len(frames))
