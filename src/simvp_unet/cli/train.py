@@ -65,6 +65,8 @@ def _run(args: argparse.Namespace) -> int:
                       precision=args.precision, workers=args.workers)
     summary = train(args.kind, args.data, args.out, preset=args.preset, overrides=args.overrides,
                     resume=args.resume, init=args.init, runtime=runtime)
+    if not summary["rank_zero"]:
+        return 0  # the other processes of a multi-process run stay quiet
     if summary["interrupted"]:
         print(f"interrupted at step {summary['global_step']}; continue with: simvp-unet train "
               f"{args.kind} --data {args.data} --out {args.out} --resume")

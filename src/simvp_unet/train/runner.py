@@ -297,14 +297,16 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     if config.init_from and ckpt_path is None:
         _init_weights(module, config.init_from)
 
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=module.monitor,
-                           mode=module.monitor_mode, save_top_k=1, save_last=True,
-                           enable_version_counter=False, auto_insert_metric_name=False)
-    callbacks: list[L.Callback] = [best, LearningRateMonitor(logging_interval="step"), RNGState()]
+    folder = out / "checkpoints"
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor=module.monitor, mode=module.monitor_mode,
+                           save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
+    # Lightning's save_last only writes when the best one improves; an unconditional monitor-less
+    # checkpoint named "last" after every epoch (and every N steps) is what resume needs.
+    last = [ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)]
     if config.checkpoint_every_steps:
-        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1,
-                                         every_n_train_steps=config.checkpoint_every_steps,
-                                         enable_version_counter=False))
+        last.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
+                                    every_n_train_steps=config.checkpoint_every_steps))
+    callbacks: list[L.Callback] = [best, *last, LearningRateMonitor(logging_interval="step"), RNGState()]
     multi = runtime.num_nodes > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1 or (
         str(runtime.devices).isdigit() and int(runtime.devices) > 1)
     trainer = L.Trainer(
@@ -339,5 +341,6 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         "epochs": trainer.current_epoch,
         "seconds": time.time() - start,
         "interrupted": trainer.interrupted,
+        "rank_zero": trainer.is_global_zero,
     }
     return summary

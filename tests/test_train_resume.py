@@ -1,0 +1,67 @@
+"""A run killed mid-epoch and resumed ends like an uninterrupted one: same steps, same LR schedule."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from simvp_unet.cli import main
+from simvp_unet.train.segmenter import SegmenterModule
+
+# 2 epochs x 3 batches = 6 steps; last.ckpt every 2 steps, so a kill at step 4 is mid-epoch 2
+SETTINGS = ["--set", "checkpoint_every_steps=2", "--set", "limit_train_batches=3", "--set", "epochs=2"]
+KILL_AT = 4
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+def train(data: Path, out: Path, *extra: str) -> int:
+    return main(["train", "segmenter", "--data", str(data), "--out", str(out), "--workers", "0", *extra])
+
+
+def lr_by_step(run: Path, version: int) -> dict[int, float]:
+    with open(run / "logs" / f"version_{version}" / "metrics.csv") as f:
+        return {int(r["step"]): float(r["lr-Adam"]) for r in csv.DictReader(f) if r.get("lr-Adam")}
+
+
+@pytest.mark.slow
+def test_resume_continues_steps_and_schedule(tiny_data: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert train(tiny_data, straight, "--preset", "tiny", *SETTINGS) == 0
+
+    original = SegmenterModule.training_step
+
+    def dies_at_step(self: SegmenterModule, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.global_step == KILL_AT:
+            raise SimulatedKill
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as m:
+        m.setattr(SegmenterModule, "training_step", dies_at_step)
+        with pytest.raises(SimulatedKill):
+            train(tiny_data, killed, "--preset", "tiny", *SETTINGS)
+    half = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert half["global_step"] == KILL_AT
+
+    assert train(tiny_data, killed, "--resume") == 0
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    sa, sb = a["lr_schedulers"][0], b["lr_schedulers"][0]
+    assert sa["last_epoch"] == sb["last_epoch"] == 6 and sa["total_steps"] == sb["total_steps"]
+    assert sa["_last_lr"] == pytest.approx(sb["_last_lr"])
+    assert a["optimizer_states"][0]["state"][0]["step"] == b["optimizer_states"][0]["state"][0]["step"]
+
+    # the resumed process logs the LR of steps 4 and 5 exactly as the uninterrupted run did
+    before, after, reference = lr_by_step(killed, 0), lr_by_step(killed, 1), lr_by_step(straight, 0)
+    assert max(before) == KILL_AT and min(after) == KILL_AT  # the killed step is done again
+    assert before[KILL_AT] == pytest.approx(after[KILL_AT], rel=1e-6)
+    for step, lr in after.items():
+        assert lr == pytest.approx(reference[step], rel=1e-6)
+    assert after[KILL_AT] != pytest.approx(reference[0])  # not a schedule restarted from scratch
