@@ -39,6 +39,10 @@ def test_fast_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert '"written": 1, "skipped": ' in printed  # only the lost pseudo-label was redone
     assert pseudo[0].is_file()
 
+    # finished steps of a fast demo must not pass for those of the full one
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "holds a fast demo" in capsys.readouterr().err
+
 
 def test_demo_help(capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..io import write_json
 from ..report import results_table
 from .evaluate import default_device, evaluate, label, load_models
@@ -85,8 +86,18 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
     out = Path(out)
     data, runs, eval_dir = out / "data", out / "runs", out / "eval"
     device = default_device()
-    print(f"demo in {out} ({'fast' if fast else 'full'}: data preset {presets.data}, "
-          f"train preset {presets.train}; device {device})")
+    size = "fast" if fast else "full"
+    print(f"demo in {out} ({size}: data preset {presets.data}, train preset {presets.train}; "
+          f"device {device})")
+    # finished steps are skipped, so they must have been made at the same size
+    size_file = out / "steps" / "size.json"
+    if size_file.is_file():
+        made = json.loads(size_file.read_text()).get("size")
+        if made != size:
+            raise ConfigError(f"{out} holds a {made} demo; run the {size} demo in another --out "
+                              f"folder (or delete {out})")
+    else:
+        write_json(size_file, {"size": size})
 
     def segmenter_model() -> Any:
         return load_models(runs / "segmenter", device=device).segmenter
