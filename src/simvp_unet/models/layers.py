@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad the last two dimensions of (N, C, H, W) at the bottom and right to multiples of `multiple`.
+    """Pad (N, C, H, W) at the bottom and right so that H and W are multiples of `multiple`.
 
     Replicate padding (edge values repeated) keeps the border statistics close to the image's,
     so the padded rows do not look like a dark frame edge to the convolutions.

@@ -2,7 +2,8 @@
 
     frames (B, T_in, C_in, H, W) or class ids (B, T_in, H, W)
       -> encoder     every frame alone, 3x3 conv blocks, 4x smaller (8x with extra_downsample)
-      -> translator  all frames stacked along channels: Inception U-Net ("incep", v1) or gSTA ("gsta", v2)
+      -> translator  all frames stacked along channels: Inception U-Net ("incep", SimVP v1)
+                     or gated spatiotemporal attention ("gsta", SimVPv2)
       -> decoder     every frame alone, back to full size, skip from the first encoder block
       -> readout     1x1 conv to C_out channels (frames, or class logits)
       -> (B, T_out, C_out, H, W)
@@ -114,17 +115,18 @@ class SimVPConfig:
             )
         if not self.incep_kernels or any(k < 1 or k % 2 == 0 for k in self.incep_kernels):
             raise ConfigError(
-                f"SimVPConfig.incep_kernels must be odd positive sizes, got {list(self.incep_kernels)}"
+                "SimVPConfig.incep_kernels must be odd positive sizes, "
+                f"got {list(self.incep_kernels)}"
             )
         if not self.mlp_ratio > 0:
             raise ConfigError(f"SimVPConfig.mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         if self.time_mode == "rollout" and self.out_frames > self.in_frames:
-            fed_back = self.input_classes if self.input_classes > 0 else self.in_channels
-            if self.out_channels != fed_back:
+            name = "input_classes" if self.input_classes else "in_channels"
+            if self.out_channels != getattr(self, name):
                 raise ConfigError(
                     f"time_mode='rollout' feeds outputs back as inputs, so out_channels "
-                    f"({self.out_channels}) must equal {'input_classes' if self.input_classes else 'in_channels'} "
-                    f"({fed_back}); use time_mode='project' instead"
+                    f"({self.out_channels}) must equal {name} ({getattr(self, name)}); "
+                    "use time_mode='project' instead"
                 )
 
     @property
@@ -184,7 +186,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Mirror of the encoder; its last block before the optional extra up-sampling reads cat(x, skip)."""
+    """Mirror of the encoder; the block matching the skip's size reads cat(x, skip)."""
 
     def __init__(self, channels: int, blocks: int, *, extra_downsample: bool):
         super().__init__()
@@ -252,7 +254,7 @@ class InceptionBlock(nn.Module):
 
 
 class InceptionTranslator(nn.Module):
-    """`depth` down blocks then `depth` up blocks; each up block after the first reads cat(x, skip)."""
+    """`depth` down blocks, then `depth` up blocks; all up blocks but the first read cat(x, skip)."""
 
     def __init__(
         self,
@@ -327,7 +329,7 @@ class ConvMLP(nn.Module):
 
 
 class GSTABlock(nn.Module):
-    """x + s1 * attention(BN(x)), then x + s2 * mlp(BN(x)); a 1x1 conv after when channels change."""
+    """x + s1 * attn(BN(x)), then x + s2 * mlp(BN(x)); a 1x1 conv after if the width changes."""
 
     def __init__(self, in_channels: int, out_channels: int, mlp_ratio: float):
         super().__init__()
@@ -442,7 +444,8 @@ class SimVP(nn.Module):
             )
         if not ok:
             raise DataError(
-                f"SimVP expects {expected} (in_frames={c.in_frames}), got {x.dtype} of shape {tuple(x.shape)}"
+                f"SimVP expects {expected} (in_frames={c.in_frames}), "
+                f"got {x.dtype} of shape {tuple(x.shape)}"
             )
         if c.input_classes and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             if bool(((x < 0) | (x >= c.input_classes)).any()):
