@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from simvp_unet.config import from_dict
+from simvp_unet.config import from_dict, to_dict
 from simvp_unet.errors import ConfigError, DataError
 from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig
 from simvp_unet.models.export import export_onnx, export_safetensors, load_safetensors
@@ -219,9 +220,8 @@ def test_eval_mode_is_deterministic(which):
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
-        assert torch.equal(model(x[:1]), model(x)[:1]) or torch.allclose(
-            model(x[:1]), model(x)[:1], atol=1e-6
-        )
+        # eval mode normalizes each sample alone (GroupNorm, BatchNorm running statistics)
+        torch.testing.assert_close(model(x[:1]), model(x)[:1], atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +337,13 @@ def test_load_safetensors_bad_files(tmp_path):
 def test_bad_simvp_config(overrides, message):
     with pytest.raises(ConfigError, match=message):
         tiny(**overrides)
+
+
+def test_configs_survive_a_yaml_round_trip():
+    config = tiny(translator="gsta", incep_kernels=(3, 5), input_classes=4, out_channels=4)
+    data = yaml.safe_load(yaml.safe_dump(to_dict(config)))
+    assert from_dict(SimVPConfig, data) == config
+    assert from_dict(UNetConfig, to_dict(UNetConfig(base_channels=8))) == UNetConfig(base_channels=8)
 
 
 def test_bad_config_from_yaml_values_is_a_config_error():
