@@ -110,7 +110,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                          epilog="example: simvp-unet data stats data/demo --split train val",
                          formatter_class=fmt)
     sts.add_argument("root", type=Path, help="dataset root")
-    sts.add_argument("--split", nargs="+", default=None, help="splits (default: all labeled)")
+    sts.add_argument("--split", nargs="+", default=None, help="splits (default: all present)")
     sts.add_argument("--limit", type=int, default=None, help="at most N videos per split")
     sts.set_defaults(handler=_stats)
 

@@ -6,15 +6,20 @@ Video indices continue across splits in the order train, val, unlabeled, hidden.
 content depends only on (seed, split, index), not on workers or shards, and the same
 settings write the same bytes. Each video is written into a temporary folder and renamed
 when complete, so a rerun skips finished videos and an interrupted run leaves no partial one.
+Hidden videos keep frames 0..10; their frames 11..21, mask.npy and meta.json (which tells
+the future) go to hidden_answers/.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,13 +79,29 @@ def video_rng(seed: int, split: str, index: int) -> np.random.Generator:
 _WORLD = None
 
 
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence C-level prints on stdout (PyBullet announces its build time and argv)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _init_worker(mesh_dir: str) -> None:
     global _WORLD
-    from .world import World  # pybullet only where videos are rendered
+    with _quiet_stdout():
+        from .world import World  # pybullet only where videos are rendered
 
-    if _WORLD is not None:
-        _WORLD.client.disconnect()
-    _WORLD = World(meshes.write_meshes(mesh_dir))
+        if _WORLD is not None:
+            _WORLD.client.disconnect()
+        _WORLD = World(meshes.write_meshes(mesh_dir))
 
 
 def _write_folder(tmp: Path, frames: np.ndarray, ts: range, masks: np.ndarray | None,

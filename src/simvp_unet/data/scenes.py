@@ -28,7 +28,9 @@ RADIUS = 0.4  # sphere and cylinder radius; the cylinder is as tall as it is wid
 CUBE_HALF = 0.36  # a bit smaller than RADIUS so that the three shapes look the same size
 STEPS_PER_FRAME = 10  # physics at 240 Hz -> 24 frames per second
 MAX_ENTERING = 3
-MARGIN_PX = 14  # initial objects keep this far from the image border
+MAX_SPEED = 5.5  # of objects that start in view (floor units per second)
+LATE_ENTRY = 0.35  # share of videos with an object entering at frame >= 11 (planned)
+MARGIN_PX = 18  # centers of initial objects keep this far from the image border
 ENTRY_MARGIN_PX = 18  # entering objects start this far outside the border (just out of sight)
 
 
@@ -108,12 +110,26 @@ def in_view(xy: np.ndarray, margin: float = 0.0) -> np.ndarray:
 
 
 def _sample_in_view(rng: np.random.Generator, taken: list[np.ndarray], min_gap: float) -> np.ndarray:
-    """A floor point in view, at least `min_gap` from every point in `taken`."""
+    """A floor point seen at a uniformly random pixel (so that near and far parts of the image
+    get objects alike), at least `min_gap` from every point in `taken`."""
     for _ in range(1000):
-        xy = rng.uniform(-6.0, 6.0, size=2)
+        col = rng.uniform(MARGIN_PX, layout.WIDTH - MARGIN_PX)
+        row = rng.uniform(MARGIN_PX, layout.HEIGHT - MARGIN_PX)
+        xy = _floor_at_pixel(col, row)
         if in_view(xy, MARGIN_PX) and all(np.linalg.norm(xy - t) >= min_gap for t in taken):
             return xy
     raise RuntimeError("could not place an object in view")  # unreachable with <= 6 objects
+
+
+def _floor_at_pixel(col: float, row: float) -> np.ndarray:
+    """Floor point (x, y) under an object whose center is seen at pixel (col, row)."""
+    right, up, forward = camera_axes()
+    tan_half = math.tan(math.radians(FOV_DEG) / 2)
+    x = col / layout.WIDTH * 2 - 1
+    y = 1 - row / layout.HEIGHT * 2
+    ray = forward + x * tan_half * layout.WIDTH / layout.HEIGHT * right + y * tan_half * up
+    point = CAMERA_EYE + ray * (RADIUS - CAMERA_EYE[2]) / ray[2]  # where the ray is at center height
+    return point[:2]
 
 
 def _unit(angle: float) -> np.ndarray:
@@ -130,6 +146,12 @@ def _entry_point(target: np.ndarray, direction: np.ndarray) -> np.ndarray:
     return point
 
 
+def _reaching_speed(distance: float, rng: np.random.Generator) -> float:
+    """A speed that carries a sliding object `distance` further against friction
+    (deceleration up to about 2.4 for rubber on the floor), with some to spare."""
+    return math.sqrt(2 * 2.4 * distance) * rng.uniform(1.05, 1.3)
+
+
 def sample_scene(rng: np.random.Generator) -> list[ObjectPlan]:
     """Sample the objects of one video from `rng` (the only source of randomness)."""
     n_initial = int(rng.integers(3, 7))
@@ -143,21 +165,21 @@ def sample_scene(rng: np.random.Generator) -> list[ObjectPlan]:
         velocity = np.zeros(2)
         if rng.random() < 0.55:  # sliding
             speed = rng.uniform(2.0, 4.5)
+            angle = rng.uniform(0, 2 * math.pi)
             others = [p for j, p in enumerate(positions) if j != k]
             if others and rng.random() < 0.7:  # aimed at another object: a collision
                 aim = others[int(rng.integers(len(others)))] - positions[k]
                 angle = math.atan2(aim[1], aim[0]) + rng.normal(0, 0.08)
-            else:
-                angle = rng.uniform(0, 2 * math.pi)
+                speed = min(_reaching_speed(float(np.linalg.norm(aim)), rng), MAX_SPEED)
             velocity = speed * _unit(angle)
         objects.append(ObjectPlan(int(classes[k]), tuple(positions[k]), float(rng.uniform(0, 2 * math.pi)),
                                   tuple(velocity), 0))
-    late = rng.random() < 0.4  # one entering object appears at frame >= 11
+    late = rng.random() < LATE_ENTRY  # one entering object appears at frame >= 11
     for k in range(n_entering):
         if k == 0 and late:
             frame = int(rng.integers(layout.INPUT_FRAMES, layout.FRAMES - 4))
         else:
-            frame = int(rng.integers(1, layout.FRAMES - 4))
+            frame = int(rng.integers(1, layout.INPUT_FRAMES - 1))
         if rng.random() < 0.7:
             target = positions[int(rng.integers(n_initial))]
         else:
@@ -165,8 +187,7 @@ def sample_scene(rng: np.random.Generator) -> list[ObjectPlan]:
         direction = _unit(rng.uniform(0, 2 * math.pi))
         start = _entry_point(target, direction)
         distance = float(np.linalg.norm(target - start))
-        # enough speed to reach the target against sliding friction (deceleration up to ~2.4)
-        speed = min(math.sqrt(2 * 2.4 * distance) * rng.uniform(1.05, 1.3) + 0.5, 9.0)
+        speed = min(_reaching_speed(distance, rng) + 0.5, 9.0)
         objects.append(ObjectPlan(int(classes[n_initial + k]), tuple(start),
                                   float(rng.uniform(0, 2 * math.pi)), tuple(speed * direction), frame))
     return objects
