@@ -12,6 +12,7 @@ the future) go to hidden_answers/.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import shutil
@@ -80,23 +81,31 @@ _WORLD = None
 
 
 @contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence C-level prints on stdout (PyBullet announces its build time and argv)."""
+def _quiet_c_output() -> Iterator[None]:
+    """Silence C-level prints while PyBullet starts (its build time on stderr, argv on stdout).
+    Python exceptions still propagate."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 1)
+        for fd in saved:
+            os.dup2(devnull, fd)
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        try:  # C's stdout buffer still holds the text when stdout is not a terminal
+            ctypes.CDLL(None).fflush(None)
+        except (OSError, AttributeError):
+            pass
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
         os.close(devnull)
 
 
 def _init_worker(mesh_dir: str) -> None:
     global _WORLD
-    with _quiet_stdout():
+    with _quiet_c_output():
         from .world import World  # pybullet only where videos are rendered
 
         if _WORLD is not None:
