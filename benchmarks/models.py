@@ -13,6 +13,7 @@ machine of this kind (float32, 2 threads; docs in REFERENCE.md section 5).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -86,8 +87,9 @@ def count_macs(case: Case) -> float:
 
 
 def timed(step, device: torch.device, min_seconds: float, max_iters: int) -> float:
-    """Seconds per call of `step` after one warm-up call: at least one timed call, until
-    `min_seconds` have passed or `max_iters` calls were made."""
+    """Fastest seconds per call of `step` after one warm-up call, over timed calls made until
+    `min_seconds` have passed or `max_iters` calls were made. The minimum, not the mean: on a
+    machine shared with other jobs, the fastest call is the one least slowed by them."""
 
     def sync():
         if device.type == "cuda":
@@ -95,14 +97,14 @@ def timed(step, device: torch.device, min_seconds: float, max_iters: int) -> flo
 
     step()
     sync()
-    calls, start = 0, time.perf_counter()
+    times, start = [], time.perf_counter()
     while True:
+        begin = time.perf_counter()
         step()
         sync()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds or calls >= max_iters:
-            return elapsed / calls
+        times.append(time.perf_counter() - begin)
+        if time.perf_counter() - start >= min_seconds or len(times) >= max_iters:
+            return min(times)
 
 
 def measure(case: Case, device: torch.device, bf16: bool, channels_last: bool, args) -> tuple[float, float]:
@@ -161,6 +163,7 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
 
+    load_before = os.getloadavg()[0]
     header = (
         "| model | input (1 sample) | batch | params | GMACs/sample | device | setting "
         "| train samples/s | infer samples/s | train x public | infer x public |"
@@ -194,9 +197,12 @@ def main() -> None:
             "",
             f"`python benchmarks/models.py{' --quick' if args.quick else ''}`: torch {torch.__version__}, "
             f"{args.threads} CPU threads ({cpu}){gpu}. One warm-up step, then "
-            f"timed steps for at least {args.min_seconds} s or {args.max_iters} steps. "
+            f"timed steps for at least {args.min_seconds} s or {args.max_iters} steps; the fastest "
+            "step counts. "
             "Training step = forward + loss + backward + Adam. The public code's speed "
-            "(float32, 2 threads, same kind of machine) is from REFERENCE.md section 5.",
+            "(float32, 2 threads, same kind of machine) is from REFERENCE.md section 5. "
+            f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+            "the run (above the thread count: other jobs shared the CPU).",
             "",
             *lines,
             "",
