@@ -6,7 +6,7 @@
 RUN/config.yaml            the resolved settings (written atomically before training)
 RUN/checkpoints/last.ckpt  the latest state (weights, optimizer, schedule, loops, RNG) for --resume
 RUN/checkpoints/best.ckpt  the best validation score so far
-RUN/logs/                  CSV logs (and TensorBoard when installed)
+RUN/logs/                  CSV logs in version_<n>/ (one per start or resume); logs/tensorboard/ when installed
 RUN/pictures/              predictions vs truth after every validation
 """
 
@@ -255,7 +255,8 @@ def _init_weights(module: TrainModule, run_dir: str) -> None:
 def _loggers(out: Path) -> list[Logger]:
     loggers: list[Logger] = [CSVLogger(out, name="logs")]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        loggers.append(TensorBoardLogger(out, name="logs", default_hp_metric=False))
+        # its own folder: two loggers picking version numbers in one folder can disagree
+        loggers.append(TensorBoardLogger(out / "logs", name="tensorboard", default_hp_metric=False))
     return loggers
 
 
