@@ -67,10 +67,6 @@ def _run(args: argparse.Namespace) -> int:
                     resume=args.resume, init=args.init, runtime=runtime)
     if not summary["rank_zero"]:
         return 0  # the other processes of a multi-process run stay quiet
-    if summary["interrupted"]:
-        print(f"interrupted at step {summary['global_step']}; continue with: simvp-unet train "
-              f"{args.kind} --data {args.data} --out {args.out} --resume")
-        return 130
     score = summary["best_score"]
     score_text = "n/a (no validation ran)" if score is None else f"{score:.4f}"
     print(f"{args.kind}: best {summary['monitor']} {score_text}; {summary['global_step']} steps in "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,14 +174,17 @@ class Runtime:
 
     Args:
         accelerator: "auto", "cpu", "gpu", ...
-        devices: "auto" or a number of devices per node.
+        devices: "auto" or a number of devices per node. More than one starts DDP, whose launcher
+            re-runs the whole command in new processes: fine for `simvp-unet train`, not for a
+            script that does other work before training (hence 1 by default here; the CLI
+            defaults to "auto").
         num_nodes: machines taking part.
         precision: Lightning precision, e.g. "32-true" or "bf16-mixed".
         workers: data-loading worker processes per device.
     """
 
     accelerator: str = "auto"
-    devices: str | int = "auto"
+    devices: str | int = 1
     num_nodes: int = 1
     precision: str = "32-true"
     workers: int = 2
@@ -328,8 +332,14 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         log_every_n_steps=config.log_every_steps,
     )
     start = time.time()
-    trainer.fit(module, _loader(train_set, config, runtime, shuffle=True),
-                _loader(val_set, config, runtime, shuffle=False), ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, _loader(train_set, config, runtime, shuffle=True),
+                    _loader(val_set, config, runtime, shuffle=False), ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        if trainer.interrupted and trainer.is_global_zero:  # Lightning exits on Ctrl-C
+            print(f"interrupted; continue from the last checkpoint with: simvp-unet train {kind} "
+                  f"--data {data} --out {out} --resume", file=sys.stderr)
+        raise
     score = best.best_model_score
     summary = {
         "kind": kind,
@@ -341,7 +351,6 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "seconds": time.time() - start,
-        "interrupted": trainer.interrupted,
         "rank_zero": trainer.is_global_zero,
     }
     return summary
