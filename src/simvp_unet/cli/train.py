@@ -50,9 +50,10 @@ def _add_kind(commands: argparse._SubParsersAction, kind: str) -> None:
     parser.add_argument("--devices", default="auto",
                         help="devices per node (default auto); N > 1 trains with DDP")
     parser.add_argument("--num-nodes", type=int, default=1, help="machines (DDP; default 1)")
-    parser.add_argument("--precision", default="32-true",
-                        choices=["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"],
-                        help="numeric precision (default 32-true; bf16-mixed works on CPU and GPU)")
+    parser.add_argument("--precision", default="auto",
+                        choices=["auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"],
+                        help="numeric precision (default auto: bf16-mixed where the GPU or CPU computes "
+                             "bf16 natively, else 32-true)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes per device (default 2)")
     parser.set_defaults(handler=_run, kind=kind)
 

@@ -167,6 +167,10 @@ class TrainModule(L.LightningModule):
         self.save_hyperparameters({"kind": self.kind, "config": to_dict(config)})
         self._picture_batch: dict[str, torch.Tensor] | None = None
 
+    def setup(self, stage: str) -> None:
+        # channels_last: same numbers, 10-35% faster convolutions on CPU and GPU (benchmarks/models.py)
+        self.to(memory_format=torch.channels_last)
+
     @property
     def resolution(self) -> tuple[int, int]:
         return tuple(self.config.resolution)

@@ -179,15 +179,37 @@ class Runtime:
             script that does other work before training (hence 1 by default here; the CLI
             defaults to "auto").
         num_nodes: machines taking part.
-        precision: Lightning precision, e.g. "32-true" or "bf16-mixed".
+        precision: Lightning precision, e.g. "32-true" or "bf16-mixed"; "auto" picks bf16-mixed
+            where the hardware computes bf16 natively (a CUDA GPU that supports it, or a CPU with
+            AVX512-BF16/AMX, 2-3x faster there) and 32-true elsewhere.
         workers: data-loading worker processes per device.
     """
 
     accelerator: str = "auto"
     devices: str | int = 1
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "auto"
     workers: int = 2
+
+
+def has_native_bf16(accelerator: str = "auto") -> bool:
+    """True when bf16 matrix maths is native here: a bf16-capable CUDA GPU, or a CPU with AVX512-BF16/AMX."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if accelerator not in ("auto", "cpu"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """Turn "auto" into "bf16-mixed" or "32-true" (see `Runtime.precision`); other values pass through."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if has_native_bf16(accelerator) else "32-true"
 
 
 def _is_rank_zero_process() -> bool:
@@ -320,7 +342,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         devices=int(runtime.devices) if str(runtime.devices).isdigit() else runtime.devices,
         num_nodes=runtime.num_nodes,
         strategy="ddp" if multi else "auto",
-        precision=runtime.precision,
+        precision=resolve_precision(runtime.precision, runtime.accelerator),
         max_epochs=config.epochs,
         max_steps=config.max_steps,
         limit_train_batches=config.limit_train_batches or None,
