@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -164,9 +165,19 @@ def test_packed_splits_match_and_go_stale(data_copy):
     assert torch.equal(frames[30]["image"], FrameDataset(data_copy, "val", packed=False)[30]["image"])
     hidden = VideoDataset(data_copy, "hidden", frames=[10])
     assert hidden.packed is not None and hidden[0]["frames"].shape == (1, 3, 160, 240)
-    # a new file in a video folder makes the pack stale: the datasets read the files again
+    # pseudo-labels written after packing leave the pack valid and are read from their files
+    pred = np.full((22, 160, 240), 7, np.uint8)
+    for _, video in layout.list_videos(data_copy, "train"):
+        layout.write_mask(video / layout.PRED_MASK_FILE, pred)
     folder = data_copy / "train" / "video_1"
-    layout.write_mask(folder / layout.PRED_MASK_FILE, np.zeros((22, 160, 240), np.uint8))
+    assert open_packed(data_copy, "train") is not None
+    assert torch.equal(VideoDataset(data_copy, "train", masks="pred")[1]["masks"], torch.from_numpy(pred))
+    masks_only = VideoDataset(data_copy, "train", masks="true", with_frames=False)[0]
+    assert "frames" not in masks_only and torch.equal(masks_only["masks"], plain[0]["masks"])
+    # a replaced frame makes the pack stale: the datasets read the files again
+    frame = folder / "image_3.png"
+    frame.write_bytes(frame.read_bytes())
+    os.utime(frame, ns=(1, 1))
     assert open_packed(data_copy, "train") is None
     assert VideoDataset(data_copy, "train").packed is None
     assert open_packed(data_copy, "val") is not None

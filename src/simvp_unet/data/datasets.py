@@ -59,13 +59,16 @@ class VideoDataset(Dataset):
             written by `simvp-unet label`); "any" (the true mask where there is one, else the
             pseudo-label). Every video must have the asked mask, checked here.
         packed: use `<root>/packed/` when present and up to date.
+        with_frames: False leaves "frames" out of the items (mask-only training reads no PNG).
     """
 
     def __init__(self, root: str | Path, split: str, *, frames: Iterable[int] | None = None,
-                 masks: MaskSource = "none", packed: bool = True) -> None:
+                 masks: MaskSource = "none", packed: bool = True, with_frames: bool = True) -> None:
         if masks not in _MASK_SOURCES:
             raise ConfigError(f"masks must be one of {', '.join(_MASK_SOURCES)}, got {masks!r}")
-        self.root, self.split, self.masks = Path(root), split, masks
+        if not with_frames and masks == "none":
+            raise ConfigError("a VideoDataset without frames needs masks")
+        self.root, self.split, self.masks, self.with_frames = Path(root), split, masks, with_frames
         self.videos = _videos(root, split)
         self.frames = _frame_list(split, frames)
         # a slice reads a memory map in one piece; a list of indices gathers frame by frame
@@ -88,26 +91,31 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def _read(self, n: int) -> tuple[torch.Tensor, np.ndarray | None]:
+    def _read(self, n: int) -> tuple[torch.Tensor | None, np.ndarray | None]:
         index, folder = self.videos[n]
         mask_file = self.mask_files[n]
         array = {layout.MASK_FILE: "masks", layout.PRED_MASK_FILE: "pred", None: None}[mask_file]
         pack = self.packed
-        if pack is not None and (array is None or pack.has(array)):
+        frames = masks = None
+        if pack is not None:
             row = pack.position[index]
             # copies: tensors must not share memory with the read-only memory map
-            frames = torch.from_numpy(np.array(pack.array("frames")[row, self._take]))
-            masks = np.array(pack.array(array)[row, self._take]) if array else None
-            return frames, masks
-        frames = _to_chw(layout.read_frames(folder, self.frames))
-        if mask_file is None:
-            return frames, None
-        path = folder / mask_file
-        return frames, layout.check_mask(layout.load_mask_file(path), path)[self.frames]
+            if self.with_frames:
+                frames = torch.from_numpy(np.array(pack.array("frames")[row, self._take]))
+            if array is not None and pack.has(array):
+                masks = np.array(pack.array(array)[row, self._take])
+        elif self.with_frames:
+            frames = _to_chw(layout.read_frames(folder, self.frames))
+        if mask_file is not None and masks is None:  # e.g. pseudo-labels written after packing
+            path = folder / mask_file
+            masks = layout.check_mask(layout.load_mask_file(path), path)[self.frames]
+        return frames, masks
 
     def __getitem__(self, n: int) -> dict:
         frames, masks = self._read(n)
-        item = {"index": self.videos[n][0], "frames": frames}
+        item = {"index": self.videos[n][0]}
+        if frames is not None:
+            item["frames"] = frames
         if masks is not None:
             item["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
         return item

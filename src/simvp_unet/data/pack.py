@@ -3,11 +3,11 @@
     simvp-unet data pack data/demo
 
 writes, per split, `<root>/packed/<split>.frames.npy` (N, T, 3, H, W), `<split>.masks.npy`
-(N, 22, H, W) when every video has `mask.npy`, `<split>.pred.npy` when every video has
-`mask_pred.npy`, and `<split>.json` (video indices and a fingerprint of the folders). The
-datasets use a packed split automatically while its fingerprint matches the folders; adding,
-removing or replacing files in a video folder (which changes the folder's modification time)
-makes the pack stale and the datasets fall back to the PNG files.
+(N, 22, H, W) when every video has `mask.npy`, and `<split>.json` (video indices and a
+fingerprint of the packed files). The datasets use a packed split automatically while its
+fingerprint matches: adding, removing or replacing a frame or `mask.npy` makes the pack stale
+and the datasets fall back to the files. Pseudo-labels (`mask_pred.npy`) are not packed: they
+are small, read from their files, and may be written after packing.
 """
 
 from __future__ import annotations
@@ -25,14 +25,22 @@ from ..io import write_json
 from . import layout
 
 PACKED = "packed"
-_VERSION = 2
+_VERSION = 3
 
 
 def fingerprint(videos: list[tuple[int, Path]]) -> str:
-    """A hash of the video indices and the modification times of their folders."""
+    """A hash of the video indices and the sizes and modification times of their packed files.
+
+    Only the files a pack holds count (frames and mask.npy), so that a file added beside them
+    later (pseudo-labels written after packing) leaves the pack valid.
+    """
     digest = hashlib.sha1()
     for index, folder in videos:
-        digest.update(f"{index}:{folder.stat().st_mtime_ns};".encode())
+        digest.update(f"{index}:".encode())
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.name.endswith(".png") or entry.name in (layout.MASK_FILE,):
+                stat = entry.stat()
+                digest.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()
 
 
@@ -98,13 +106,11 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
     paths = _paths(root, split)
     paths["index"].parent.mkdir(parents=True, exist_ok=True)
     arrays = ["frames"]
-    for name, file in (("masks", layout.MASK_FILE), ("pred", layout.PRED_MASK_FILE)):
-        if all((folder / file).is_file() for _, folder in videos):
-            arrays.append(name)
+    if all((folder / layout.MASK_FILE).is_file() for _, folder in videos):
+        arrays.append("masks")
     shapes = {
         "frames": (len(videos), len(frames), 3, layout.HEIGHT, layout.WIDTH),  # as the datasets return them
         "masks": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
-        "pred": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
     }
     before = fingerprint(videos)
     paths["index"].unlink(missing_ok=True)  # the old pack is invalid from here on
@@ -116,8 +122,6 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
             out["frames"][n] = layout.read_frames(folder, frames).transpose(0, 3, 1, 2)
             if "masks" in out:
                 out["masks"][n] = layout.read_mask(folder)
-            if "pred" in out:
-                out["pred"][n] = layout.read_mask(folder, predicted=True)
         for array in out.values():
             array.flush()
         del out

@@ -156,13 +156,13 @@ def build_datasets(kind: str, config: Any, root: Path) -> tuple[Dataset, Dataset
     train = []
     for split in config.train_splits:
         if _has_true_masks(root, split) or _pseudo_labeled(root, split):
-            train.append(VideoDataset(root, split, masks="any"))
+            train.append(VideoDataset(root, split, masks="any", with_frames=False))
         elif layout.list_videos(root, split):
             print(f"forecaster: skipping {root / split}: no masks or pseudo-labels "
                   f"(run `simvp-unet label` to use it)")
     if not train:
         raise DataError(f"the forecaster found no masks in {root} splits {', '.join(config.train_splits)}")
-    return ConcatDataset(train), VideoDataset(root, config.val_split, masks="true")
+    return ConcatDataset(train), VideoDataset(root, config.val_split, masks="true", with_frames=False)
 
 
 # ---------------------------------------------------------------------------- training
