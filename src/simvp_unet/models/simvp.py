@@ -474,7 +474,7 @@ class SimVP(nn.Module):
                 self.skip_time(skip), "b (s t) h w -> (b t) s h w", s=self.config.spatial_channels
             )
         y = self.readout(self.decoder(z, skip))  # (B*T_core, C_out, H_padded, W_padded)
-        y = crop_to(y, height, width)
+        y = crop_to(y, height, width).contiguous()  # plain strides even for a channels_last model
         return rearrange(y, "(b t) c h w -> b t c h w", b=batch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

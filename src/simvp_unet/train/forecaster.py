@@ -186,7 +186,8 @@ class ForecasterModule(TrainModule):
         size = tuple(masks.shape[-2:])
         out = []
         for part in in_chunks(masks, chunk):
-            logits = self(masks_to_size(part.to(self.device), self.resolution))  # (b, 11, 49, h, w)
+            with self.inference_autocast():
+                logits = self(masks_to_size(part.to(self.device), self.resolution))  # (b, 11, 49, h, w)
             full = logits_to_size(rearrange(logits, "b t k h w -> (b t) k h w"), size).argmax(1)
             out.append(rearrange(full, "(b t) h w -> b t h w", b=len(part)).to(masks.device))
         return torch.cat(out)

@@ -123,6 +123,7 @@ class PredictorModule(TrainModule):
             raise ValueError(f"predict_frames expects uint8 frames (B, 11, 3, H, W), got shape "
                              f"{tuple(frames.shape)}")
         size = tuple(frames.shape[-2:])
-        out = [frames_to_uint8(self(part.to(self.device)), size).to(frames.device)
-               for part in in_chunks(frames, chunk)]
+        with self.inference_autocast():
+            out = [frames_to_uint8(self(part.to(self.device)).float(), size).to(frames.device)
+                   for part in in_chunks(frames, chunk)]
         return torch.cat(out)

@@ -32,7 +32,7 @@ from ..data import layout
 from ..data.datasets import FrameDataset, VideoDataset
 from ..errors import ConfigError, DataError
 from ..io import write_yaml
-from .common import AtomicCheckpointIO, RNGState, TrainModule
+from .common import AtomicCheckpointIO, RNGState, TrainModule, has_native_bf16
 from .forecaster import ForecasterConfig, ForecasterModule
 from .predictor import PredictorConfig, PredictorModule
 from .segmenter import SegmenterConfig, SegmenterModule
@@ -103,8 +103,10 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
     path = checkpoint_path(run_dir, which)
-    module = _module_from_checkpoint(_read_checkpoint(path), path)
-    return module.eval().to(device)
+    module = _module_from_checkpoint(_read_checkpoint(path), path).eval().to(device)
+    module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
+    module.inference_bf16 = has_native_bf16(torch.device(device).type)
+    return module
 
 
 # ---------------------------------------------------------------------------- data
@@ -190,19 +192,6 @@ class Runtime:
     num_nodes: int = 1
     precision: str = "auto"
     workers: int = 2
-
-
-def has_native_bf16(accelerator: str = "auto") -> bool:
-    """True when bf16 matrix maths is native here: a bf16-capable CUDA GPU, or a CPU with AVX512-BF16/AMX."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    if accelerator not in ("auto", "cpu"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:

@@ -102,6 +102,7 @@ class SegmenterModule(TrainModule):
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"segment expects uint8 images (N, 3, H, W), got shape {tuple(images.shape)}")
-        out = [logits_to_size(self(part.to(self.device)), images.shape[-2:]).argmax(1).to(images.device)
-               for part in in_chunks(images, chunk)]
+        with self.inference_autocast():
+            out = [logits_to_size(self(part.to(self.device)), images.shape[-2:]).argmax(1).to(images.device)
+                   for part in in_chunks(images, chunk)]
         return torch.cat(out)

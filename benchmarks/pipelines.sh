@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The results table of benchmarks/results/pipelines.md: every pipeline on the bench dataset
+# with the cpu presets, from scratch, timing each step. Run from the repository root:
+#
+#     bash benchmarks/pipelines.sh [DATA_DIR] [RUNS_DIR]
+#
+# About 50 minutes on a 2-core CPU; every step is skipped when its output exists.
+set -euo pipefail
+DATA=${1:-data/bench}
+RUNS=${2:-runs/bench}
+EVAL=$RUNS/eval
+mkdir -p "$RUNS"
+log() { printf '\n== %s  (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+timed() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "$name: $((SECONDS - t0)) s" | tee -a "$RUNS/timings.txt"; }
+
+log data
+[ -f "$DATA/.complete" ] || { timed generate simvp-unet data generate --out "$DATA" --preset bench --workers 2 \
+    && timed pack simvp-unet data pack "$DATA" && touch "$DATA/.complete"; }
+log segmenter
+[ -f "$RUNS/seg/checkpoints/best.ckpt" ] || timed segmenter simvp-unet train segmenter --data "$DATA" --preset cpu --out "$RUNS/seg"
+log label
+timed label simvp-unet label --data "$DATA" --segmenter "$RUNS/seg"
+log predictor
+[ -f "$RUNS/pred/checkpoints/best.ckpt" ] || timed predictor simvp-unet train predictor --data "$DATA" --preset cpu --out "$RUNS/pred"
+log forecaster
+[ -f "$RUNS/fc/checkpoints/best.ckpt" ] || timed forecaster simvp-unet train forecaster --data "$DATA" --preset cpu --out "$RUNS/fc"
+log evaluate
+timed evaluate simvp-unet evaluate --data "$DATA" --split val --segmenter "$RUNS/seg" --predictor "$RUNS/pred" \
+    --forecaster "$RUNS/fc" --out "$EVAL"
