@@ -369,3 +369,20 @@ def test_simvp_rejects_wrong_inputs():
 def test_unet_rejects_wrong_inputs():
     with pytest.raises(DataError, match="\\(B, 3, H, W\\)"):
         UNet(UNetConfig(base_channels=4, depth=2))(torch.rand(1, 1, 16, 16))
+
+
+def test_copy_prior_starts_as_copy_last_and_learns():
+    """copy_prior: the untrained class-id model answers the last input mask; the scale trains."""
+    config = SimVPConfig(input_classes=49, out_channels=49, spatial_channels=8, temporal_channels=16,
+                         spatial_blocks=2, temporal_blocks=2, translator="gsta", copy_prior=50.0)
+    model = SimVP(config)
+    x = torch.randint(0, 49, (2, 11, 24, 36))
+    y = model(x)
+    assert torch.equal(y.argmax(2), x[:, -1:].expand(-1, 11, -1, -1))
+    y.logsumexp(2).mean().backward()
+    assert model.copy_prior.grad is not None and model.copy_prior.grad.abs() > 0
+    plain = SimVP(SimVPConfig(input_classes=49, out_channels=49, spatial_channels=8, temporal_channels=16,
+                              spatial_blocks=2, temporal_blocks=2, translator="gsta"))
+    assert plain.copy_prior is None
+    with pytest.raises(ConfigError, match="copy_prior"):
+        SimVPConfig(copy_prior=1.0)  # RGB model: no class ids to copy

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -62,6 +63,10 @@ class SimVPConfig:
             original model when T_out == T_in.
         extra_downsample: add one stride-2 conv block before the encoder and one transposed one
             after the decoder, which quarters the translator's cost at 160 x 240.
+        copy_prior: class-id models only (`input_classes == out_channels`): 0 = plain logits;
+            c > 0 = add a learnable scale (starting at c) times the one-hot of the last input
+            frame to every output frame's logits, so that the untrained model already answers
+            "the last mask again" and training learns the motion on top of it.
     """
 
     in_frames: int = 11
@@ -80,6 +85,7 @@ class SimVPConfig:
     mlp_ratio: float = 8.0
     time_mode: Literal["rollout", "project"] = "rollout"
     extra_downsample: bool = False
+    copy_prior: float = 0.0
 
     def __post_init__(self) -> None:
         self.incep_kernels = tuple(self.incep_kernels)
@@ -120,6 +126,12 @@ class SimVPConfig:
             )
         if not self.mlp_ratio > 0:
             raise ConfigError(f"SimVPConfig.mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        if self.copy_prior < 0 or (self.copy_prior and self.out_channels != self.input_classes):
+            raise ConfigError(
+                f"SimVPConfig.copy_prior must be >= 0 and needs class-id input with "
+                f"input_classes == out_channels, got copy_prior={self.copy_prior!r}, "
+                f"input_classes={self.input_classes}, out_channels={self.out_channels}"
+            )
         if self.time_mode == "rollout" and self.out_frames > self.in_frames:
             name = "input_classes" if self.input_classes else "in_channels"
             if self.out_channels != getattr(self, name):
@@ -428,6 +440,7 @@ class SimVP(nn.Module):
             c.spatial_channels, c.spatial_blocks, extra_downsample=c.extra_downsample
         )
         self.readout = nn.Conv2d(c.spatial_channels, c.out_channels, 1)
+        self.copy_prior = nn.Parameter(torch.tensor(float(c.copy_prior))) if c.copy_prior else None
 
     def _check_input(self, x: torch.Tensor) -> None:
         c = self.config
@@ -477,15 +490,23 @@ class SimVP(nn.Module):
         y = crop_to(y, height, width).contiguous()  # plain strides even for a channels_last model
         return rearrange(y, "(b t) c h w -> b t c h w", b=batch)
 
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        """One pass from the raw input (floats or class ids), with the copy prior if any."""
+        y = self._predict(self._frame_features(x))
+        if self.copy_prior is None:
+            return y
+        last = F.one_hot(x[:, -1], self.config.out_channels)  # (B, H, W, K)
+        return y + self.copy_prior * rearrange(last, "b h w k -> b 1 k h w").to(y.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T_in, C_in, H, W) floats or (B, T_in, H, W) class ids -> (B, T_out, C_out, H, W)."""
         self._check_input(x)
         c = self.config
-        y = self._predict(self._frame_features(x))
+        y = self._step(x)
         if c.time_mode == "project" or c.out_frames <= c.in_frames:
             return y[:, : c.out_frames]
         chunks = [y]
         while sum(chunk.shape[1] for chunk in chunks) < c.out_frames:
             fed_back = chunks[-1].argmax(dim=2) if c.input_classes else chunks[-1]  # logits -> ids
-            chunks.append(self._predict(self._frame_features(fed_back)))
+            chunks.append(self._step(fed_back))
         return torch.cat(chunks, dim=1)[:, : c.out_frames]
