@@ -226,3 +226,14 @@ def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
         main(argv)
     assert exc.value.code == 0
     assert "example:" in capsys.readouterr().out
+
+
+def test_diverged_training_stops_with_one_line(tiny_data: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A NaN loss ends the run at once with a message naming lr and grad_clip, not 20 NaN epochs."""
+    code = train_cli("predictor", tiny_data, tmp_path / "run", "--set", "lr=1e30", "--set", "max_steps=6",
+                     "--precision", "32-true")
+    assert code == 2
+    message = one_error_line(capsys)
+    assert "training diverged" in message and "lower lr" in message and "grad_clip" in message
+

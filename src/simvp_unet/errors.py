@@ -11,3 +11,7 @@ class DataError(SimvpUnetError, ValueError):
 
 class ConfigError(SimvpUnetError, ValueError):
     """A config value, preset or command-line option is unknown or out of range."""
+
+
+class TrainingDiverged(SimvpUnetError, RuntimeError):
+    """The training loss became NaN or infinite; says which setting to change."""

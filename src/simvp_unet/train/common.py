@@ -20,6 +20,7 @@ from einops import rearrange
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..config import to_dict
+from ..errors import TrainingDiverged
 from ..io import atomic_path
 from ..viz import grid, save_png
 
@@ -49,6 +50,7 @@ class TrainSettings:
         val_split: split the validation runs on.
         init_from: run folder whose best weights start this run (fine-tuning); the model
             section must match that run's.
+        grad_clip: clip the gradient norm to this value (0: no clipping).
     """
 
     resolution: tuple[int, int] = (80, 120)
@@ -67,6 +69,7 @@ class TrainSettings:
     pictures: int = 3
     val_split: str = "val"
     init_from: str | None = None
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.resolution) != 2 or min(self.resolution) <= 0:
@@ -79,7 +82,8 @@ class TrainSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        at_least_zero = ("limit_train_batches", "limit_val_batches", "checkpoint_every_steps", "pictures")
+        at_least_zero = ("limit_train_batches", "limit_val_batches", "checkpoint_every_steps", "pictures",
+                         "grad_clip")
         for name in at_least_zero:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -186,6 +190,14 @@ class TrainModule(L.LightningModule):
     def inference_autocast(self) -> torch.autocast:
         """Autocast context of the inference helpers (bf16 where native, else a no-op)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.inference_bf16)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"{self.kind} training diverged: the loss is {loss.item()} at step {self.global_step}; "
+                f"lower lr (now {self.config.lr}) or set grad_clip (now {self.config.grad_clip}), "
+                "then start a new run")
 
     def setup(self, stage: str) -> None:
         # channels_last: same numbers, 10-35% faster convolutions on CPU and GPU (benchmarks/models.py)

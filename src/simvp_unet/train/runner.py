@@ -341,6 +341,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         logger=_loggers(out),
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=config.log_every_steps,
+        gradient_clip_val=config.grad_clip or None,
     )
     start = time.time()
     try:
