@@ -50,10 +50,10 @@ def _add_kind(commands: argparse._SubParsersAction, kind: str) -> None:
     parser.add_argument("--devices", default="auto",
                         help="devices per node (default auto); N > 1 trains with DDP")
     parser.add_argument("--num-nodes", type=int, default=1, help="machines (DDP; default 1)")
-    parser.add_argument("--precision", default="auto",
+    parser.add_argument("--precision", default=None,
                         choices=["auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"],
-                        help="numeric precision (default auto: bf16-mixed where the GPU or CPU computes "
-                             "bf16 natively, else 32-true)")
+                        help="numeric precision (default: the preset's `precision`; auto = bf16-mixed "
+                             "where the GPU or CPU computes bf16 natively, else 32-true)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes per device (default 2)")
     parser.set_defaults(handler=_run, kind=kind)
 

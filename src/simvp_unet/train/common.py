@@ -51,6 +51,8 @@ class TrainSettings:
         init_from: run folder whose best weights start this run (fine-tuning); the model
             section must match that run's.
         grad_clip: clip the gradient norm to this value (0: no clipping).
+        precision: Lightning precision ("auto" = bf16-mixed where bf16 is native, else 32-true);
+            `--precision` overrides it for one run.
     """
 
     resolution: tuple[int, int] = (80, 120)
@@ -70,6 +72,7 @@ class TrainSettings:
     val_split: str = "val"
     init_from: str | None = None
     grad_clip: float = 0.0
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "auto"
 
     def __post_init__(self) -> None:
         if len(self.resolution) != 2 or min(self.resolution) <= 0:

@@ -181,7 +181,8 @@ class Runtime:
             script that does other work before training (hence 1 by default here; the CLI
             defaults to "auto").
         num_nodes: machines taking part.
-        precision: Lightning precision, e.g. "32-true" or "bf16-mixed"; "auto" picks bf16-mixed
+        precision: None = the config's `precision` setting (the preset's); else a Lightning
+            precision that overrides it, e.g. "32-true" or "bf16-mixed"; "auto" picks bf16-mixed
             where the hardware computes bf16 natively (a CUDA GPU that supports it, or a CPU with
             AVX512-BF16/AMX, 2-3x faster there) and 32-true elsewhere.
         workers: data-loading worker processes per device.
@@ -190,7 +191,7 @@ class Runtime:
     accelerator: str = "auto"
     devices: str | int = 1
     num_nodes: int = 1
-    precision: str = "auto"
+    precision: str | None = None
     workers: int = 2
 
 
@@ -331,7 +332,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         devices=int(runtime.devices) if str(runtime.devices).isdigit() else runtime.devices,
         num_nodes=runtime.num_nodes,
         strategy="ddp" if multi else "auto",
-        precision=resolve_precision(runtime.precision, runtime.accelerator),
+        precision=resolve_precision(runtime.precision or config.precision, runtime.accelerator),
         max_epochs=config.epochs,
         max_steps=config.max_steps,
         limit_train_batches=config.limit_train_batches or None,
