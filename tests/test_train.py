@@ -186,6 +186,8 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     ("segmenter", ["--set", "train_splits=[unlabeled]"], "the segmenter needs labeled videos"),
     ("segmenter", ["--preset", "nope"], "unknown segmenter preset 'nope'"),
     ("segmenter", ["--resume"], "cannot resume"),
+    ("forecaster", ["--set", "background_weight=0"], "background_weight must be in (0, 1]"),
+    ("forecaster", ["--set", "model.copy_prior=-1"], "copy_prior must be >= 0"),
 ])
 def test_bad_settings_exit_2_with_one_line(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           kind: str, extra: list[str], message: str) -> None:
@@ -237,3 +239,17 @@ def test_diverged_training_stops_with_one_line(tiny_data: Path, tmp_path: Path,
     message = one_error_line(capsys)
     assert "training diverged" in message and "lower lr" in message and "grad_clip" in message
 
+
+
+def test_forecaster_background_weight_scales_background_pixels() -> None:
+    """background_weight < 1: background pixels count less in the loss than object pixels."""
+    base = resolve(ForecasterConfig, "forecaster", "tiny")
+    logits = torch.randn(1, 11, 49, 4, 6)
+    target = torch.zeros(1, 11, 4, 6, dtype=torch.long)
+    target[..., :2, :3] = 5  # a quarter of the pixels are an object
+    plain = ForecasterModule(base)._loss(logits, target)
+    weighted = ForecasterModule(resolve(ForecasterConfig, "forecaster", "tiny", ["background_weight=0.25"]))
+    per_pixel = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(0, 1), reduction="none")
+    w = torch.where(target.flatten(0, 1) == 0, 0.25, 1.0)
+    assert torch.allclose(plain, per_pixel.mean())
+    assert torch.allclose(weighted._loss(logits, target), (per_pixel * w).sum() / w.sum())
