@@ -41,12 +41,17 @@ def read_preset(kind: str, name_or_path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"unknown {kind} preset {name_or_path!r}; shipped presets: {names}")
     if not path.is_file():
         raise ConfigError(f"preset file not found: {path}")
+    return read_yaml_mapping(path, "preset")
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; `what` names it in the error ("preset", ...)."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"preset {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"preset {path} must be a mapping of keys to values")
+        raise ConfigError(f"{what} {path} must be a mapping of keys to values")
     return data
 
 

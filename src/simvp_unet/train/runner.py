@@ -22,12 +22,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from ..config import from_dict, resolve, to_dict
+from ..config import from_dict, read_yaml_mapping, resolve, to_dict
 from ..data import layout
 from ..data.datasets import FrameDataset, VideoDataset
 from ..errors import ConfigError, DataError
@@ -224,7 +223,7 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         if not last.is_file():
             raise ConfigError(f"cannot resume: {last} not found (the run stopped before its first "
                               f"checkpoint; delete {out} and start again)")
-        data = _read_yaml(config_file)
+        data = read_yaml_mapping(config_file, "run config")
         saved_kind = data.pop("kind", kind)
         if saved_kind != kind:
             raise ConfigError(f"cannot resume: {out} is a {saved_kind} run, not a {kind} run")
@@ -239,16 +238,6 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
     if _is_rank_zero_process():
         write_yaml(config_file, {"kind": kind, **to_dict(config)})
     return config, None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must be a mapping of settings")
-    return data
 
 
 def _init_weights(module: TrainModule, run_dir: str) -> None:
