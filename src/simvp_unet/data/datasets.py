@@ -94,7 +94,7 @@ class VideoDataset(Dataset):
     def _read(self, n: int) -> tuple[torch.Tensor | None, np.ndarray | None]:
         index, folder = self.videos[n]
         mask_file = self.mask_files[n]
-        array = {layout.MASK_FILE: "masks", layout.PRED_MASK_FILE: "pred", None: None}[mask_file]
+        packed_masks = mask_file == layout.MASK_FILE  # pseudo-labels are never packed
         pack = self.packed
         frames = masks = None
         if pack is not None:
@@ -102,8 +102,8 @@ class VideoDataset(Dataset):
             # copies: tensors must not share memory with the read-only memory map
             if self.with_frames:
                 frames = torch.from_numpy(np.array(pack.array("frames")[row, self._take]))
-            if array is not None and pack.has(array):
-                masks = np.array(pack.array(array)[row, self._take])
+            if packed_masks and pack.has("masks"):
+                masks = np.array(pack.array("masks")[row, self._take])
         elif self.with_frames:
             frames = _to_chw(layout.read_frames(folder, self.frames))
         if mask_file is not None and masks is None:  # e.g. pseudo-labels written after packing

@@ -46,7 +46,7 @@ def fingerprint(videos: list[tuple[int, Path]]) -> str:
 
 def _paths(root: Path, split: str) -> dict[str, Path]:
     base = root / PACKED
-    return {name: base / f"{split}.{name}.npy" for name in ("frames", "masks", "pred")} | {
+    return {name: base / f"{split}.{name}.npy" for name in ("frames", "masks")} | {
         "index": base / f"{split}.json"
     }
 
@@ -69,7 +69,7 @@ class PackedSplit:
         return {**self.__dict__, "_arrays": {}}
 
     def has(self, name: str) -> bool:
-        """Whether the pack holds array `name` ('frames', 'masks' or 'pred')."""
+        """Whether the pack holds array `name` ('frames' or 'masks')."""
         return name in self.info["arrays"]
 
     def array(self, name: str) -> np.ndarray:
@@ -127,7 +127,7 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
         del out
         if fingerprint(videos) != before:
             raise DataError(f"{root / split} changed while packing; run `data pack` again")
-        for name in ("frames", "masks", "pred"):
+        for name in ("frames", "masks"):
             if name in arrays:
                 os.replace(tmps[name], paths[name])
             else:
