@@ -1,0 +1,178 @@
+"""Object motion over frames 12..22: constant velocity, and a learned interaction network.
+
+    forecaster = MotionForecaster(MotionConfig())
+    forecaster.plane.fit(...); forecaster.set_constant_velocity(frames=2, damping=0.97)
+    centers = forecaster(classes, present, center, learned=True)   # (B, K, 11, 2) pixels
+
+The learned model rolls the objects forward one frame at a time, like a simulator: each
+object's velocity is damped (the fitted constant-velocity damping), then changed by an
+acceleration made of a self term (friction, the object's own history) and the sum of
+pairwise terms from every other object (pushes in collisions). The last layers start at
+zero, so an untrained network is exactly the `objects-cv` forecast and training learns
+the corrections. Motion is simulated in ground coordinates (or image ones, `space`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..classes import BACKGROUND, MATERIALS, SHAPES
+from .ground import GroundPlane
+from .motion import constant_velocity, fill_gaps, velocity
+
+# Scales that bring motion-space numbers to about unit size for the network.
+VELOCITY_SCALE = 50.0
+POSITION_SCALE = 4.0
+
+
+@dataclass
+class MotionConfig:
+    """The dynamics model.
+
+    Args:
+        space: simulate on the ground plane ("ground") or in image coordinates ("image").
+        hidden: width of every layer.
+        history: past frame-to-frame displacements each object's encoder reads.
+        steps: frames forecast (12..22).
+        image_size: (H, W) of the frames.
+    """
+
+    space: Literal["ground", "image"] = "ground"
+    hidden: int = 64
+    history: int = 6
+    steps: int = 11
+    image_size: tuple[int, int] = (160, 240)
+
+    def __post_init__(self) -> None:
+        if self.space not in ("ground", "image"):
+            raise ValueError(f"space must be 'ground' or 'image', got {self.space!r}")
+        if self.hidden <= 0 or self.history <= 0 or self.steps <= 0:
+            raise ValueError("hidden, history and steps must be positive")
+
+
+def mlp(n_in: int, hidden: int, n_out: int, *, zero_last: bool = False) -> nn.Sequential:
+    """Two hidden layers with SiLU; the last layer optionally starts at zero."""
+    last = nn.Linear(hidden, n_out)
+    if zero_last:
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), last)
+
+
+def attributes(classes: torch.Tensor) -> torch.Tensor:
+    """One-hot shape and material of class ids (B, K) -> (B, K, 5); zeros for empty slots."""
+    index = (classes - 1).clamp_min(0)
+    shape = nn.functional.one_hot(index // 16, len(SHAPES))
+    material = nn.functional.one_hot((index // 8) % 2, len(MATERIALS))
+    return torch.cat([shape, material], -1).float() * (classes != BACKGROUND).unsqueeze(-1)
+
+
+# ---- the learned interaction network ---------------------------------------------------
+
+
+class InteractionNet(nn.Module):
+    """Encoder of each object's past, and one simulation step for all objects at once."""
+
+    def __init__(self, *, hidden: int, history: int):
+        super().__init__()
+        n_in = 2 + 2 * history + (history + 1) + len(SHAPES) + len(MATERIALS)
+        self.history = history
+        self.encoder = mlp(n_in, hidden, hidden)
+        self.initial_velocity = mlp(hidden, hidden, 2, zero_last=True)
+        # the pair network's first layer, split so that the object codes are projected once
+        # per object rather than once per pair
+        self.pair_geometry = nn.Linear(2 + 2 + 1, hidden)
+        self.pair_receiver = nn.Linear(hidden, hidden, bias=False)
+        self.pair_sender = nn.Linear(hidden, hidden, bias=False)
+        self.pair = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.accel = mlp(2 + 2 * hidden, hidden, 2, zero_last=True)
+
+    def encode(self, filled: torch.Tensor, present: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+        """Past positions (B, K, T, 2), presence (B, K, T) and attributes -> (B, K, hidden)."""
+        recent = filled[..., -self.history - 1:, :]
+        steps = (recent[..., 1:, :] - recent[..., :-1, :]) * VELOCITY_SCALE
+        features = [filled[..., -1, :] * POSITION_SCALE, steps.flatten(-2),
+                    present[..., -self.history - 1:].float(), attrs]
+        return self.encoder(torch.cat(features, -1))
+
+    def step(self, p: torch.Tensor, v: torch.Tensor, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Acceleration (B, K, 2) of every object from positions, velocities and codes."""
+        k = p.shape[1]
+        rel = p.unsqueeze(1) - p.unsqueeze(2)  # (B, K, K, 2): [b, i, j] = p_j - p_i
+        rel_v = v.unsqueeze(1) - v.unsqueeze(2)
+        dist = rel.norm(dim=-1, keepdim=True)
+        geometry = torch.cat([rel * POSITION_SCALE, rel_v * VELOCITY_SCALE, dist * POSITION_SCALE], -1)
+        z = (self.pair_geometry(geometry) + self.pair_receiver(h).unsqueeze(2)
+             + self.pair_sender(h).unsqueeze(1))
+        others = valid.unsqueeze(1) & valid.unsqueeze(2) & ~torch.eye(k, dtype=torch.bool, device=p.device)
+        pushes = (self.pair(z) * others.unsqueeze(-1)).sum(2)
+        return self.accel(torch.cat([v * VELOCITY_SCALE, h, pushes], -1)) / VELOCITY_SCALE
+
+
+# ---- the forecaster --------------------------------------------------------------------
+
+
+class MotionForecaster(nn.Module):
+    """Future box centers of tracked objects: constant velocity, or the learned network.
+
+    Args:
+        config: the model's settings.
+    """
+
+    def __init__(self, config: MotionConfig):
+        super().__init__()
+        self.config = config
+        self.plane = GroundPlane(image_size=config.image_size)
+        self.register_buffer("cv_frames", torch.tensor(2))
+        self.register_buffer("cv_damping", torch.tensor(0.97))
+        self.net = InteractionNet(hidden=config.hidden, history=config.history)
+
+    def set_constant_velocity(self, *, frames: int, damping: float) -> None:
+        """Store the fitted constant-velocity settings (used by both forecasts)."""
+        self.cv_frames.fill_(frames)
+        self.cv_damping.fill_(damping)
+
+    def to_space(self, xy: torch.Tensor) -> torch.Tensor:
+        """Pixels -> motion space."""
+        if self.config.space == "ground":
+            return self.plane.to_ground(xy)
+        return self.plane.normalized(xy)
+
+    def to_pixels(self, u: torch.Tensor) -> torch.Tensor:
+        """Motion space -> pixels."""
+        if self.config.space == "ground":
+            return self.plane.to_image(u)
+        return (u + 0.5) * self.plane.frame
+
+    def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
+                *, learned: bool = True) -> torch.Tensor:
+        """Forecast centers.
+
+        Args:
+            classes: long (B, K), 0 for empty slots.
+            present: bool (B, K, T) over the input frames.
+            center: (B, K, T, 2) pixels, read where present.
+            learned: use the network; False gives the constant-velocity forecast.
+
+        Returns:
+            (B, K, steps, 2) forecast centers in pixels (empty slots: meaningless).
+        """
+        filled = fill_gaps(present, self.to_space(center.float()))
+        frames, damping = int(self.cv_frames), self.cv_damping
+        if not learned:
+            return self.to_pixels(constant_velocity(filled, frames=frames, damping=damping,
+                                                    steps=self.config.steps))
+        valid = (classes != BACKGROUND) & present.any(-1)
+        h = self.net.encode(filled, present, attributes(classes))
+        p = filled[..., -1, :]
+        v = velocity(filled, frames) + self.net.initial_velocity(h) / VELOCITY_SCALE
+        out = []
+        for _ in range(self.config.steps):
+            v = damping * v + self.net.step(p, v, h, valid)
+            p = p + v
+            out.append(p)
+        return self.to_pixels(torch.stack(out, -2))

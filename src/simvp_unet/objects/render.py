@@ -1,0 +1,76 @@
+"""Masks painted from objects: each object's shape at its forecast position and size.
+
+Objects are painted far to near (ascending image row of the center: the camera looks down
+on the floor, so lower in the image is nearer), so nearer objects occlude farther ones;
+parts outside the image are clipped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..classes import BACKGROUND
+from .ground import GroundPlane
+from .tracks import Tracks
+
+
+def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a boolean array."""
+    h, w = mask.shape
+    rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(int)
+    cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(int)
+    return mask[rows][:, cols]
+
+
+def paint(canvas: np.ndarray, shape: np.ndarray, center: tuple[float, float], class_id: int) -> None:
+    """Paint a boolean `shape` centered at (x, y) on a (H, W) class-id canvas, clipped."""
+    h, w = shape.shape
+    top = int(round(center[1] - h / 2))
+    left = int(round(center[0] - w / 2))
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, canvas.shape[0]), min(left + w, canvas.shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return
+    part = shape[y0 - top:y1 - top, x0 - left:x1 - left]
+    canvas[y0:y1, x0:x1][part] = class_id
+
+
+def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
+           drawable: torch.Tensor | None = None) -> torch.Tensor:
+    """The mask of one future frame.
+
+    Args:
+        tracks: the objects, with templates.
+        centers: (B, K, 2) their centers in that frame, pixels.
+        plane: gives the apparent size at a position (size scales with inverse depth).
+        drawable: bool (B, K), which objects to paint (default: every object).
+
+    Returns:
+        long (B, H, W) class ids.
+    """
+    if tracks.templates is None:
+        raise ValueError("rendering needs tracks extracted with templates=True")
+    h, w = tracks.image_size
+    centers = centers.detach().float().cpu()
+    drawable = tracks.valid if drawable is None else drawable.cpu() & tracks.valid
+    with torch.no_grad():
+        scale_new = plane.inverse_depth(centers).cpu()
+        template_xy = torch.tensor([[t.center if t is not None else (0.0, 0.0) for t in row]
+                                    for row in tracks.templates]).view(*centers.shape)
+        scale_old = plane.inverse_depth(template_xy).cpu()
+    ratio = (scale_new / scale_old.clamp_min(1e-3)).clamp(0.25, 4.0).numpy()
+    xy = centers.numpy()
+    out = np.full((len(tracks.templates), h, w), BACKGROUND, np.int64)
+    for b, row in enumerate(tracks.templates):
+        order = sorted((k for k in range(len(row)) if bool(drawable[b, k])), key=lambda k: xy[b, k, 1])
+        for k in order:
+            shape = row[k].mask
+            if not shape.size:
+                continue
+            height = max(1, int(round(shape.shape[0] * ratio[b, k])))
+            width = max(1, int(round(shape.shape[1] * ratio[b, k])))
+            if (height, width) != shape.shape:
+                shape = _resize_nearest(shape, height, width)
+            paint(out[b], shape, (float(xy[b, k, 0]), float(xy[b, k, 1])), int(tracks.classes[b, k]))
+    return torch.from_numpy(out)
