@@ -26,6 +26,24 @@ def overlay(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return out.clip(0, 255).astype(np.uint8)
 
 
+def draw_path(image: np.ndarray, points: np.ndarray, color: tuple[int, int, int], *,
+              dot: bool = True) -> np.ndarray:
+    """Draw a polyline through (n, 2) pixel points (x, y) on a (H, W, 3) uint8 image, in place,
+    with a dot at its last point; parts outside the image are clipped."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if not len(points):
+        return image
+    canvas = Image.fromarray(image)
+    pen = ImageDraw.Draw(canvas)
+    if len(points) > 1:
+        pen.line([tuple(p) for p in points], fill=tuple(color), width=1)
+    if dot:
+        x, y = points[-1]
+        pen.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=tuple(color))
+    image[...] = np.asarray(canvas)
+    return image
+
+
 def grid(rows: Sequence[Sequence[np.ndarray]], *, pad: int = 2, labels: Sequence[str] | None = None,
          label_width: int = 0) -> np.ndarray:
     """Tile (H, W, 3) uint8 images into one picture, row by row; optional row labels on the left."""

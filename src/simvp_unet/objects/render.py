@@ -54,11 +54,12 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
     h, w = tracks.image_size
     centers = centers.detach().float().cpu()
     drawable = tracks.valid if drawable is None else drawable.cpu() & tracks.valid
+    device = plane.frame.device
     with torch.no_grad():
-        scale_new = plane.inverse_depth(centers).cpu()
+        scale_new = plane.inverse_depth(centers.to(device)).cpu()
         template_xy = torch.tensor([[t.center if t is not None else (0.0, 0.0) for t in row]
                                     for row in tracks.templates]).view(*centers.shape)
-        scale_old = plane.inverse_depth(template_xy).cpu()
+        scale_old = plane.inverse_depth(template_xy.to(device)).cpu()
     ratio = (scale_new / scale_old.clamp_min(1e-3)).clamp(0.25, 4.0).numpy()
     xy = centers.numpy()
     out = np.full((len(tracks.templates), h, w), BACKGROUND, np.int64)

@@ -1,0 +1,201 @@
+"""The object dynamics: an interaction network that forecasts where tracked objects go.
+
+    simvp-unet label --data data/bench --segmenter runs/seg         # pseudo-labels for unlabeled/
+    simvp-unet train dynamics --data data/bench --preset cpu --out runs/dyn
+
+Trains on tracks (`simvp_unet.objects.cache`: extracted once from the true masks of the
+labeled videos and the pseudo-labels of the unlabeled ones, then read from one file). Before
+the first step, the ground plane and the constant-velocity forecast (`objects-cv`) are fitted
+to the training tracks; the network starts equal to that forecast and learns corrections.
+Each sample is a window of 11 input frames starting at frame 1..`window_shift`+1 with the
+frames after it as targets (more examples of collisions than frame 12..22 alone), mirrored
+left-right at random (the camera has no roll, so a mirrored scene is a possible one).
+The loss is the pixel distance between forecast and true box centers where the object is seen
+whole; validation reports that distance at frame 22 for the network and the fitted constant
+velocity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ..classes import BACKGROUND
+from ..data.layout import FRAMES, FUTURE_FRAMES, INPUT_FRAMES, TARGET_IN_FUTURE
+from ..objects.dynamics import MotionConfig, MotionForecaster
+from ..objects.motion import fill_gaps, fit_constant_velocity
+from ..objects.serve import ObjectForecaster
+from ..viz import draw_path
+from .common import TrainModule, TrainSettings, picture_rows
+
+TRACK_FIELDS = ("classes", "present", "center", "whole", "size")
+
+
+@dataclass
+class DynamicsConfig(TrainSettings):
+    """Settings of `simvp-unet train dynamics` (see `TrainSettings` for the shared ones;
+    `resolution` is not used: tracks are in pixels of the dataset's frames).
+
+    Args:
+        train_splits: splits whose tracks train the model (true masks, else pseudo-labels).
+        window_shift: input windows start at frame 1 .. 1 + window_shift (0: frames 1..11 only).
+        mirror: flip samples left-right at random.
+        model: the motion model.
+    """
+
+    train_splits: list[str] = field(default_factory=lambda: ["train", "unlabeled"])
+    window_shift: int = 5
+    mirror: bool = True
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    pictures: int = 4
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
+    model: MotionConfig = field(default_factory=MotionConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.window_shift < FUTURE_FRAMES:
+            raise ValueError(f"window_shift must be in 0..{FUTURE_FRAMES - 1}, got {self.window_shift}")
+        if not self.train_splits:
+            raise ValueError("train_splits must name at least one split")
+
+
+class TrackDataset(Dataset):
+    """The tracks of videos as tensors, one video per item (see `objects.cache.split_tracks`).
+
+    Args:
+        arrays: the cache's arrays of one or more splits (N rows each).
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in TRACK_FIELDS}
+
+    def __len__(self) -> int:
+        return len(self.arrays["classes"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.arrays.items()}
+
+
+def window(batch: dict[str, torch.Tensor], shift: int) -> tuple[torch.Tensor, ...]:
+    """Inputs and targets of windows starting at frame `shift` (0-based).
+
+    Returns:
+        classes (B, K) (0 where the object is not seen in the input), present (B, K, 11),
+        center (B, K, 11, 2), target centers (B, K, 11, 2) and where they count (B, K, 11).
+    """
+    end = shift + INPUT_FRAMES
+    present = batch["present"][:, :, shift:end]
+    valid = (batch["classes"] != BACKGROUND) & present.any(-1)
+    classes = torch.where(valid, batch["classes"], BACKGROUND)
+    b, k = classes.shape
+    target = batch["center"].new_zeros(b, k, FUTURE_FRAMES, 2)
+    counts = torch.zeros(b, k, FUTURE_FRAMES, dtype=torch.bool, device=classes.device)
+    frames = FRAMES - end
+    target[:, :, :frames] = batch["center"][:, :, end:]
+    counts[:, :, :frames] = batch["whole"][:, :, end:] & valid.unsqueeze(-1)
+    return classes, present, batch["center"][:, :, shift:end], target, counts
+
+
+def mirrored(center: torch.Tensor, width: float) -> torch.Tensor:
+    """Centers (..., 2) flipped left-right in an image `width` pixels wide."""
+    return torch.stack([width - center[..., 0], center[..., 1]], -1)
+
+
+class DynamicsModule(TrainModule):
+    """Object dynamics: tracks in, forecast centers out, trained on pixel distance.
+
+    Args:
+        config: the resolved `DynamicsConfig`.
+    """
+
+    kind = "dynamics"
+    monitor = "val/error"
+    monitor_mode = "min"
+
+    def __init__(self, config: DynamicsConfig) -> None:
+        super().__init__(config)
+        self.model = MotionForecaster(config.model)
+        weights = torch.linspace(0.5, 1.5, FUTURE_FRAMES)  # later frames matter more
+        self.register_buffer("frame_weights", weights / weights.mean(), persistent=False)
+
+    @property
+    def served(self) -> ObjectForecaster:
+        """The inference module around `self.model` (`forecast_objects`)."""
+        return ObjectForecaster(self.model)
+
+    def setup(self, stage: str) -> None:
+        pass  # no convolutions: the memory format of the base class does not apply
+
+    @torch.no_grad()
+    def fit_to_data(self, train_set: TrackDataset) -> None:
+        """Fit the ground plane and the constant-velocity forecast to the training tracks."""
+        a = train_set.arrays
+        self.model.plane.fit(a["classes"].numpy(), a["center"].numpy(), a["size"].numpy(),
+                             a["whole"].numpy())
+        classes, present, center, target, counts = window(a, 0)
+        filled = fill_gaps(present, self.model.to_space(center))
+
+        def error(forecast: torch.Tensor) -> torch.Tensor:
+            distance = (self.model.to_pixels(forecast) - target).norm(dim=-1)
+            return (distance * counts).sum() / counts.sum().clamp_min(1)
+
+        frames, damping, _ = fit_constant_velocity(filled, error, steps=FUTURE_FRAMES)
+        self.model.set_constant_velocity(frames=frames, damping=damping)
+
+    def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
+                *, learned: bool = True) -> torch.Tensor:
+        """Forecast centers (B, K, 11, 2) in pixels."""
+        return self.model(classes, present, center, learned=learned)
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        distance = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)
+        weights = counts * self.frame_weights
+        return (distance * weights).sum() / weights.sum().clamp_min(1)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        shift = int(torch.randint(0, self.config.window_shift + 1, ()))
+        classes, present, center, target, counts = window(batch, shift)
+        if self.config.mirror and bool(torch.rand(()) < 0.5):
+            width = float(self.config.model.image_size[1])
+            center, target = mirrored(center, width), mirrored(target, width)
+        loss = self._loss(self(classes, present, center), target, counts)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(classes))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        classes, present, center, target, counts = window(batch, 0)
+        n = len(classes)
+        last = counts[:, :, TARGET_IN_FUTURE]
+        for name, learned in (("error", True), ("error_cv", False)):
+            pred = self(classes, present, center, learned=learned)
+            distance = (pred[:, :, TARGET_IN_FUTURE] - target[:, :, TARGET_IN_FUTURE]).norm(dim=-1)
+            error = (distance * last).sum() / last.sum().clamp_min(1)
+            self.log(f"val/{name}", error, prog_bar=learned, sync_dist=True, batch_size=n)
+            if learned:
+                self.log("val/loss", self._loss(pred, target, counts), sync_dist=True, batch_size=n)
+                self.keep_for_pictures(batch_idx, classes=classes, present=present, center=center,
+                                       target=target, counts=counts, pred=pred)
+
+    def draw_picture(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Per video: past centers (white), true future (green), forecast (red), on black."""
+        h, w = self.config.model.image_size
+        images = []
+        for i in range(len(batch["classes"])):
+            canvas = np.zeros((h, w, 3), np.uint8)
+            for k in range(batch["classes"].shape[1]):
+                if batch["classes"][i, k] == BACKGROUND:
+                    continue
+                seen = batch["present"][i, k].numpy()
+                draw_path(canvas, batch["center"][i, k].numpy()[seen], (255, 255, 255))
+                true = batch["counts"][i, k].numpy()
+                draw_path(canvas, batch["target"][i, k].numpy()[true], (0, 200, 0))
+                draw_path(canvas, batch["pred"][i, k].numpy(), (230, 40, 40))
+            images.append(canvas)
+        return picture_rows([images], None)
