@@ -15,7 +15,7 @@ import torch
 from simvp_unet.cli import main
 from simvp_unet.data import layout
 from simvp_unet.models.export import load_safetensors
-from simvp_unet.train import load_run
+from simvp_unet.inference import load_run
 
 # training three tiny runs takes 10-30 s depending on the load of the machine
 pytestmark = pytest.mark.slow
@@ -86,14 +86,14 @@ def test_export_safetensors_and_onnx_match_the_run(runs, tmp_path):
     module = load_run(runs / "segmenter")
     _cli("export", runs / "segmenter", "--format", "safetensors", "--out", tmp_path / "seg.safetensors")
     rebuilt = load_safetensors(tmp_path / "seg.safetensors")
-    x = torch.rand(1, 3, *module.config.resolution)
+    x = torch.rand(1, 3, *module.resolution)
     with torch.no_grad():
         expected = module.model(x)
         assert torch.allclose(rebuilt(x), expected)
 
     _cli("export", runs / "forecaster", "--format", "onnx", "--out", tmp_path / "fc.onnx")
     forecaster = load_run(runs / "forecaster")
-    ids = torch.randint(0, 49, (2, 11, *forecaster.config.resolution))
+    ids = torch.randint(0, 49, (2, 11, *forecaster.resolution))
     session = ort.InferenceSession(str(tmp_path / "fc.onnx"))
     (got,) = session.run(None, {"input": ids.numpy()})
     with torch.no_grad():

@@ -5,6 +5,7 @@ import torch
 from standins import Forecaster, Predictor, Segmenter, masks_to_frames, world_masks
 
 from simvp_unet import pipelines
+from simvp_unet.data.layout import INPUT_FRAMES, TARGET
 from simvp_unet.errors import ConfigError
 from simvp_unet.metrics import jaccard, skill
 from simvp_unet.pipelines import (
@@ -19,8 +20,8 @@ from simvp_unet.pipelines import (
 def make_batch(models: Models, *, with_frame22: bool = True) -> tuple[Batch, torch.Tensor]:
     masks = world_masks()
     frames = masks_to_frames(masks)
-    batch = Batch(models, frames[:, :11], frames[:, 21] if with_frame22 else None)
-    return batch, masks[:, 21]
+    batch = Batch(models, frames[:, :INPUT_FRAMES], frames[:, TARGET] if with_frame22 else None)
+    return batch, masks[:, TARGET]
 
 
 def scores(models: Models) -> dict[str, float]:
@@ -169,13 +170,13 @@ def test_pipelines_and_metric_run_on_cuda():
     models = Models(Segmenter(), Predictor(), Forecaster(extra=40))
     masks = world_masks().cuda()
     frames = masks_to_frames(masks.cpu()).cuda()
-    batch = Batch(models, frames[:, :11], frames[:, 21])
+    batch = Batch(models, frames[:, :INPUT_FRAMES], frames[:, TARGET])
     for name in pipelines.available(models, with_frame22=True):
         answer = pipelines.run(name, batch)
         assert answer.is_cuda, name
         score = MaskScore(device="cuda")
-        score.update(answer, masks[:, 21])
-        expected = jaccard(answer.cpu(), masks[:, 21].cpu())
+        score.update(answer, masks[:, TARGET])
+        expected = jaccard(answer.cpu(), masks[:, TARGET].cpu())
         assert score.jaccard() == pytest.approx(expected), name
     blobs = torch.randint(0, 3, (2, 24, 32), generator=torch.Generator().manual_seed(1))
     assert torch.equal(component_sizes(blobs.cuda()).cpu(), _blob_sizes_by_search(blobs))

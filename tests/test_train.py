@@ -16,7 +16,7 @@ from simvp_unet.cli import main
 from simvp_unet.config import resolve
 from simvp_unet.data import layout
 from simvp_unet.errors import DataError
-from simvp_unet.train import load_run
+from simvp_unet.inference import load_run
 from simvp_unet.train.forecaster import ForecasterConfig, ForecasterModule
 from simvp_unet.train.runner import build_datasets
 

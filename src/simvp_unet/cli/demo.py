@@ -20,35 +20,49 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..evaluate import evaluate
+from ..inference import default_device, load_run
 from ..io import write_json
+from ..label import label
+from ..pipelines import MODEL_KINDS, Models
 from ..report import results_table
-from .evaluate import default_device, evaluate, label, load_models
 
 
 @dataclass(frozen=True)
 class DemoPresets:
-    """Preset names of one demo size.
+    """Presets of one demo size.
 
     Args:
         data: data preset (`simvp_unet/presets/data_<name>.yaml`).
-        train: preset of the three trainers (`<kind>_<name>.yaml`).
+        train: preset of the trainers (`<kind>_<name>.yaml`).
         workers: data-loading worker processes during training.
         pictures: val videos drawn by the evaluation.
+        overrides: `key=value` settings per kind, applied after the preset.
     """
 
     data: str
     train: str
     workers: int
     pictures: int
+    overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4)
-FAST = DemoPresets(data="tiny", train="tiny", workers=0, pictures=1)
+# A smoke test: the cpu recipes shrunk to tiny sizes and a few steps.
+_FEW_STEPS = ("resolution=[32,48]", "epochs=2", "limit_val_batches=1", "log_every_steps=1", "pictures=2")
+_TINY_SIMVP = ("batch_size=2", "limit_train_batches=2", "model.spatial_channels=8",
+               "model.temporal_channels=16", "model.temporal_blocks=2")
+FAST = DemoPresets(data="tiny", train="cpu", workers=0, pictures=1, overrides={
+    "segmenter": (*_FEW_STEPS, "batch_size=8", "limit_train_batches=3", "model.base_channels=4",
+                  "model.depth=2"),
+    "predictor": (*_FEW_STEPS, *_TINY_SIMVP),
+    "forecaster": (*_FEW_STEPS, *_TINY_SIMVP, "model.embed_dim=8"),
+})
 
 
 def _header(number: int, total: int, name: str, what: str, start: float) -> None:
@@ -68,7 +82,8 @@ def _train(kind: str, data: Path, run: Path, presets: DemoPresets) -> dict[str, 
         # stopped before its first checkpoint: nothing worth keeping in this demo-owned folder
         print(f"starting {run} again (it stopped before its first checkpoint)")
         shutil.rmtree(run)
-    return train(kind, data, run, preset=presets.train, runtime=runtime)
+    return train(kind, data, run, preset=presets.train, overrides=list(presets.overrides.get(kind, ())),
+                 runtime=runtime)
 
 
 def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> dict[str, Any]:
@@ -99,8 +114,6 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
     else:
         write_json(size_file, {"size": size})
 
-    def segmenter_model() -> Any:
-        return load_models(runs / "segmenter", device=device).segmenter
 
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         ("data", f"generate the dataset (preset {presets.data})",
@@ -108,7 +121,8 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
         ("segmenter", "train the U-Net on labeled frames",
          lambda: _train("segmenter", data, runs / "segmenter", presets)),
         ("label", "pseudo-label the unlabeled videos with the segmenter",
-         lambda: label(data, segmenter_model(), splits=("unlabeled",), device=device)),
+         lambda: label(data, load_run(runs / "segmenter", device=device), splits=("unlabeled",),
+                       device=device)),
         ("predictor", "train SimVP on frames (the paper's pipeline)",
          lambda: _train("predictor", data, runs / "predictor", presets)),
         ("forecaster", "train SimVP on masks (true masks + pseudo-labels)",
@@ -128,9 +142,8 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
         print(f"{name} done in {time.time() - step_start:.0f} s: {json.dumps(summary, default=str)}")
 
     _header(total, total, "evaluate", "every pipeline on the val split", start)
-    run_dirs = {kind: str(runs / kind) for kind in ("segmenter", "predictor", "forecaster")}
-    models = load_models(run_dirs["segmenter"], run_dirs["predictor"], run_dirs["forecaster"],
-                         device=device)
+    run_dirs = {kind: str(runs / kind) for kind in MODEL_KINDS}
+    models = Models.load(run_dirs, device=device)
     results = evaluate(data, "val", models, eval_dir, pictures=presets.pictures, runs=run_dirs,
                        device=device)
     print()
