@@ -180,3 +180,28 @@ def test_pipelines_and_metric_run_on_cuda():
         assert score.jaccard() == pytest.approx(expected), name
     blobs = torch.randint(0, 3, (2, 24, 32), generator=torch.Generator().manual_seed(1))
     assert torch.equal(component_sizes(blobs.cuda()).cpu(), _blob_sizes_by_search(blobs))
+
+
+def test_one_table_of_rows_names_what_each_row_needs():
+    assert pipelines.MODEL_KINDS == ("segmenter", "predictor", "forecaster")
+    assert list(pipelines.PIPELINES) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
+                                         "masks+blobs"]
+    for name, row in pipelines.PIPELINES.items():
+        assert row.name == name and row.description and callable(row.function)
+        assert "segmenter" in row.needs and set(row.needs) <= set(pipelines.MODEL_KINDS), name
+    assert [n for n, row in pipelines.PIPELINES.items() if row.reads_frame22] == ["oracle"]
+
+
+def test_default_row_is_the_best_the_models_allow():
+    assert pipelines.default_row(Models(Segmenter())) == "copy-last"
+    assert pipelines.default_row(Models(Segmenter(), Predictor())) == "frames"
+    assert pipelines.default_row(Models(Segmenter(), Predictor(), Forecaster())) == "masks"
+    with pytest.raises(ConfigError, match="segmenter"):
+        pipelines.default_row(Models())
+
+
+def test_results_table_reads_the_row_descriptions():
+    from simvp_unet.report import results_table
+
+    table = results_table({"videos": 1, "split": "val", "jaccard": {"masks": 0.5}, "skill": {"masks": None}})
+    assert f"| masks | {pipelines.PIPELINES['masks'].description} | 0.5000 | n/a |" in table

@@ -61,6 +61,14 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _field_default(cls: type, name: str) -> Any:
+    """The default value of dataclass field `name` of `cls` (built, for a default_factory); None if none."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`, converting YAML/CLI scalars where safe."""
     origin = typing.get_origin(tp)
@@ -137,6 +145,11 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "", stored: b
         tp = types_[name]
         key = prefix + name
         if dataclasses.is_dataclass(tp):
+            default = _field_default(cls, name)
+            if isinstance(value, dict) and default is not None:
+                # a section lists what it changes from this field's default (e.g. the forecaster's
+                # model), not from the defaults of the section's own class
+                value = {**to_dict(default), **value}
             kwargs[name] = from_dict(tp, value, prefix=key + ".", stored=stored)
         else:
             kwargs[name] = _coerce(value, tp, key)
