@@ -202,8 +202,6 @@ def frames(batch: Batch) -> torch.Tensor:
 
 def oracle(batch: Batch) -> torch.Tensor:
     """Segment the true frame 22 (upper bound of any pipeline built on this segmenter)."""
-    if batch.frame22 is None:
-        raise ConfigError("the oracle row needs the true frame 22, which this split does not have")
     return segment(batch.models.segmenter, batch.frame22)
 
 
@@ -255,11 +253,18 @@ PIPELINES: dict[str, Row] = {row.name: row for row in (
 SUBMISSION_PREFERENCE = ("masks", "frames", "copy-last")
 
 
-def row(name: str) -> Row:
-    """The row called `name`, or a ConfigError listing the rows."""
+def require(name: str, models: Models, *, with_frame22: bool) -> Row:
+    """The row called `name`, after checking that it can run; else a ConfigError saying why."""
     if name not in PIPELINES:
         raise ConfigError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
-    return PIPELINES[name]
+    row = PIPELINES[name]
+    for kind in row.needs:
+        if getattr(models, kind) is None:
+            raise ConfigError(f"pipeline {name!r} needs a {kind} run (--{kind} RUN)")
+    if row.reads_frame22 and not with_frame22:
+        raise ConfigError(f"pipeline {name!r} needs the true frame 22, which these videos do not have "
+                          "(the hidden set has frames 1..11)")
+    return row
 
 
 def available(models: Models, *, with_frame22: bool) -> list[str]:
@@ -279,8 +284,4 @@ def default_row(models: Models) -> str:
 
 def run(name: str, batch: Batch) -> torch.Tensor:
     """Mask of frame 22 (long (B, H, W)) by row `name`, after checking it can run."""
-    chosen = row(name)
-    for kind in chosen.needs:
-        if getattr(batch.models, kind) is None:
-            raise ConfigError(f"pipeline {name!r} needs a {kind} run (--{kind} RUN)")
-    return chosen.function(batch)
+    return require(name, batch.models, with_frame22=batch.frame22 is not None).function(batch)

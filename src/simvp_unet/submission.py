@@ -21,7 +21,7 @@ from . import pipelines
 from .classes import NUM_CLASSES
 from .data import layout
 from .data.datasets import VideoDataset
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .evaluate import video_loader
 from .inference import default_device
 from .io import atomic_path
@@ -50,12 +50,7 @@ def predict(data: str | Path, models: Models, out: str | Path, *, pipeline: str 
         The tensor that was saved, rows ordered by ascending video index.
     """
     name = pipeline or pipelines.default_row(models)
-    row = pipelines.row(name)
-    if row.reads_frame22:
-        raise ConfigError(f"pipeline {name!r} needs the true frame 22; the hidden set has frames 1..11")
-    missing = [kind for kind in row.needs if getattr(models, kind) is None]
-    if missing:
-        raise ConfigError(f"pipeline {name!r} needs a {missing[0]} run (--{missing[0]} RUN)")
+    pipelines.require(name, models, with_frame22=False)  # fail before reading any video
     device = torch.device(device) if device is not None else default_device()
     dataset = VideoDataset(data, "hidden", frames=range(layout.INPUT_FRAMES))
     indices, answers = [], []
