@@ -1,4 +1,4 @@
-"""SimVP and U-Net: shapes, parameter counts, time handling, precision, export, bad configs."""
+"""SimVP and U-Net: shapes, parameter counts, output frames, precision, export, bad configs."""
 
 from __future__ import annotations
 
