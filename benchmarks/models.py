@@ -7,7 +7,7 @@ Prints a markdown table and writes it to benchmarks/results/models.md (not with 
 memory format, on the CPU (with 2 threads unless --threads) and on CUDA when present. A training
 step is forward, loss, backward and an Adam step; inference runs under torch.inference_mode.
 The "x public" columns divide by the speed of the public reference code measured on a 2-core
-machine of this kind (float32, 2 threads; docs in REFERENCE.md section 5).
+machine of this kind (float32, 2 threads; see docs/reference.md).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def main() -> None:
             f"timed steps for at least {args.min_seconds} s or {args.max_iters} steps; the fastest "
             "step counts. "
             "Training step = forward + loss + backward + Adam. The public code's speed "
-            "(float32, 2 threads, same kind of machine) is from REFERENCE.md section 5. "
+            "(float32, 2 threads, same kind of machine) is from docs/reference.md. "
             f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
             "the run (above the thread count: other jobs shared the CPU).",
             "",

@@ -1,10 +1,48 @@
-"""Shared fixtures: a tiny generated dataset (made once per test session)."""
+"""Shared fixtures: a tiny generated dataset (made once per test session) and the real `cpu`
+training presets shrunk to tiny sizes and a few steps (`tiny_config`, `tiny_args`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+# Overrides that shrink each kind's real `cpu` preset: 32 x 48 pixels, a few channels, 2 epochs of
+# 2-3 batches. Everything else (schedule, precision, clipping, the model's recipe) stays the
+# preset's, so the tests train what users train, only smaller.
+_FEW_STEPS = ("resolution=[32,48]", "epochs=2", "log_every_steps=1", "pictures=2")
+_TINY_SIMVP = ("batch_size=2", "limit_train_batches=2", "limit_val_batches=1", "model.spatial_channels=8",
+               "model.temporal_channels=16", "model.temporal_blocks=2")
+TINY: dict[str, tuple[str, ...]] = {
+    "segmenter": (*_FEW_STEPS, "batch_size=8", "lr=0.003", "limit_train_batches=3", "limit_val_batches=2",
+                  "model.base_channels=4", "model.depth=2"),
+    "predictor": (*_FEW_STEPS, *_TINY_SIMVP),
+    "forecaster": (*_FEW_STEPS, *_TINY_SIMVP, "model.embed_dim=8"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Callable[..., Any]:
+    """`tiny_config(kind, *overrides)`: the resolved config of the shrunk `cpu` preset."""
+    from simvp_unet.config import resolve
+    from simvp_unet.train.runner import CONFIGS
+
+    def make(kind: str, *overrides: str) -> Any:
+        return resolve(CONFIGS[kind], kind, "cpu", [*TINY[kind], *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_args() -> Callable[[str], list[str]]:
+    """`tiny_args(kind)`: the `simvp-unet train` options that select the shrunk `cpu` preset."""
+
+    def args(kind: str) -> list[str]:
+        return ["--preset", "cpu", *(arg for item in TINY[kind] for arg in ("--set", item))]
+
+    return args
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""evaluate / predict / score / label on an on-disk moving-squares dataset with stand-in models.
+"""evaluate / predict / score / label (the library and the commands) on an on-disk moving-squares dataset with stand-in models.
 
 The stand-ins are exact (see standins.py), so every number below is known in advance. The
 same commands on real trained runs are covered in tests/test_evaluate_runs.py.
@@ -12,12 +12,15 @@ import pytest
 import torch
 from standins import Forecaster, Predictor, Segmenter, world_masks, write_squares_dataset
 
-from simvp_unet.cli import evaluate as ev
 from simvp_unet.cli import main
 from simvp_unet.data import layout
+from simvp_unet.data.layout import LAST_INPUT, TARGET
 from simvp_unet.errors import ConfigError
+from simvp_unet.evaluate import evaluate
+from simvp_unet.label import label
 from simvp_unet.metrics import jaccard
-from simvp_unet.pipelines import LAST_INPUT
+from simvp_unet.pipelines import Models, default_row
+from simvp_unet.submission import predict, score
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +31,14 @@ def squares(tmp_path_factory):
 
 
 def test_evaluate_rows_numbers_and_files(squares, tmp_path):
-    models = ev.Models(Segmenter(), Predictor(static=True), Forecaster(extra=40))
+    models = Models(Segmenter(), Predictor(static=True), Forecaster(extra=40))
     out = tmp_path / "eval"
-    results = ev.evaluate(squares, "val", models, out, batch_size=2, pictures=2,
+    results = evaluate(squares, "val", models, out, batch_size=2, pictures=2,
                           runs={"segmenter": "stand-in"}, progress=False)
     assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
                                         "masks+blobs"]
     masks = world_masks(batch=3, height=layout.HEIGHT, width=layout.WIDTH)
-    copy_last = jaccard(masks[:, LAST_INPUT], masks[:, 21])
+    copy_last = jaccard(masks[:, LAST_INPUT], masks[:, TARGET])
     j = results["jaccard"]
     assert j["copy-last"] == pytest.approx(copy_last)
     assert j["frames"] == pytest.approx(copy_last)  # the static predictor repeats frame 11
@@ -62,38 +65,38 @@ def test_evaluate_rows_numbers_and_files(squares, tmp_path):
 
 
 def test_evaluate_limit_and_segmenter_only(squares, tmp_path):
-    results = ev.evaluate(squares, "val", ev.Models(Segmenter()), tmp_path, limit=1, pictures=0,
+    results = evaluate(squares, "val", Models(Segmenter()), tmp_path, limit=1, pictures=0,
                           progress=False)
     assert list(results["jaccard"]) == ["copy-last", "oracle"]
     assert results["videos"] == 1
     assert not (tmp_path / "pictures").exists()
     with pytest.raises(ConfigError, match="labeled split"):
-        ev.evaluate(squares, "hidden", ev.Models(Segmenter()), tmp_path, progress=False)
+        evaluate(squares, "hidden", Models(Segmenter()), tmp_path, progress=False)
     with pytest.raises(ConfigError, match="--limit"):
-        ev.evaluate(squares, "val", ev.Models(Segmenter()), tmp_path, limit=0, progress=False)
+        evaluate(squares, "val", Models(Segmenter()), tmp_path, limit=0, progress=False)
 
 
 def test_predict_writes_ordered_uint8_and_score_round_trip(squares, tmp_path, capsys):
     out = tmp_path / "submission.pt"
-    submission = ev.predict(squares, ev.Models(Segmenter(), forecaster=Forecaster()), out,
+    submission = predict(squares, Models(Segmenter(), forecaster=Forecaster()), out,
                             batch_size=2, progress=False)
     assert submission.dtype == torch.uint8 and submission.shape == (3, layout.HEIGHT, layout.WIDTH)
     loaded = torch.load(out, weights_only=True)
     assert torch.equal(loaded, submission)
     # ascending video index: 15000, 15010, 15020 are videos b = 0, 1, 2 of the world
-    truth = world_masks(batch=3, height=layout.HEIGHT, width=layout.WIDTH)[:, 21]
+    truth = world_masks(batch=3, height=layout.HEIGHT, width=layout.WIDTH)[:, TARGET]
     assert torch.equal(loaded.long(), truth)
-    assert ev.score(out, squares) == {"jaccard": pytest.approx(1.0), "videos": 3}
+    assert score(out, squares) == {"jaccard": pytest.approx(1.0), "videos": 3}
     assert main(["score", str(out), "--data", str(squares)]) == 0
     assert "Jaccard 1.0000 on 3 hidden videos" in capsys.readouterr().out
 
-    copy_last = ev.predict(squares, ev.Models(Segmenter()), out, pipeline=None, progress=False)
-    assert ev.score(out, squares)["jaccard"] == pytest.approx(jaccard(copy_last, truth))
-    assert ev.default_pipeline(ev.Models(Segmenter(), Predictor())) == "frames"
+    copy_last = predict(squares, Models(Segmenter()), out, pipeline=None, progress=False)
+    assert score(out, squares)["jaccard"] == pytest.approx(jaccard(copy_last, truth))
+    assert default_row(Models(Segmenter(), Predictor())) == "frames"
     with pytest.raises(ConfigError, match="frame 22"):
-        ev.predict(squares, ev.Models(Segmenter()), out, pipeline="oracle", progress=False)
+        predict(squares, Models(Segmenter()), out, pipeline="oracle", progress=False)
     with pytest.raises(ConfigError, match="forecaster"):
-        ev.predict(squares, ev.Models(Segmenter()), out, pipeline="masks", progress=False)
+        predict(squares, Models(Segmenter()), out, pipeline="masks", progress=False)
 
 
 def _bad(tmp_path, obj, name="bad.pt"):
@@ -138,7 +141,7 @@ def test_label_writes_pseudo_labels_and_resumes(squares, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(squares, root)
     segmenter = Segmenter()
-    report = ev.label(root, segmenter, progress=False)
+    report = label(root, segmenter, progress=False)
     assert report == {"unlabeled": {"written": 3, "skipped": 0}}
     assert segmenter.images == 3 * 22
     truth = world_masks(batch=3, height=layout.HEIGHT, width=layout.WIDTH)
@@ -153,17 +156,17 @@ def test_label_writes_pseudo_labels_and_resumes(squares, tmp_path):
     # resumable: one video lost its pseudo-label, only that one is segmented again
     (root / "unlabeled" / "video_2010" / layout.PRED_MASK_FILE).unlink()
     segmenter.images = 0
-    assert ev.label(root, segmenter, progress=False) == {"unlabeled": {"written": 1, "skipped": 2}}
+    assert label(root, segmenter, progress=False) == {"unlabeled": {"written": 1, "skipped": 2}}
     assert segmenter.images == 22
 
     # labeled splits get mask_pred.npy beside an untouched mask.npy
     val = root / "val" / "video_1000"
     before = (val / layout.MASK_FILE).read_bytes()
-    ev.label(root, segmenter, splits=("val",), progress=False)
+    label(root, segmenter, splits=("val",), progress=False)
     assert (val / layout.MASK_FILE).read_bytes() == before
     assert (val / layout.PRED_MASK_FILE).is_file()
     with pytest.raises(ConfigError, match="hidden"):
-        ev.label(root, segmenter, splits=("hidden",), progress=False)
+        label(root, segmenter, splits=("hidden",), progress=False)
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict", "score", "export", "label"])

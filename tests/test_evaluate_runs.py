@@ -14,8 +14,8 @@ import torch
 
 from simvp_unet.cli import main
 from simvp_unet.data import layout
+from simvp_unet.inference import load_run
 from simvp_unet.models.export import load_safetensors
-from simvp_unet.train import load_run
 
 # training three tiny runs takes 10-30 s depending on the load of the machine
 pytestmark = pytest.mark.slow
@@ -28,17 +28,16 @@ def _cli(*args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_data, tmp_path_factory):
+def runs(tiny_args, tiny_data, tmp_path_factory):
     """Tiny segmenter, predictor and forecaster runs, on a copy of the tiny data
     (labelled in place, so that the forecaster trains on pseudo-labels too)."""
     root = tmp_path_factory.mktemp("runs")
     data = root / "data"
     shutil.copytree(tiny_data, data)
-    common = ["--data", data, "--preset", "tiny", "--workers", "0"]
-    _cli("train", "segmenter", *common, "--out", root / "segmenter")
-    _cli("label", "--data", data, "--segmenter", root / "segmenter")
-    _cli("train", "predictor", *common, "--out", root / "predictor")
-    _cli("train", "forecaster", *common, "--out", root / "forecaster")
+    for kind in ("segmenter", "predictor", "forecaster"):
+        _cli("train", kind, "--data", data, *tiny_args(kind), "--workers", "0", "--out", root / kind)
+        if kind == "segmenter":  # pseudo-labels, before the forecaster trains
+            _cli("label", "--data", data, "--segmenter", root / "segmenter")
     return root
 
 
@@ -86,14 +85,14 @@ def test_export_safetensors_and_onnx_match_the_run(runs, tmp_path):
     module = load_run(runs / "segmenter")
     _cli("export", runs / "segmenter", "--format", "safetensors", "--out", tmp_path / "seg.safetensors")
     rebuilt = load_safetensors(tmp_path / "seg.safetensors")
-    x = torch.rand(1, 3, *module.config.resolution)
+    x = torch.rand(1, 3, *module.resolution)
     with torch.no_grad():
         expected = module.model(x)
         assert torch.allclose(rebuilt(x), expected)
 
     _cli("export", runs / "forecaster", "--format", "onnx", "--out", tmp_path / "fc.onnx")
     forecaster = load_run(runs / "forecaster")
-    ids = torch.randint(0, 49, (2, 11, *forecaster.config.resolution))
+    ids = torch.randint(0, 49, (2, 11, *forecaster.resolution))
     session = ort.InferenceSession(str(tmp_path / "fc.onnx"))
     (got,) = session.run(None, {"input": ids.numpy()})
     with torch.no_grad():

@@ -1,8 +1,6 @@
-"""SimVP and U-Net: shapes, parameter counts, time handling, precision, export, bad configs."""
+"""SimVP and U-Net: shapes, parameter counts, output frames, precision, export, bad configs."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
@@ -91,11 +89,7 @@ VARIANTS = {
     "class_ids": tiny(input_classes=5, embed_dim=4, out_channels=5),
     "more_out_channels": tiny(out_channels=7),
     "extra_downsample": tiny(extra_downsample=True),
-    "rollout_shorter": tiny(out_frames=2),
-    "rollout_longer": tiny(out_frames=7),
-    "rollout_longer_class_ids": tiny(input_classes=5, out_channels=5, out_frames=5),
-    "project_shorter": tiny(out_frames=1, time_mode="project"),
-    "project_longer": tiny(out_frames=5, time_mode="project", out_channels=4),
+    "fewer_out_frames": tiny(out_frames=2),
     "two_spatial_blocks": tiny(spatial_blocks=2, temporal_blocks=3),
     "groups_fallback": tiny(temporal_channels=12, groups=8),  # 6 branch inputs: groups -> 1
 }
@@ -130,36 +124,7 @@ def test_extra_downsample_halves_the_translator_input():
     assert tuple(seen[True]) == (2, 3)
 
 
-def test_rollout_feeds_predictions_back():
-    torch.manual_seed(0)
-    one_step = SimVP(tiny()).eval()
-    longer = SimVP(tiny(out_frames=7)).eval()
-    longer.load_state_dict(one_step.state_dict())
-    x = example_input(one_step.config)
-    with torch.no_grad():
-        first = one_step(x)
-        second = one_step(first)
-        third = one_step(second)
-        rolled = longer(x)
-    expected = torch.cat([first, second, third], dim=1)[:, :7]
-    torch.testing.assert_close(rolled, expected)
-
-
-def test_rollout_of_class_ids_feeds_back_the_argmax():
-    torch.manual_seed(0)
-    config = tiny(input_classes=5, out_channels=5)
-    one_step = SimVP(config).eval()
-    longer = SimVP(dataclasses.replace(config, out_frames=5)).eval()
-    longer.load_state_dict(one_step.state_dict())
-    x = example_input(config)
-    with torch.no_grad():
-        first = one_step(x)
-        second = one_step(first.argmax(dim=2))
-        rolled = longer(x)
-    torch.testing.assert_close(rolled, torch.cat([first, second], dim=1)[:, :5])
-
-
-def test_shorter_rollout_is_the_first_frames_of_the_full_output():
+def test_fewer_out_frames_are_the_first_frames_of_the_full_output():
     torch.manual_seed(0)
     full = SimVP(tiny()).eval()
     short = SimVP(tiny(out_frames=2)).eval()
@@ -280,7 +245,7 @@ def test_onnx_matches_pytorch(tmp_path, which, dynamo):
     if which == "unet":
         model, x = UNet(UNetConfig(base_channels=4, depth=2)), torch.rand(1, 3, 13, 19)
     else:
-        config = VARIANTS["rollout_longer_class_ids" if which == "class_ids" else "gsta"]
+        config = VARIANTS["class_ids" if which == "class_ids" else "gsta"]
         model, x = SimVP(config), example_input(config, batch=1)
     path = export_onnx(model, x, tmp_path / "model.onnx", dynamo=dynamo)
     batch = torch.cat([x, x.flip(0) if x.is_floating_point() else x.roll(1, dims=-1)])
@@ -328,9 +293,8 @@ def test_load_safetensors_bad_files(tmp_path):
         (dict(spatial_channels=7), "spatial_channels must be even"),
         (dict(temporal_blocks=1), "temporal_blocks"),
         (dict(translator="lstm"), "translator"),
-        (dict(time_mode="skip"), "time_mode"),
         (dict(incep_kernels=(3, 4)), "incep_kernels"),
-        (dict(out_frames=5, out_channels=7), "out_channels .7. must equal in_channels"),
+        (dict(out_frames=5), "out_frames .5. must be <= in_frames .3."),
         (dict(in_frames=0), "in_frames"),
     ],
 )
@@ -344,6 +308,14 @@ def test_configs_survive_a_yaml_round_trip():
     data = yaml.safe_load(yaml.safe_dump(to_dict(config)))
     assert from_dict(SimVPConfig, data) == config
     assert from_dict(UNetConfig, to_dict(UNetConfig(base_channels=8))) == UNetConfig(base_channels=8)
+
+
+def test_retired_keys_are_dropped_from_stored_configs_only():
+    """Checkpoints of earlier versions hold model.time_mode; they load, a user setting it fails."""
+    stored = {**to_dict(tiny()), "time_mode": "rollout"}
+    assert from_dict(SimVPConfig, stored, stored=True) == tiny()
+    with pytest.raises(ConfigError, match="unknown config key time_mode"):
+        from_dict(SimVPConfig, stored)
 
 
 def test_bad_config_from_yaml_values_is_a_config_error():

@@ -5,6 +5,7 @@ import torch
 from standins import Forecaster, Predictor, Segmenter, masks_to_frames, world_masks
 
 from simvp_unet import pipelines
+from simvp_unet.data.layout import INPUT_FRAMES, TARGET
 from simvp_unet.errors import ConfigError
 from simvp_unet.metrics import jaccard, skill
 from simvp_unet.pipelines import (
@@ -19,8 +20,8 @@ from simvp_unet.pipelines import (
 def make_batch(models: Models, *, with_frame22: bool = True) -> tuple[Batch, torch.Tensor]:
     masks = world_masks()
     frames = masks_to_frames(masks)
-    batch = Batch(models, frames[:, :11], frames[:, 21] if with_frame22 else None)
-    return batch, masks[:, 21]
+    batch = Batch(models, frames[:, :INPUT_FRAMES], frames[:, TARGET] if with_frame22 else None)
+    return batch, masks[:, TARGET]
 
 
 def scores(models: Models) -> dict[str, float]:
@@ -169,13 +170,38 @@ def test_pipelines_and_metric_run_on_cuda():
     models = Models(Segmenter(), Predictor(), Forecaster(extra=40))
     masks = world_masks().cuda()
     frames = masks_to_frames(masks.cpu()).cuda()
-    batch = Batch(models, frames[:, :11], frames[:, 21])
+    batch = Batch(models, frames[:, :INPUT_FRAMES], frames[:, TARGET])
     for name in pipelines.available(models, with_frame22=True):
         answer = pipelines.run(name, batch)
         assert answer.is_cuda, name
         score = MaskScore(device="cuda")
-        score.update(answer, masks[:, 21])
-        expected = jaccard(answer.cpu(), masks[:, 21].cpu())
+        score.update(answer, masks[:, TARGET])
+        expected = jaccard(answer.cpu(), masks[:, TARGET].cpu())
         assert score.jaccard() == pytest.approx(expected), name
     blobs = torch.randint(0, 3, (2, 24, 32), generator=torch.Generator().manual_seed(1))
     assert torch.equal(component_sizes(blobs.cuda()).cpu(), _blob_sizes_by_search(blobs))
+
+
+def test_one_table_of_rows_names_what_each_row_needs():
+    assert pipelines.MODEL_KINDS == ("segmenter", "predictor", "forecaster")
+    assert list(pipelines.PIPELINES) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
+                                         "masks+blobs"]
+    for name, row in pipelines.PIPELINES.items():
+        assert row.name == name and row.description and callable(row.function)
+        assert "segmenter" in row.needs and set(row.needs) <= set(pipelines.MODEL_KINDS), name
+    assert [n for n, row in pipelines.PIPELINES.items() if row.reads_frame22] == ["oracle"]
+
+
+def test_default_row_is_the_best_the_models_allow():
+    assert pipelines.default_row(Models(Segmenter())) == "copy-last"
+    assert pipelines.default_row(Models(Segmenter(), Predictor())) == "frames"
+    assert pipelines.default_row(Models(Segmenter(), Predictor(), Forecaster())) == "masks"
+    with pytest.raises(ConfigError, match="segmenter"):
+        pipelines.default_row(Models())
+
+
+def test_results_table_reads_the_row_descriptions():
+    from simvp_unet.report import results_table
+
+    table = results_table({"videos": 1, "split": "val", "jaccard": {"masks": 0.5}, "skill": {"masks": None}})
+    assert f"| masks | {pipelines.PIPELINES['masks'].description} | 0.5000 | n/a |" in table

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,11 +15,10 @@ import torch
 import yaml
 
 from simvp_unet.cli import main
-from simvp_unet.config import resolve
 from simvp_unet.data import layout
 from simvp_unet.errors import DataError
-from simvp_unet.train import load_run
-from simvp_unet.train.forecaster import ForecasterConfig, ForecasterModule
+from simvp_unet.inference import load_run
+from simvp_unet.train.forecaster import ForecasterModule
 from simvp_unet.train.runner import build_datasets
 
 H, W = layout.HEIGHT, layout.WIDTH
@@ -32,13 +33,20 @@ def column(rows: list[dict[str, str]], name: str) -> list[float]:
     return [float(r[name]) for r in rows if r.get(name)]
 
 
-def train_cli(kind: str, data: Path, out: Path, *extra: str) -> int:
-    return main(["train", kind, "--data", str(data), "--out", str(out), "--preset", "tiny",
-                 "--workers", "0", *extra])
+@pytest.fixture(scope="module")
+def train_cli(tiny_args: Callable[[str], list[str]]) -> Callable[..., int]:
+    """`train_cli(kind, data, out, *extra)`: `simvp-unet train` with the shrunk cpu preset."""
+
+    def run(kind: str, data: Path, out: Path, *extra: str) -> int:
+        return main(["train", kind, "--data", str(data), "--out", str(out), *tiny_args(kind),
+                     "--workers", "0", *extra])
+
+    return run
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(train_cli: Callable[..., int], tiny_data: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One tiny run of each kind, trained once for the whole module."""
     base = tmp_path_factory.mktemp("runs")
     out = {kind: base / kind for kind in ("segmenter", "predictor", "forecaster")}
@@ -84,7 +92,7 @@ def test_predictor_metrics_in_range(runs: dict[str, Path]) -> None:
 
 def test_onecycle_schedule_is_followed(runs: dict[str, Path]) -> None:
     lrs = column(read_metrics(runs["segmenter"]), "lr-Adam")
-    peak = 0.003  # lr of the tiny preset
+    peak = yaml.safe_load((runs["segmenter"] / "config.yaml").read_text())["lr"]
     assert max(lrs) <= peak + 1e-12 and lrs[0] < peak / 5 and lrs[-1] < lrs[int(np.argmax(lrs))]
 
 
@@ -124,7 +132,8 @@ def test_load_run_errors(runs: dict[str, Path], tmp_path: Path) -> None:
         load_run(tmp_path)
 
 
-def test_rollout_finetune_from_init(runs: dict[str, Path], tiny_data: Path, tmp_path: Path) -> None:
+def test_rollout_finetune_from_init(runs: dict[str, Path], train_cli: Callable[..., int], tiny_data: Path,
+                                    tmp_path: Path) -> None:
     out = tmp_path / "roll"
     assert train_cli("forecaster", tiny_data, out, "--init", str(runs["forecaster"]),
                      "--set", "rollout_frames=4", "--set", "lr=1e-4") == 0
@@ -135,8 +144,8 @@ def test_rollout_finetune_from_init(runs: dict[str, Path], tiny_data: Path, tmp_
     assert load_run(out).forecast_masks(torch.zeros(1, 11, H, W, dtype=torch.long)).shape == (1, 11, H, W)
 
 
-def test_rollout_feeds_truth_or_predictions() -> None:
-    config = resolve(ForecasterConfig, "forecaster", "tiny", ["rollout_frames=4"])
+def test_rollout_feeds_truth_or_predictions(tiny_config: Callable[..., Any]) -> None:
+    config = tiny_config("forecaster", "rollout_frames=4")
     module = ForecasterModule(config).eval()
     inputs = torch.randint(0, 49, (2, 11, 32, 48))
     future = torch.randint(0, 49, (2, 11, 32, 48))
@@ -152,10 +161,11 @@ def test_rollout_feeds_truth_or_predictions() -> None:
     assert not torch.allclose(own[:, 4:8], expected, atol=1e-5)
 
 
-def test_forecaster_uses_pseudo_labels_when_present(tiny_data: Path, tmp_path: Path) -> None:
+def test_forecaster_uses_pseudo_labels_when_present(tiny_config: Callable[..., Any], tiny_data: Path,
+                                                    tmp_path: Path) -> None:
     root = tmp_path / "data"
     shutil.copytree(tiny_data, root)
-    config = resolve(ForecasterConfig, "forecaster", "tiny", [])
+    config = tiny_config("forecaster")
     n_train = len(layout.list_videos(root, "train"))
     unlabeled = layout.list_videos(root, "unlabeled")
     train, _ = build_datasets("forecaster", config, root)
@@ -181,7 +191,7 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     ("segmenter", ["--set", "lr=-0.1"], "lr must be positive"),
     ("predictor", ["--set", "resolution=[0,60]"], "resolution must be two positive numbers"),
     ("segmenter", ["--set", "model.num_classes=10"], "model.num_classes must be 49"),
-    ("forecaster", ["--set", "model.input_classes=0"], "model.input_classes must be 49"),
+    ("forecaster", ["--set", "model.copy_prior=0", "--set", "model.input_classes=0"], "model.input_classes must be 49"),
     ("forecaster", ["--set", "rollout_frames=12"], "rollout_frames must be in 0..11"),
     ("segmenter", ["--set", "train_splits=[unlabeled]"], "the segmenter needs labeled videos"),
     ("segmenter", ["--preset", "nope"], "unknown segmenter preset 'nope'"),
@@ -189,22 +199,24 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     ("forecaster", ["--set", "background_weight=0"], "background_weight must be in (0, 1]"),
     ("forecaster", ["--set", "model.copy_prior=-1"], "copy_prior must be >= 0"),
 ])
-def test_bad_settings_exit_2_with_one_line(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_bad_settings_exit_2_with_one_line(tiny_args: Callable[[str], list[str]], tiny_data: Path,
+                                          tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           kind: str, extra: list[str], message: str) -> None:
     argv = ["train", kind, "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--workers", "0"]
     if "--preset" not in extra and "--resume" not in extra:
-        argv += ["--preset", "tiny"]
+        argv += tiny_args(kind)
     assert main(argv + extra) == 2
     assert message in one_error_line(capsys)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_data_folder(train_cli: Callable[..., int], tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
     assert train_cli("segmenter", tmp_path / "missing", tmp_path / "run") == 2
     assert "data folder not found" in one_error_line(capsys)
 
 
-def test_existing_run_is_refused(runs: dict[str, Path], tiny_data: Path,
+def test_existing_run_is_refused(runs: dict[str, Path], train_cli: Callable[..., int], tiny_data: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert train_cli("segmenter", tiny_data, runs["segmenter"]) == 2
     assert "already holds a run; pass --resume" in one_error_line(capsys)
@@ -230,25 +242,25 @@ def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert "example:" in capsys.readouterr().out
 
 
-def test_diverged_training_stops_with_one_line(tiny_data: Path, tmp_path: Path,
+def test_diverged_training_stops_with_one_line(train_cli: Callable[..., int], tiny_data: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """A NaN loss ends the run at once with a message naming lr and grad_clip, not 20 NaN epochs."""
     code = train_cli("predictor", tiny_data, tmp_path / "run", "--set", "lr=1e30", "--set", "max_steps=6",
-                     "--precision", "32-true")
+                     "--set", "grad_clip=0", "--precision", "32-true")
     assert code == 2
     message = one_error_line(capsys)
     assert "training diverged" in message and "lower lr" in message and "grad_clip" in message
 
 
 
-def test_forecaster_background_weight_scales_background_pixels() -> None:
+def test_forecaster_background_weight_scales_background_pixels(tiny_config: Callable[..., Any]) -> None:
     """background_weight < 1: background pixels count less in the loss than object pixels."""
-    base = resolve(ForecasterConfig, "forecaster", "tiny")
+    base = tiny_config("forecaster", "background_weight=1.0")
     logits = torch.randn(1, 11, 49, 4, 6)
     target = torch.zeros(1, 11, 4, 6, dtype=torch.long)
     target[..., :2, :3] = 5  # a quarter of the pixels are an object
     plain = ForecasterModule(base)._loss(logits, target)
-    weighted = ForecasterModule(resolve(ForecasterConfig, "forecaster", "tiny", ["background_weight=0.25"]))
+    weighted = ForecasterModule(tiny_config("forecaster", "background_weight=0.25"))
     per_pixel = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(0, 1), reduction="none")
     w = torch.where(target.flatten(0, 1) == 0, 0.25, 1.0)
     assert torch.allclose(plain, per_pixel.mean())

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,12 @@ def simvp_unet_command() -> list[str]:
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None:
+def test_ddp_two_cpu_processes(tiny_args: Callable[[str], list[str]], tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")}
     result = subprocess.run(
         [*simvp_unet_command(), "train", "segmenter", "--data", str(tiny_data), "--out", str(out),
-         "--preset", "tiny", "--accelerator", "cpu", "--devices", "2", "--workers", "0"],
+         *tiny_args("segmenter"), "--accelerator", "cpu", "--devices", "2", "--workers", "0"],
         capture_output=True, text=True, timeout=300, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -39,14 +40,14 @@ def test_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.gpu
-def test_gpu_training_and_load_run(tiny_data: Path, tmp_path: Path) -> None:
+def test_gpu_training_and_load_run(tiny_args: Callable[[str], list[str]], tiny_data: Path, tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device here: GPU training is checked on a GPU machine (-m gpu)")
     from simvp_unet.cli import main
-    from simvp_unet.train import load_run
+    from simvp_unet.inference import load_run
 
     out = tmp_path / "gpu"
-    assert main(["train", "forecaster", "--data", str(tiny_data), "--out", str(out), "--preset", "tiny",
+    assert main(["train", "forecaster", "--data", str(tiny_data), "--out", str(out), *tiny_args("forecaster"),
                  "--accelerator", "gpu", "--devices", "1", "--precision", "bf16-mixed", "--workers", "0"]) == 0
     module = load_run(out, device="cuda")
     masks = torch.randint(0, 49, (2, 11, 160, 240), device="cuda")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,10 @@ def lr_by_step(run: Path, version: int) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_resume_continues_steps_and_schedule(tiny_data: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_continues_steps_and_schedule(tiny_args: Callable[[str], list[str]], tiny_data: Path,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert train(tiny_data, straight, "--preset", "tiny", *SETTINGS) == 0
+    assert train(tiny_data, straight, *tiny_args("segmenter"), *SETTINGS) == 0
 
     original = SegmenterModule.training_step
 
@@ -45,7 +46,7 @@ def test_resume_continues_steps_and_schedule(tiny_data: Path, tmp_path: Path,
     with monkeypatch.context() as m:
         m.setattr(SegmenterModule, "training_step", dies_at_step)
         with pytest.raises(SimulatedKill):
-            train(tiny_data, killed, "--preset", "tiny", *SETTINGS)
+            train(tiny_data, killed, *tiny_args("segmenter"), *SETTINGS)
     half = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
     assert half["global_step"] == KILL_AT
 

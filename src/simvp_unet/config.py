@@ -1,7 +1,8 @@
 """Config resolution: dataclass defaults, then a YAML preset, then `--set key=value` overrides.
 
-Presets are flat, complete YAML files shipped in `simvp_unet/presets/` and named
-`<kind>_<name>.yaml` (e.g. `segmenter_cpu.yaml`); a path to any YAML file works too.
+Presets are flat YAML files shipped in `simvp_unet/presets/` and named `<kind>_<name>.yaml`
+(e.g. `segmenter_cpu.yaml`); each lists only what it changes from the defaults, and a path to
+any YAML file works too. The resolved config, every key included, is what a run records.
 Nested dataclass fields are addressed with dots: `--set model.temporal_channels=256`.
 """
 
@@ -60,6 +61,14 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _field_default(cls: type, name: str) -> Any:
+    """The default value of dataclass field `name` of `cls` (built, for a default_factory); None if none."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`, converting YAML/CLI scalars where safe."""
     origin = typing.get_origin(tp)
@@ -113,10 +122,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
-    """Build dataclass `cls` from a (nested) dict, rejecting unknown keys and bad types."""
+def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "", stored: bool = False) -> T:
+    """Build dataclass `cls` from a (nested) dict, rejecting unknown keys and bad types.
+
+    `stored=True` reads a config this package wrote earlier (a checkpoint, a run's config.yaml,
+    an exported model): keys that a dataclass lists in its `RETIRED` class attribute are dropped
+    first, so that files of earlier versions keep loading. User input never passes it.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping")
+    if stored:
+        data = {k: v for k, v in data.items() if k not in getattr(cls, "RETIRED", ())}
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
@@ -129,7 +145,12 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
         tp = types_[name]
         key = prefix + name
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value, prefix=key + ".")
+            default = _field_default(cls, name)
+            if isinstance(value, dict) and default is not None:
+                # a section lists what it changes from this field's default (e.g. the forecaster's
+                # model), not from the defaults of the section's own class
+                value = {**to_dict(default), **value}
+            kwargs[name] = from_dict(tp, value, prefix=key + ".", stored=stored)
         else:
             kwargs[name] = _coerce(value, tp, key)
     try:

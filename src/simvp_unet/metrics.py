@@ -24,9 +24,14 @@ from .classes import CLASS_NAMES, NUM_CLASSES
 from .errors import DataError
 
 
-def task_metric() -> JaccardIndex:
-    """The metric exactly as the task defines it (a fresh torchmetrics object)."""
-    return JaccardIndex(task="multiclass", num_classes=NUM_CLASSES)
+def task_metric(*, validate_args: bool = True) -> JaccardIndex:
+    """The metric exactly as the task defines it (a fresh torchmetrics object).
+
+    The one place it is built: evaluation (`MaskScore`) and the trainers' validation use it.
+    `validate_args=False` skips torchmetrics' own input checks (a `torch.unique` per update);
+    the number is the same.
+    """
+    return JaccardIndex(task="multiclass", num_classes=NUM_CLASSES, validate_args=validate_args)
 
 
 class MaskScore:
@@ -38,10 +43,9 @@ class MaskScore:
     """
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
-        # The task's metric; its own argument checks (a torch.unique per update, slower than
-        # the update itself) are replaced by the range check below, the result is the same.
-        self.metric = JaccardIndex(task="multiclass", num_classes=NUM_CLASSES,
-                                   validate_args=False).to(device)
+        # torchmetrics' argument checks (slower than the update itself) are replaced by the
+        # range check in `update`
+        self.metric = task_metric(validate_args=False).to(device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: integer class ids 0..48 of the same shape, e.g. (B, H, W)."""

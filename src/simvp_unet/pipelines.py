@@ -1,36 +1,32 @@
-"""From frames 1..11 to the mask of frame 22, several ways ("rows" of the results table).
+"""From frames 1..11 to the mask of frame 22, several ways: the rows of the results table.
 
-Every pipeline takes a `Batch` (the input frames of B videos and the trained models)
-and returns the mask of frame 22 as long class ids (B, H, W):
+Every row takes a `Batch` (the input frames of B videos and the trained models) and returns
+the mask of frame 22 as long class ids (B, H, W). `PIPELINES`, at the end of this module, is
+the one table of rows (name, function, the kinds of run it needs, description) that evaluation,
+submission, the report and the demo read. Intermediate results (the masks of frames 1..11, the
+forecast) are computed once per batch and shared by the rows that use them.
 
-    copy-last     segment frame 11 and use it as the answer (the baseline to beat)
-    frames        the paper: the predictor predicts frames 12..22, the segmenter segments frame 22
-    oracle        segment the true frame 22 (an upper bound; needs frame 22)
-    masks         the segmenter masks frames 1..11, the forecaster forecasts masks 12..22
-    masks+absent  masks, then a class absent from the frame-11 mask becomes background
-    masks+blobs   masks, then connected blobs smaller than BLOB_MIN_PIXELS become background
-
-`PIPELINES` maps these names to the functions; `needs(name)` says which models a row uses.
-Intermediate results (the masks of frames 1..11, the forecast) are computed once per batch
-and shared by the rows that use them.
+    models = Models.load({"segmenter": "runs/seg", "forecaster": "runs/fc"})
+    mask22 = run("masks", Batch(models, frames_1_to_11))
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
 from einops import rearrange
 
 from .classes import BACKGROUND, NUM_CLASSES
+from .data.layout import INPUT_FRAMES, LAST_INPUT, TARGET_IN_FUTURE
 from .errors import ConfigError
+from .inference import KINDS, load_run
 
-# Index of frame 11 in the input and of frame 22 in the 11 forecast frames (12..22).
-LAST_INPUT = 10
-LAST_FORECAST = 10
 # Connected blobs smaller than this (in pixels, at 160 x 240) are treated as noise by masks+blobs.
 BLOB_MIN_PIXELS = 12
 # Images per call to the segmenter: bounds memory when B * 11 frames are segmented at once.
@@ -39,7 +35,9 @@ SEGMENT_CHUNK = 32
 
 @dataclass
 class Models:
-    """The trained models a pipeline may use (any object with the helper method works).
+    """The trained models a row may use, one field per kind of run (None: not given).
+
+    Any object with the helper method works (the tests use exact stand-ins).
 
     Args:
         segmenter: has `segment(images uint8 (N, 3, H, W)) -> long (N, H, W)`.
@@ -47,14 +45,44 @@ class Models:
         forecaster: has `forecast_masks(masks long (B, 11, H, W)) -> long (B, 11, H, W)`.
     """
 
-    segmenter: Any
+    segmenter: Any = None
     predictor: Any = None
     forecaster: Any = None
+
+    @classmethod
+    def load(cls, runs: Mapping[str, str | Path | None], *, which: str = "best",
+             device: torch.device | str = "cpu") -> Models:
+        """Load run folders by kind, e.g. {"segmenter": "runs/seg", "forecaster": None}, onto `device`."""
+        loaded = {}
+        for kind, run in runs.items():
+            if kind not in MODEL_KINDS:
+                raise ConfigError(f"unknown kind of run {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+            if run is None:
+                continue
+            module = load_run(run, which=which, device=device)
+            if not isinstance(module, KINDS[kind]):
+                raise ConfigError(f"{run} is not a {kind} run (it holds a {type(module).__name__})")
+            loaded[kind] = module
+        return cls(**loaded)
+
+    def have(self, kinds: tuple[str, ...]) -> bool:
+        """Whether a model of every kind in `kinds` is given."""
+        return all(getattr(self, kind) is not None for kind in kinds)
+
+
+# The kinds of run a row can need, in the order of `Models`' fields.
+MODEL_KINDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Models))
 
 
 def segment(segmenter: Any, images: torch.Tensor, *, chunk: int = SEGMENT_CHUNK) -> torch.Tensor:
     """Segment uint8 images (N, 3, H, W) in chunks -> long (N, H, W)."""
     return torch.cat([segmenter.segment(part).long() for part in images.split(chunk)])
+
+
+def segment_videos(segmenter: Any, frames: torch.Tensor) -> torch.Tensor:
+    """Segment every frame of uint8 videos (B, T, 3, H, W) -> long (B, T, H, W)."""
+    masks = segment(segmenter, rearrange(frames, "b t c h w -> (b t) c h w"))
+    return rearrange(masks, "(b t) h w -> b t h w", b=frames.shape[0])
 
 
 class Batch:
@@ -67,7 +95,7 @@ class Batch:
     """
 
     def __init__(self, models: Models, frames: torch.Tensor, frame22: torch.Tensor | None = None):
-        if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[1] != LAST_INPUT + 1:
+        if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[1] != INPUT_FRAMES:
             raise ConfigError(
                 f"pipelines take uint8 frames (B, 11, 3, H, W), got {frames.dtype} {tuple(frames.shape)}"
             )
@@ -83,9 +111,7 @@ class Batch:
     @cached_property
     def input_masks(self) -> torch.Tensor:
         """Masks of frames 1..11 by the segmenter (never ground truth): long (B, 11, H, W)."""
-        flat = rearrange(self.frames, "b t c h w -> (b t) c h w")
-        masks = segment(self.models.segmenter, flat)
-        return rearrange(masks, "(b t) h w -> b t h w", b=self.frames.shape[0])
+        return segment_videos(self.models.segmenter, self.frames)
 
     @cached_property
     def last_mask(self) -> torch.Tensor:
@@ -161,7 +187,7 @@ def drop_small_blobs(mask: torch.Tensor, *, min_pixels: int = BLOB_MIN_PIXELS) -
     return torch.where(small, torch.full_like(mask, BACKGROUND), mask)
 
 
-# ---- the pipelines -------------------------------------------------------------------
+# ---- the rows -----------------------------------------------------------------------
 
 
 def copy_last(batch: Batch) -> torch.Tensor:
@@ -171,19 +197,17 @@ def copy_last(batch: Batch) -> torch.Tensor:
 
 def frames(batch: Batch) -> torch.Tensor:
     """Paper pipeline: segment the predicted frame 22."""
-    return segment(batch.models.segmenter, batch.predicted_frames[:, LAST_FORECAST])
+    return segment(batch.models.segmenter, batch.predicted_frames[:, TARGET_IN_FUTURE])
 
 
 def oracle(batch: Batch) -> torch.Tensor:
     """Segment the true frame 22 (upper bound of any pipeline built on this segmenter)."""
-    if batch.frame22 is None:
-        raise ConfigError("the oracle row needs the true frame 22, which this split does not have")
     return segment(batch.models.segmenter, batch.frame22)
 
 
 def masks(batch: Batch) -> torch.Tensor:
     """Forecast masks from segmented masks; the forecast of frame 22."""
-    return batch.forecast[:, LAST_FORECAST]
+    return batch.forecast[:, TARGET_IN_FUTURE]
 
 
 def masks_absent(batch: Batch) -> torch.Tensor:
@@ -196,43 +220,68 @@ def masks_blobs(batch: Batch) -> torch.Tensor:
     return drop_small_blobs(masks(batch))
 
 
-PIPELINES: dict[str, Callable[[Batch], torch.Tensor]] = {
-    "copy-last": copy_last,
-    "frames": frames,
-    "oracle": oracle,
-    "masks": masks,
-    "masks+absent": masks_absent,
-    "masks+blobs": masks_blobs,
-}
+@dataclass(frozen=True)
+class Row:
+    """One row of the results table: a way from frames 1..11 to the mask of frame 22.
 
-# Models each row needs besides the segmenter, and whether it needs the true frame 22.
-_NEEDS: dict[str, tuple[str, ...]] = {
-    "copy-last": (),
-    "frames": ("predictor",),
-    "oracle": ("frame22",),
-    "masks": ("forecaster",),
-    "masks+absent": ("forecaster",),
-    "masks+blobs": ("forecaster",),
-}
+    Args:
+        name: what results, `--pipeline` and the table call it.
+        function: Batch -> long (B, H, W), the mask of frame 22.
+        needs: the kinds of run it uses (fields of `Models`).
+        description: one line, in the words of the results table.
+        reads_frame22: it reads the true frame 22, so it can score but never submit.
+    """
+
+    name: str
+    function: Callable[[Batch], torch.Tensor]
+    needs: tuple[str, ...]
+    description: str
+    reads_frame22: bool = False
 
 
-def needs(name: str) -> tuple[str, ...]:
-    """What row `name` needs besides the segmenter: "predictor", "forecaster", "frame22"."""
-    if name not in _NEEDS:
+# The rows, in table order. A new row is one entry here.
+PIPELINES: dict[str, Row] = {row.name: row for row in (
+    Row("copy-last", copy_last, ("segmenter",), "segment frame 11, use it as the answer"),
+    Row("frames", frames, ("segmenter", "predictor"), "predict frames 12..22, segment frame 22 (paper)"),
+    Row("oracle", oracle, ("segmenter",), "segment the true frame 22 (upper bound)", reads_frame22=True),
+    Row("masks", masks, ("segmenter", "forecaster"), "segment frames 1..11, forecast masks 12..22"),
+    Row("masks+absent", masks_absent, ("segmenter", "forecaster"),
+        "masks, classes absent at frame 11 -> background"),
+    Row("masks+blobs", masks_blobs, ("segmenter", "forecaster"), "masks, small blobs -> background"),
+)}
+# What `simvp-unet predict` uses when no row is named: the first of these the models allow.
+SUBMISSION_PREFERENCE = ("masks", "frames", "copy-last")
+
+
+def require(name: str, models: Models, *, with_frame22: bool) -> Row:
+    """The row called `name`, after checking that it can run; else a ConfigError saying why."""
+    if name not in PIPELINES:
         raise ConfigError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
-    return _NEEDS[name]
+    row = PIPELINES[name]
+    for kind in row.needs:
+        if getattr(models, kind) is None:
+            raise ConfigError(f"pipeline {name!r} needs a {kind} run (--{kind} RUN)")
+    if row.reads_frame22 and not with_frame22:
+        raise ConfigError(f"pipeline {name!r} needs the true frame 22, which these videos do not have "
+                          "(the hidden set has frames 1..11)")
+    return row
 
 
 def available(models: Models, *, with_frame22: bool) -> list[str]:
     """Names of the rows that can run with these models, in table order."""
-    have = {"predictor": models.predictor is not None, "forecaster": models.forecaster is not None,
-            "frame22": with_frame22}
-    return [name for name in PIPELINES if all(have[n] for n in needs(name))]
+    return [r.name for r in PIPELINES.values()
+            if models.have(r.needs) and (with_frame22 or not r.reads_frame22)]
+
+
+def default_row(models: Models) -> str:
+    """The row `predict` uses by default: masks with a forecaster, else frames, else copy-last."""
+    allowed = available(models, with_frame22=False)
+    name = next((name for name in SUBMISSION_PREFERENCE if name in allowed), None)
+    if name is None:
+        raise ConfigError("no row can run without a segmenter run (--segmenter RUN)")
+    return name
 
 
 def run(name: str, batch: Batch) -> torch.Tensor:
-    """Mask of frame 22 (long (B, H, W)) by pipeline `name`, after checking it can run."""
-    for need in needs(name):
-        if need != "frame22" and getattr(batch.models, need) is None:
-            raise ConfigError(f"pipeline {name!r} needs a {need} run (--{need} RUN)")
-    return PIPELINES[name](batch)
+    """Mask of frame 22 (long (B, H, W)) by row `name`, after checking it can run."""
+    return require(name, batch.models, with_frame22=batch.frame22 is not None).function(batch)

@@ -9,17 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .data.layout import FRAMES, INPUT_FRAMES, LAST_INPUT, TARGET, TARGET_IN_FUTURE
+from .pipelines import PIPELINES
 from .viz import grid, mask_to_rgb, save_gif, save_png
-
-# One line per row of the results table, in the words of the table.
-ROW_DESCRIPTIONS: dict[str, str] = {
-    "copy-last": "segment frame 11, use it as the answer",
-    "frames": "predict frames 12..22, segment frame 22 (paper)",
-    "oracle": "segment the true frame 22 (upper bound)",
-    "masks": "segment frames 1..11, forecast masks 12..22",
-    "masks+absent": "masks, classes absent at frame 11 -> background",
-    "masks+blobs": "masks, small blobs -> background",
-}
 
 
 def results_table(results: Mapping) -> str:
@@ -34,7 +26,8 @@ def results_table(results: Mapping) -> str:
     ]
     for row, value in results["jaccard"].items():
         s = results["skill"].get(row)
-        lines.append(f"| {row} | {ROW_DESCRIPTIONS.get(row, '')} | {value:.4f} | "
+        description = PIPELINES[row].description if row in PIPELINES else ""
+        lines.append(f"| {row} | {description} | {value:.4f} | "
                      f"{'n/a' if s is None else f'{s:.3f}'} |")
     return "\n".join(lines) + "\n"
 
@@ -81,19 +74,19 @@ def save_video_pictures(folder: str | Path, video: VideoPictures) -> list[Path]:
     folder = Path(folder)
     frames = _hwc(video.frames)
     masks = list(mask_to_rgb(video.masks))
-    rows, labels = [frames[:11], frames[11:]], ["input 1-11", "true 12-22"]
+    rows, labels = [frames[:INPUT_FRAMES], frames[INPUT_FRAMES:]], ["input 1-11", "true 12-22"]
     if video.predicted_frames is not None:
         rows.append(_hwc(video.predicted_frames))
         labels.append("predicted 12-22")
-    rows.append(masks[11:])
+    rows.append(masks[INPUT_FRAMES:])
     labels.append("true masks 12-22")
     if video.forecast is not None:
         rows.append(list(mask_to_rgb(video.forecast)))
         labels.append("forecast 12-22")
-    last = [caption(frames[21], "true frame 22")]
+    last = [caption(frames[TARGET], "true frame 22")]
     if video.predicted_frames is not None:
-        last.append(caption(_hwc(video.predicted_frames)[-1], "predicted frame 22"))
-    last.append(caption(masks[21], "true mask 22"))
+        last.append(caption(_hwc(video.predicted_frames)[TARGET_IN_FUTURE], "predicted frame 22"))
+    last.append(caption(masks[TARGET], "true mask 22"))
     last += [caption(mask_to_rgb(mask), row) for row, mask in video.answers.items()]
     rows.append(last)
     labels.append("frame 22")
@@ -101,15 +94,15 @@ def save_video_pictures(folder: str | Path, video: VideoPictures) -> list[Path]:
 
     # The GIF plays the whole video: inputs then the future, true beside predicted.
     sequence = []
-    for t in range(22):
-        future = t >= 11
+    for t in range(FRAMES):
+        future = t > LAST_INPUT
         cells = [caption(frames[t], f"frame {t + 1}")]
         if video.predicted_frames is not None:
-            shown = _hwc(video.predicted_frames)[t - 11] if future else frames[t]
+            shown = _hwc(video.predicted_frames)[t - INPUT_FRAMES] if future else frames[t]
             cells.append(caption(shown, "predicted" if future else "input"))
         cells.append(caption(masks[t], "true mask"))
         if video.forecast is not None:
-            source = video.forecast[t - 11] if future else (
+            source = video.forecast[t - INPUT_FRAMES] if future else (
                 video.input_masks[t] if video.input_masks is not None else None)
             if source is not None:
                 cells.append(caption(mask_to_rgb(source), "forecast" if future else "segmented"))

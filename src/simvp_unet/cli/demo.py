@@ -1,151 +1,14 @@
-"""`simvp-unet demo`: the whole method end to end, on freshly generated data.
-
-    simvp-unet demo --out demo            # CPU presets, about 15 minutes on 2 cores
-    simvp-unet demo --out /tmp/d --fast   # tiny sizes, a smoke test in about a minute
-
-Steps (each skipped when its output is complete, so an interrupted demo resumes):
-  1. data        generate the demo dataset (`simvp-unet data generate --preset demo`)
-  2. segmenter   train the U-Net on the labeled frames
-  3. label       pseudo-label the unlabeled videos with it (mask_pred.npy)
-  4. predictor   train SimVP on frames (the paper's pipeline)
-  5. forecaster  train SimVP on masks (true masks + pseudo-labels)
-  6. evaluate    every row on the val split: results table and pictures
-Training, labeling and evaluation use the GPU when there is one.
-"""
+"""`simvp-unet demo`: the whole method end to end on freshly generated data (`simvp_unet.demo`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from ..errors import ConfigError
-from ..io import write_json
-from ..report import results_table
-from .evaluate import default_device, evaluate, label, load_models
-
-
-@dataclass(frozen=True)
-class DemoPresets:
-    """Preset names of one demo size.
-
-    Args:
-        data: data preset (`simvp_unet/presets/data_<name>.yaml`).
-        train: preset of the three trainers (`<kind>_<name>.yaml`).
-        workers: data-loading worker processes during training.
-        pictures: val videos drawn by the evaluation.
-    """
-
-    data: str
-    train: str
-    workers: int
-    pictures: int
-
-
-FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4)
-FAST = DemoPresets(data="tiny", train="tiny", workers=0, pictures=1)
-
-
-def _header(number: int, total: int, name: str, what: str, start: float) -> None:
-    elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - start))
-    print(f"\n=== [{number}/{total}] {name}: {what}  (elapsed {elapsed})", flush=True)
-
-
-def _train(kind: str, data: Path, run: Path, presets: DemoPresets) -> dict[str, Any]:
-    """Train one model into `run`, resuming an interrupted run of this demo."""
-    from ..train import Runtime, train
-
-    runtime = Runtime(workers=presets.workers)
-    if (run / "checkpoints" / "last.ckpt").is_file():
-        print(f"resuming {run}")
-        return train(kind, data, run, resume=True, runtime=runtime)
-    if run.exists():
-        # stopped before its first checkpoint: nothing worth keeping in this demo-owned folder
-        print(f"starting {run} again (it stopped before its first checkpoint)")
-        shutil.rmtree(run)
-    return train(kind, data, run, preset=presets.train, runtime=runtime)
-
-
-def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> dict[str, Any]:
-    """Run (or resume) every step of the demo under `out`; returns the evaluation results.
-
-    Args:
-        out: folder for data/, runs/, eval/ and steps/ (the completed-step markers).
-        fast: tiny presets (a smoke test) instead of the CPU demo presets.
-        data_workers: processes rendering the videos.
-    """
-    from ..config import resolve
-    from ..data.generate import GenerateConfig, generate
-
-    presets = FAST if fast else FULL
-    out = Path(out)
-    data, runs, eval_dir = out / "data", out / "runs", out / "eval"
-    device = default_device()
-    size = "fast" if fast else "full"
-    print(f"demo in {out} ({size}: data preset {presets.data}, train preset {presets.train}; "
-          f"device {device})")
-    # finished steps are skipped, so they must have been made at the same size
-    size_file = out / "steps" / "size.json"
-    if size_file.is_file():
-        made = json.loads(size_file.read_text()).get("size")
-        if made != size:
-            raise ConfigError(f"{out} holds a {made} demo; run the {size} demo in another --out "
-                              f"folder (or delete {out})")
-    else:
-        write_json(size_file, {"size": size})
-
-    def segmenter_model() -> Any:
-        return load_models(runs / "segmenter", device=device).segmenter
-
-    steps: list[tuple[str, str, Callable[[], Any]]] = [
-        ("data", f"generate the dataset (preset {presets.data})",
-         lambda: generate(data, resolve(GenerateConfig, "data", presets.data), workers=data_workers)),
-        ("segmenter", "train the U-Net on labeled frames",
-         lambda: _train("segmenter", data, runs / "segmenter", presets)),
-        ("label", "pseudo-label the unlabeled videos with the segmenter",
-         lambda: label(data, segmenter_model(), splits=("unlabeled",), device=device)),
-        ("predictor", "train SimVP on frames (the paper's pipeline)",
-         lambda: _train("predictor", data, runs / "predictor", presets)),
-        ("forecaster", "train SimVP on masks (true masks + pseudo-labels)",
-         lambda: _train("forecaster", data, runs / "forecaster", presets)),
-    ]
-    start = time.time()
-    total = len(steps) + 1
-    for number, (name, what, action) in enumerate(steps, start=1):
-        _header(number, total, name, what, start)
-        marker = out / "steps" / f"{name}.json"
-        if marker.is_file():
-            print(f"done already ({marker}), skipped")
-            continue
-        step_start = time.time()
-        summary = action()
-        write_json(marker, {"seconds": round(time.time() - step_start, 1), "summary": summary})
-        print(f"{name} done in {time.time() - step_start:.0f} s: {json.dumps(summary, default=str)}")
-
-    _header(total, total, "evaluate", "every pipeline on the val split", start)
-    run_dirs = {kind: str(runs / kind) for kind in ("segmenter", "predictor", "forecaster")}
-    models = load_models(run_dirs["segmenter"], run_dirs["predictor"], run_dirs["forecaster"],
-                         device=device)
-    results = evaluate(data, "val", models, eval_dir, pictures=presets.pictures, runs=run_dirs,
-                       device=device)
-    print()
-    print(results_table(results))
-    print(f"results: {eval_dir / 'results.json'}, {eval_dir / 'results.md'}")
-    for picture in sorted((eval_dir / "pictures").glob("*")):
-        print(f"picture: {picture}")
-    for kind in run_dirs:
-        print(f"training pictures: {runs / kind / 'pictures'}")
-    print(f"demo finished in {time.strftime('%H:%M:%S', time.gmtime(time.time() - start))}")
-    return results
+from .. import demo
 
 
 def _demo_command(args: argparse.Namespace) -> int:
-    run_demo(args.out, fast=args.fast, data_workers=args.workers)
+    demo.run_demo(args.out, fast=args.fast, data_workers=args.workers)
     return 0
 
 
@@ -153,7 +16,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add `demo` to the main parser."""
     p = commands.add_parser(
         "demo", help="Generate data, train the three models, evaluate every pipeline.",
-        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=demo.__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  simvp-unet demo --out demo")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")
     p.add_argument("--fast", action="store_true", help="tiny data and models: an end-to-end smoke test")

@@ -26,8 +26,14 @@ from ..io import atomic_path
 SPLITS = ("train", "val", "unlabeled", "hidden")
 LABELED_SPLITS = ("train", "val")
 ANSWERS = "hidden_answers"
-FRAMES = 22
-INPUT_FRAMES = 11
+# The frames of a video, defined here once. The task counts frames from 1 (frames 1..22);
+# arrays and file names count from 0 (indices 0..21).
+FRAMES = 22  # frames per video
+INPUT_FRAMES = 11  # frames 1..11 are the input: indices 0..10 of a video
+FUTURE_FRAMES = FRAMES - INPUT_FRAMES  # frames 12..22 are forecast: indices 11..21 of a video
+LAST_INPUT = INPUT_FRAMES - 1  # index of frame 11 in a video and among the input frames
+TARGET = FRAMES - 1  # index of frame 22, the frame the task scores, in a video
+TARGET_IN_FUTURE = TARGET - INPUT_FRAMES  # index of frame 22 among the forecast frames 12..22
 HEIGHT = 160
 WIDTH = 240
 MASK_FILE = "mask.npy"

@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..config import from_dict
 from ..errors import DataError
 from ..io import atomic_path
 from .simvp import SimVP, SimVPConfig
@@ -121,7 +122,7 @@ def load_safetensors(path: str | Path) -> nn.Module:
         raise DataError(f"{path} does not name a known model in its metadata (got {name!r})")
     model_cls, config_cls = MODELS[name]
     try:
-        config = config_cls(**json.loads(metadata["config"]))
+        config = from_dict(config_cls, json.loads(metadata["config"]), stored=True)
         model = model_cls(config)
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -6,7 +6,10 @@
                      or gated spatiotemporal attention ("gsta", SimVPv2)
       -> decoder     every frame alone, back to full size, skip from the first encoder block
       -> readout     1x1 conv to C_out channels (frames, or class logits)
-      -> (B, T_out, C_out, H, W)
+      -> (B, T_out, C_out, H, W)   the first T_out of the T_in predicted frames
+
+Longer horizons are rolled out by the caller, which feeds predictions back
+(`simvp_unet.inference.roll_out`).
 
     model = SimVP(SimVPConfig(in_frames=11, out_frames=11, in_channels=3, out_channels=3))
     y = model(torch.rand(2, 11, 3, 160, 240))
@@ -18,7 +21,7 @@ N_S = spatial_blocks, N_T = temporal_blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +41,8 @@ class SimVPConfig:
 
     Args:
         in_frames: frames the model reads (T_in).
-        out_frames: frames it returns (T_out); see `time_mode` when it differs from `in_frames`.
+        out_frames: frames it returns (T_out <= T_in): the first T_out of the T_in frames that
+            one pass predicts.
         in_channels: channels of a float input frame (3 for RGB); unused when `input_classes > 0`.
         out_channels: channels of an output frame (3 for RGB, 49 for class logits).
         input_classes: 0 for float input; N > 0 for integer class-id input (B, T, H, W) with ids
@@ -55,12 +59,6 @@ class SimVPConfig:
         groups: groups of the Inception branch convolutions ("incep" only); falls back to 1 for a
             branch whose channels it does not divide, as the original does.
         mlp_ratio: width of the gSTA MLP relative to its input ("gsta" only).
-        time_mode: how T_out != T_in is reached. "rollout": the model maps T_in frames to T_in
-            frames and is applied again on its own output until T_out frames exist, then truncated
-            (class-id models feed back the argmax of their logits, which passes no gradient).
-            "project": one pass; the translator's last block writes T_out frames of features and
-            the decoder's skip is mixed over time by a 1x1 grouped convolution. Both are the plain
-            original model when T_out == T_in.
         extra_downsample: add one stride-2 conv block before the encoder and one transposed one
             after the decoder, which quarters the translator's cost at 160 x 240.
         copy_prior: class-id models only (`input_classes == out_channels`): 0 = plain logits;
@@ -83,9 +81,13 @@ class SimVPConfig:
     incep_kernels: tuple[int, ...] = (3, 5, 7, 11)
     groups: int = 8
     mlp_ratio: float = 8.0
-    time_mode: Literal["rollout", "project"] = "rollout"
     extra_downsample: bool = False
     copy_prior: float = 0.0
+
+    # Keys that files written by earlier versions hold, dropped when such a file is read
+    # (`config.from_dict(..., stored=True)`). time_mode ("rollout" or "project") built the same
+    # network whenever out_frames == in_frames, the only setting any trainer allowed.
+    RETIRED: ClassVar[tuple[str, ...]] = ("time_mode",)
 
     def __post_init__(self) -> None:
         self.incep_kernels = tuple(self.incep_kernels)
@@ -115,10 +117,6 @@ class SimVPConfig:
             raise ConfigError(
                 f"SimVPConfig.translator must be 'incep' or 'gsta', got {self.translator!r}"
             )
-        if self.time_mode not in ("rollout", "project"):
-            raise ConfigError(
-                f"SimVPConfig.time_mode must be 'rollout' or 'project', got {self.time_mode!r}"
-            )
         if not self.incep_kernels or any(k < 1 or k % 2 == 0 for k in self.incep_kernels):
             raise ConfigError(
                 "SimVPConfig.incep_kernels must be odd positive sizes, "
@@ -132,14 +130,12 @@ class SimVPConfig:
                 f"input_classes == out_channels, got copy_prior={self.copy_prior!r}, "
                 f"input_classes={self.input_classes}, out_channels={self.out_channels}"
             )
-        if self.time_mode == "rollout" and self.out_frames > self.in_frames:
-            name = "input_classes" if self.input_classes else "in_channels"
-            if self.out_channels != getattr(self, name):
-                raise ConfigError(
-                    f"time_mode='rollout' feeds outputs back as inputs, so out_channels "
-                    f"({self.out_channels}) must equal {name} ({getattr(self, name)}); "
-                    "use time_mode='project' instead"
-                )
+        if self.out_frames > self.in_frames:
+            raise ConfigError(
+                f"SimVPConfig.out_frames ({self.out_frames}) must be <= in_frames "
+                f"({self.in_frames}): one pass predicts in_frames frames; roll the model out "
+                "for more (simvp_unet.inference.roll_out)"
+            )
 
     @property
     def downsample_factor(self) -> int:
@@ -403,7 +399,6 @@ class SimVP(nn.Module):
     def __init__(self, config: SimVPConfig):
         super().__init__()
         self.config = c = config
-        core_out_frames = c.out_frames if c.time_mode == "project" else c.in_frames
         self.embed = nn.Embedding(c.input_classes, c.embed_dim) if c.input_classes else None
         frame_channels = c.embed_dim if c.input_classes else c.in_channels
         self.encoder = Encoder(
@@ -412,29 +407,19 @@ class SimVP(nn.Module):
             c.spatial_blocks,
             extra_downsample=c.extra_downsample,
         )
-        stacked_in = c.in_frames * c.spatial_channels
-        stacked_out = core_out_frames * c.spatial_channels
+        stacked = c.in_frames * c.spatial_channels
         if c.translator == "incep":
             self.translator = InceptionTranslator(
-                stacked_in,
+                stacked,
                 c.temporal_channels,
-                stacked_out,
+                stacked,
                 c.temporal_blocks,
                 c.incep_kernels,
                 c.groups,
             )
         else:
             self.translator = GSTATranslator(
-                stacked_in, c.temporal_channels, stacked_out, c.temporal_blocks, c.mlp_ratio
-            )
-        # mixes every skip channel over time on its own: T_in -> T_out frames, cheap at full size
-        self.skip_time = None
-        if core_out_frames != c.in_frames:
-            self.skip_time = nn.Conv2d(
-                c.spatial_channels * c.in_frames,
-                c.spatial_channels * core_out_frames,
-                1,
-                groups=c.spatial_channels,
+                stacked, c.temporal_channels, stacked, c.temporal_blocks, c.mlp_ratio
             )
         self.decoder = Decoder(
             c.spatial_channels, c.spatial_blocks, extra_downsample=c.extra_downsample
@@ -474,39 +459,22 @@ class SimVP(nn.Module):
         return rearrange(self.embed(x), "b t h w e -> b t e h w")
 
     def _predict(self, frames: torch.Tensor) -> torch.Tensor:
-        """One pass: (B, T_in, C, H, W) features -> (B, T_core, C_out, H, W)."""
+        """One pass: (B, T_in, C, H, W) features -> (B, T_in, C_out, H, W)."""
         batch, _, _, height, width = frames.shape
         x = rearrange(frames, "b t c h w -> (b t) c h w")
         x = pad_to_multiple(x, self.config.downsample_factor)
         latent, skip = self.encoder(x)  # (B*T_in, S, H/4, W/4), (B*T_in, S, H, W)
         z = self.translator(rearrange(latent, "(b t) s h w -> b (t s) h w", b=batch))
         z = rearrange(z, "b (t s) h w -> (b t) s h w", s=self.config.spatial_channels)
-        if self.skip_time is not None:
-            skip = rearrange(skip, "(b t) s h w -> b (s t) h w", b=batch)
-            skip = rearrange(
-                self.skip_time(skip), "b (s t) h w -> (b t) s h w", s=self.config.spatial_channels
-            )
-        y = self.readout(self.decoder(z, skip))  # (B*T_core, C_out, H_padded, W_padded)
+        y = self.readout(self.decoder(z, skip))  # (B*T_in, C_out, H_padded, W_padded)
         y = crop_to(y, height, width).contiguous()  # plain strides even for a channels_last model
         return rearrange(y, "(b t) c h w -> b t c h w", b=batch)
-
-    def _step(self, x: torch.Tensor) -> torch.Tensor:
-        """One pass from the raw input (floats or class ids), with the copy prior if any."""
-        y = self._predict(self._frame_features(x))
-        if self.copy_prior is None:
-            return y
-        last = F.one_hot(x[:, -1], self.config.out_channels)  # (B, H, W, K)
-        return y + self.copy_prior * rearrange(last, "b h w k -> b 1 k h w").to(y.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T_in, C_in, H, W) floats or (B, T_in, H, W) class ids -> (B, T_out, C_out, H, W)."""
         self._check_input(x)
-        c = self.config
-        y = self._step(x)
-        if c.time_mode == "project" or c.out_frames <= c.in_frames:
-            return y[:, : c.out_frames]
-        chunks = [y]
-        while sum(chunk.shape[1] for chunk in chunks) < c.out_frames:
-            fed_back = chunks[-1].argmax(dim=2) if c.input_classes else chunks[-1]  # logits -> ids
-            chunks.append(self._step(fed_back))
-        return torch.cat(chunks, dim=1)[:, : c.out_frames]
+        y = self._predict(self._frame_features(x))[:, : self.config.out_frames]
+        if self.copy_prior is None:
+            return y
+        last = F.one_hot(x[:, -1], self.config.out_channels)  # (B, H, W, K): the last input's ids
+        return y + self.copy_prior * rearrange(last, "b h w k -> b 1 k h w").to(y.dtype)

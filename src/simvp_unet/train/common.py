@@ -1,8 +1,8 @@
-"""Pieces shared by the three trainers: settings, resizing on the device, the optimizer, pictures.
+"""Pieces shared by the three trainers: settings, the optimizer, pictures, checkpoints.
 
-Every trainer works at its own `resolution` (H, W): inputs arrive at the dataset's size
-(160 x 240) as uint8 and are converted and resized on the device, so the data loaders stay
-cheap and the inference helpers take and return full-size tensors.
+Every trainer wraps the served module of its kind (`simvp_unet.inference`), which works at the
+run's `resolution` (H, W): inputs arrive at the dataset's size (160 x 240) as uint8 and are
+converted and resized on the device, so the data loaders stay cheap.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..config import to_dict
 from ..errors import TrainingDiverged
+from ..inference import has_native_bf16 as has_native_bf16  # re-exported: the trainers' precision
 from ..io import atomic_path
 from ..viz import grid, save_png
 
@@ -94,87 +94,18 @@ class TrainSettings:
             raise ValueError(f"max_steps must be positive or -1 (no limit), got {self.max_steps}")
 
 
-def check_model_field(model: Any, name: str, expected: Any, why: str) -> None:
-    """Fail with one clear line when a nested model setting does not fit the trainer."""
-    value = getattr(model, name)
-    if value != expected:
-        raise ValueError(f"model.{name} must be {expected} ({why}), got {value}")
-
-
-# ---------------------------------------------------------------------------- resizing
-
-
-def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Float images (N, C, H, W) to `size`: area averaging when shrinking, bilinear otherwise."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    shrinking = x.shape[-2] >= size[0] and x.shape[-1] >= size[1]
-    if shrinking:
-        return F.interpolate(x, size=size, mode="area")
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def frames_to_model(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 frames (B, T, 3, H, W) -> float in [0, 1] (B, T, 3, *size)."""
-    b = frames.shape[0]
-    x = rearrange(frames, "b t c h w -> (b t) c h w").float() / 255
-    x = resize_images(x, size)
-    return rearrange(x, "(b t) c h w -> b t c h w", b=b)
-
-
-def frames_to_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Float frames (B, T, 3, h, w) in [0, 1] -> uint8 (B, T, 3, *size) (bilinear)."""
-    b = x.shape[0]
-    x = rearrange(x.float(), "b t c h w -> (b t) c h w")
-    x = resize_images(x, size)
-    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-    return rearrange(x, "(b t) c h w -> b t c h w", b=b)
-
-
-def masks_to_size(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Integer class ids (..., H, W) -> long (..., *size), nearest neighbour (ids stay ids)."""
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return masks.long()
-    lead = masks.shape[:-2]
-    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()  # (N, 1, H, W)
-    out = F.interpolate(flat, size=size, mode="nearest").long()
-    return out.reshape(*lead, *size)
-
-
-def logits_to_size(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Class logits (N, K, h, w) -> (N, K, *size), bilinear (so argmax edges are smooth)."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-
-
-def in_chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """Split a batch along dim 0 so that full-size inference stays within memory."""
-    return list(torch.split(x, size)) if len(x) else [x]
-
-
-def has_native_bf16(accelerator: str = "auto") -> bool:
-    """True when bf16 matrix maths is native here: a bf16-capable CUDA GPU, or a CPU with AVX512-BF16/AMX."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    if accelerator not in ("auto", "cpu"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 # ---------------------------------------------------------------------------- module base
 
 
 class TrainModule(L.LightningModule):
     """Base of the three trainers: Adam + optional one-cycle schedule, hyper-parameters as a plain dict.
 
-    Subclasses set `kind` (the name in `train.runner.MODULES`), `monitor` and `monitor_mode`.
-    The checkpoint holds `{"kind": ..., "config": plain dict}` so that `load_run` rebuilds the
-    module with no command line, and `torch.load(weights_only=True)` can read it.
+    Subclasses set `kind` (the name in `train.runner.MODULES`), `monitor` and `monitor_mode`,
+    keep their network as `self.model` and serve it through the `served` property (the module
+    of `simvp_unet.inference` around that same network, holding no weights of its own). So the
+    checkpoint's weights are the network's, under `model.`, and it holds `{"kind": ...,
+    "config": plain dict}`: `inference.load_run` rebuilds the served module from it with no
+    command line and no Lightning, and `torch.load(weights_only=True)` can read it.
     """
 
     kind: str = ""
@@ -186,13 +117,6 @@ class TrainModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"kind": self.kind, "config": to_dict(config)})
         self._picture_batch: dict[str, torch.Tensor] | None = None
-
-    # set by `load_run`: inference helpers run under bf16 autocast where bf16 is native
-    inference_bf16: bool = False
-
-    def inference_autocast(self) -> torch.autocast:
-        """Autocast context of the inference helpers (bf16 where native, else a no-op)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.inference_bf16)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs

@@ -9,13 +9,13 @@ Trains on the true masks of the labeled videos plus the pseudo-labels (`mask_pre
 written by `simvp-unet label`) of the unlabeled ones; validates with the task's Jaccard on
 frame 22 against the true masks of the validation videos, at full size.
 
-Roll-out (`rollout_frames = k > 0`): the model keeps its 11-in, 11-out shape (so the weights of
-a one-shot run fine-tune as they are) but only its first k frames are used; they are appended to
-the context and the last 11 masks go in again until 11 frames exist. During training each fed-back
-chunk is, per sample, the model's own argmax with probability p and the true masks otherwise
-(scheduled sampling); p rises linearly from `sampling_start` to `sampling_end` over the run.
-Validation and inference always feed back the model's own predictions. The argmax passes no
-gradient, so each chunk learns from its own loss only.
+Roll-out (`rollout_frames = k > 0`, `simvp_unet.inference.roll_out`): the model keeps its
+11-in, 11-out shape (so the weights of a one-shot run fine-tune as they are) but only its first
+k frames are used; they are appended to the context and the last 11 masks go in again until 11
+frames exist. During training each fed-back chunk is, per sample, the model's own argmax with
+probability p and the true masks otherwise (scheduled sampling); p rises linearly from
+`sampling_start` to `sampling_end` over the run. Validation and inference always feed back the
+model's own predictions.
 """
 
 from __future__ import annotations
@@ -27,25 +27,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torchmetrics import JaccardIndex
 
 from ..classes import NUM_CLASSES
-from ..data.layout import FRAMES, INPUT_FRAMES
+from ..data.layout import FUTURE_FRAMES, INPUT_FRAMES, LAST_INPUT, TARGET, TARGET_IN_FUTURE
+from ..inference import MaskForecaster, check_network, logits_to_size, masks_to_size
+from ..metrics import task_metric
 from ..models.simvp import SimVP, SimVPConfig
 from ..viz import mask_to_rgb
-from .common import (
-    TrainModule,
-    TrainSettings,
-    check_model_field,
-    in_chunks,
-    logits_to_size,
-    masks_to_size,
-    picture_rows,
-)
+from .common import TrainModule, TrainSettings, picture_rows
 
-OUTPUT_FRAMES = FRAMES - INPUT_FRAMES  # 11: masks 12..22
-LAST = OUTPUT_FRAMES - 1  # index of frame 22 among the outputs
-PICTURE_FRAMES = (0, 5, 10)  # frames 12, 17 and 22
+PICTURE_FRAMES = (0, 5, 10)  # of the 11 forecast ones: frames 12, 17 and 22
 
 
 @dataclass
@@ -75,13 +66,9 @@ class ForecasterConfig(TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        m = self.model
-        check_model_field(m, "in_frames", INPUT_FRAMES, "masks 1..11 go in")
-        check_model_field(m, "out_frames", OUTPUT_FRAMES, "masks 12..22 come out")
-        check_model_field(m, "input_classes", NUM_CLASSES, "class ids go in through an embedding")
-        check_model_field(m, "out_channels", NUM_CLASSES, "one logit per class comes out")
-        if not 0 <= self.rollout_frames <= OUTPUT_FRAMES:
-            raise ValueError(f"rollout_frames must be in 0..{OUTPUT_FRAMES}, got {self.rollout_frames}")
+        check_network(self.model, MaskForecaster.NETWORK)
+        if not 0 <= self.rollout_frames <= FUTURE_FRAMES:
+            raise ValueError(f"rollout_frames must be in 0..{FUTURE_FRAMES}, got {self.rollout_frames}")
         for name in ("sampling_start", "sampling_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
@@ -105,7 +92,7 @@ class ForecasterModule(TrainModule):
     def __init__(self, config: ForecasterConfig) -> None:
         super().__init__(config)
         self.model = SimVP(config.model)
-        self.val_jaccard = JaccardIndex(task="multiclass", num_classes=NUM_CLASSES)
+        self.val_jaccard = task_metric()
         weights = torch.ones(NUM_CLASSES)
         weights[0] = config.background_weight
         self.register_buffer("class_weights", weights, persistent=False)
@@ -117,28 +104,19 @@ class ForecasterModule(TrainModule):
         progress = min(self.global_step / total, 1.0)
         return cfg.sampling_start + (cfg.sampling_end - cfg.sampling_start) * progress
 
+    @property
+    def served(self) -> MaskForecaster:
+        """The inference module around `self.model` (`forecast_masks` for full-size masks)."""
+        return MaskForecaster(self.model, resolution=self.resolution,
+                              rollout_frames=self.config.rollout_frames)
+
     def forward(self, masks: torch.Tensor, future: torch.Tensor | None = None,
                 feedback: float = 1.0) -> torch.Tensor:
         """Masks 1..11 at the working size, long (B, 11, h, w) -> logits (B, 11, 49, h, w).
 
-        `future` (the true masks 12..22) and `feedback` < 1 are used only by the roll-out in
-        training (scheduled sampling).
+        `future` (the true masks 12..22) and `feedback` < 1: scheduled sampling of the roll-out.
         """
-        k = self.config.rollout_frames
-        if k == 0:
-            return self.model(masks)
-        context, chunks, made = masks, [], 0
-        while made < OUTPUT_FRAMES:
-            n = min(k, OUTPUT_FRAMES - made)
-            logits = self.model(context)[:, :n]  # (B, n, 49, h, w)
-            fed = logits.argmax(2)
-            if future is not None and feedback < 1.0:
-                use_own = torch.rand(len(fed), 1, 1, 1, device=fed.device) < feedback
-                fed = torch.where(use_own, fed, future[:, made : made + n])
-            context = torch.cat([context, fed], dim=1)[:, -INPUT_FRAMES:]
-            chunks.append(logits)
-            made += n
-        return torch.cat(chunks, dim=1)
+        return self.served(masks, future, feedback)
 
     def _split(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         masks = masks_to_size(batch["masks"], self.resolution)  # (B, 22, h, w)
@@ -162,8 +140,8 @@ class ForecasterModule(TrainModule):
         inputs, future = self._split(batch)
         logits = self(inputs)
         loss = self._loss(logits, future)
-        true_last = batch["masks"][:, -1].long()  # frame 22 at full size
-        pred_last = logits_to_size(logits[:, LAST], true_last.shape[-2:]).argmax(1)
+        true_last = batch["masks"][:, TARGET].long()  # frame 22 at full size
+        pred_last = logits_to_size(logits[:, TARGET_IN_FUTURE], true_last.shape[-2:]).argmax(1)
         self.val_jaccard.update(pred_last, true_last)
         n = len(inputs)
         self.log("val/loss", loss, sync_dist=True, batch_size=n)
@@ -173,7 +151,7 @@ class ForecasterModule(TrainModule):
             shown = logits[: self.config.pictures, list(PICTURE_FRAMES)]
             pred = logits_to_size(rearrange(shown, "b t k h w -> (b t) k h w"), size).argmax(1)
             pred = rearrange(pred, "(b t) h w -> b t h w", t=len(PICTURE_FRAMES))
-            true = batch["masks"][:, [INPUT_FRAMES - 1] + [INPUT_FRAMES + t for t in PICTURE_FRAMES]]
+            true = batch["masks"][:, [LAST_INPUT] + [INPUT_FRAMES + t for t in PICTURE_FRAMES]]
             self.keep_for_pictures(batch_idx, true=true, pred=pred)
 
     def draw_picture(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -183,18 +161,3 @@ class ForecasterModule(TrainModule):
                      [np.full_like(mask_to_rgb(true[0].numpy()), 255)] + [mask_to_rgb(m.numpy()) for m in pred]]
             labels += ["true", "pred"]
         return picture_rows(rows, labels)  # columns: frame 11 (input), frames 12, 17, 22
-
-    @torch.inference_mode()
-    def forecast_masks(self, masks: torch.Tensor, *, chunk: int = 4) -> torch.Tensor:
-        """Masks 12..22 from masks 1..11: long (B, 11, H, W) -> long (B, 11, H, W), at the input's size."""
-        if masks.ndim != 4 or masks.shape[1] != INPUT_FRAMES or masks.is_floating_point():
-            raise ValueError(f"forecast_masks expects integer masks (B, 11, H, W), got {masks.dtype} "
-                             f"of shape {tuple(masks.shape)}")
-        size = tuple(masks.shape[-2:])
-        out = []
-        for part in in_chunks(masks, chunk):
-            with self.inference_autocast():
-                logits = self(masks_to_size(part.to(self.device), self.resolution))  # (b, 11, 49, h, w)
-            full = logits_to_size(rearrange(logits, "b t k h w -> (b t) k h w"), size).argmax(1)
-            out.append(rearrange(full, "(b t) h w -> b t h w", b=len(part)).to(masks.device))
-        return torch.cat(out)

@@ -18,19 +18,16 @@ from einops import rearrange
 from torchmetrics import MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from ..data.layout import FRAMES, INPUT_FRAMES
-from ..models.simvp import SimVP, SimVPConfig
-from .common import (
-    TrainModule,
-    TrainSettings,
-    check_model_field,
+from ..data.layout import INPUT_FRAMES
+from ..inference import (
+    FramePredictor,
+    check_network,
     frames_to_model,
     frames_to_uint8,
-    in_chunks,
-    picture_rows,
     resize_images,
-    to_hwc,
 )
+from ..models.simvp import SimVP, SimVPConfig
+from .common import TrainModule, TrainSettings, picture_rows, to_hwc
 
 PICTURE_FRAMES = (0, 5, 10)  # of the 11 predicted ones: frames 12, 17 and 22
 
@@ -49,12 +46,7 @@ class PredictorConfig(TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        m = self.model
-        check_model_field(m, "in_frames", INPUT_FRAMES, "frames 1..11 go in")
-        check_model_field(m, "out_frames", FRAMES - INPUT_FRAMES, "frames 12..22 come out")
-        check_model_field(m, "in_channels", 3, "RGB frames")
-        check_model_field(m, "out_channels", 3, "RGB frames")
-        check_model_field(m, "input_classes", 0, "the predictor reads frames, not class ids")
+        check_network(self.model, FramePredictor.NETWORK)
         if not self.train_splits:
             raise ValueError("train_splits must name at least one split")
 
@@ -77,9 +69,14 @@ class PredictorModule(TrainModule):
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
 
+    @property
+    def served(self) -> FramePredictor:
+        """The inference module around `self.model` (`predict_frames` for full-size frames)."""
+        return FramePredictor(self.model, resolution=self.resolution)
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames 1..11 (B, 11, 3, H, W) -> float frames 12..22 (B, 11, 3, *resolution)."""
-        return self.model(frames_to_model(frames, self.resolution))
+        return self.served(frames)
 
     def _split(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         frames = batch["frames"]
@@ -115,15 +112,3 @@ class PredictorModule(TrainModule):
             rows += [[to_hwc(future[t]) for t in PICTURE_FRAMES], [to_hwc(pred[t]) for t in PICTURE_FRAMES]]
             labels += ["true", "pred"]
         return picture_rows(rows, labels)  # columns: frames 12, 17, 22
-
-    @torch.inference_mode()
-    def predict_frames(self, frames: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
-        """Frames 12..22 from frames 1..11: uint8 (B, 11, 3, H, W) -> uint8 (B, 11, 3, H, W)."""
-        if frames.ndim != 5 or frames.shape[1] != INPUT_FRAMES or frames.shape[2] != 3:
-            raise ValueError(f"predict_frames expects uint8 frames (B, 11, 3, H, W), got shape "
-                             f"{tuple(frames.shape)}")
-        size = tuple(frames.shape[-2:])
-        with self.inference_autocast():
-            out = [frames_to_uint8(self(part.to(self.device)).float(), size).to(frames.device)
-                   for part in in_chunks(frames, chunk)]
-        return torch.cat(out)

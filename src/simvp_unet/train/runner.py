@@ -1,7 +1,6 @@
-"""Run folders: start, resume and load a training run of any kind.
+"""Run folders: start and resume a training run of any kind (`inference.load_run` serves one).
 
     simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg
-    module = load_run("runs/seg")          # eval mode, CPU, weights_only=True
 
 RUN/config.yaml            the resolved settings (written atomically before training)
 RUN/checkpoints/last.ckpt  the latest state (weights, optimizer, schedule, loops, RNG) for --resume
@@ -30,8 +29,9 @@ from ..config import from_dict, read_yaml_mapping, resolve, to_dict
 from ..data import layout
 from ..data.datasets import FrameDataset, VideoDataset
 from ..errors import ConfigError, DataError
+from ..inference import checkpoint_path, has_native_bf16, read_checkpoint
 from ..io import write_yaml
-from .common import AtomicCheckpointIO, RNGState, TrainModule, has_native_bf16
+from .common import AtomicCheckpointIO, RNGState, TrainModule
 from .forecaster import ForecasterConfig, ForecasterModule
 from .predictor import PredictorConfig, PredictorModule
 from .segmenter import SegmenterConfig, SegmenterModule
@@ -47,65 +47,6 @@ CONFIGS: dict[str, type] = {
     "forecaster": ForecasterConfig,
 }
 CONFIG_FILE = "config.yaml"
-
-
-def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """RUN/checkpoints/<which>.ckpt."""
-    return Path(run_dir) / "checkpoints" / f"{which}.ckpt"
-
-
-# ---------------------------------------------------------------------------- loading runs
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise DataError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hparams, dict) or hparams.get("kind") not in MODULES or "state_dict" not in ckpt:
-        raise DataError(f"{path} is not a simvp-unet training checkpoint (no kind/config/state_dict)")
-    return ckpt
-
-
-def _module_from_checkpoint(ckpt: dict[str, Any], path: Path) -> TrainModule:
-    kind = ckpt["hyper_parameters"]["kind"]
-    try:
-        config = from_dict(CONFIGS[kind], ckpt["hyper_parameters"]["config"])
-    except ConfigError as exc:
-        raise DataError(f"{path}: stored config is not valid here: {exc}") from None
-    module = MODULES[kind](config)
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise DataError(f"{path}: weights do not fit the stored config: {exc}") from None
-    return module
-
-
-def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device = "cpu") -> TrainModule:
-    """The trained module of a run folder, in eval mode, with its inference helper.
-
-    Args:
-        run_dir: a folder written by `simvp-unet train`.
-        which: "best" (best validation score) or "last" (latest state).
-        device: where to put the module.
-
-    Returns:
-        `SegmenterModule` (`segment`), `PredictorModule` (`predict_frames`) or
-        `ForecasterModule` (`forecast_masks`), according to the run.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DataError(f"run folder not found: {run_dir}")
-    if which not in ("best", "last"):
-        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
-    path = checkpoint_path(run_dir, which)
-    module = _module_from_checkpoint(_read_checkpoint(path), path).eval().to(device)
-    module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
-    module.inference_bf16 = has_native_bf16(torch.device(device).type)
-    return module
 
 
 # ---------------------------------------------------------------------------- data
@@ -228,7 +169,7 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         if saved_kind != kind:
             raise ConfigError(f"cannot resume: {out} is a {saved_kind} run, not a {kind} run")
         try:
-            saved = from_dict(CONFIGS[kind], data)
+            saved = from_dict(CONFIGS[kind], data, stored=True)
         except ConfigError as exc:
             raise ConfigError(f"{config_file}: {exc}") from None
         return saved, last
@@ -245,7 +186,7 @@ def _init_weights(module: TrainModule, run_dir: str) -> None:
     path = checkpoint_path(run_dir, "best")
     if not Path(run_dir).is_dir():
         raise DataError(f"init_from: run folder not found: {run_dir}")
-    ckpt = _read_checkpoint(path)
+    ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
     if hp["kind"] != module.kind:
         raise ConfigError(f"init_from {run_dir} is a {hp['kind']} run; this is a {module.kind} run")

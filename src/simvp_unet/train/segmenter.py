@@ -14,22 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics import JaccardIndex
 
-from ..classes import NUM_CLASSES
+from ..inference import Segmenter, check_network, logits_to_size, masks_to_size
+from ..metrics import task_metric
 from ..models.unet import UNet, UNetConfig
 from ..viz import mask_to_rgb
-from .common import (
-    TrainModule,
-    TrainSettings,
-    check_model_field,
-    in_chunks,
-    logits_to_size,
-    masks_to_size,
-    picture_rows,
-    resize_images,
-    to_hwc,
-)
+from .common import TrainModule, TrainSettings, picture_rows, to_hwc
 
 
 @dataclass
@@ -46,8 +36,7 @@ class SegmenterConfig(TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_model_field(self.model, "in_channels", 3, "the segmenter reads RGB frames")
-        check_model_field(self.model, "num_classes", NUM_CLASSES, "the task has 49 classes")
+        check_network(self.model, Segmenter.NETWORK)
         if not self.train_splits:
             raise ValueError("train_splits must name at least one labeled split")
 
@@ -66,12 +55,16 @@ class SegmenterModule(TrainModule):
     def __init__(self, config: SegmenterConfig) -> None:
         super().__init__(config)
         self.model = UNet(config.model)
-        self.val_jaccard = JaccardIndex(task="multiclass", num_classes=NUM_CLASSES)
+        self.val_jaccard = task_metric()
+
+    @property
+    def served(self) -> Segmenter:
+        """The inference module around `self.model` (`segment` for full-size masks)."""
+        return Segmenter(self.model, resolution=self.resolution)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, 3, H, W) -> logits (N, 49, *resolution)."""
-        x = resize_images(images.float() / 255, self.resolution)
-        return self.model(x)
+        return self.served(images)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
@@ -93,16 +86,3 @@ class SegmenterModule(TrainModule):
         rows = [[to_hwc(im), mask_to_rgb(m.numpy()), mask_to_rgb(p.numpy())]
                 for im, m, p in zip(batch["image"], batch["mask"], batch["pred"], strict=True)]
         return picture_rows(rows, labels=None)  # columns: frame, true mask, predicted mask
-
-    @torch.inference_mode()
-    def segment(self, images: torch.Tensor, *, chunk: int = 32) -> torch.Tensor:
-        """Masks of RGB frames: uint8 (N, 3, H, W) -> long (N, H, W), at the input's size.
-
-        Logits are upsampled bilinearly from the working resolution before the argmax.
-        """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"segment expects uint8 images (N, 3, H, W), got shape {tuple(images.shape)}")
-        with self.inference_autocast():
-            out = [logits_to_size(self(part.to(self.device)), images.shape[-2:]).argmax(1).to(images.device)
-                   for part in in_chunks(images, chunk)]
-        return torch.cat(out)

@@ -1,0 +1,116 @@
+"""Score every row of the results table on a labeled split, with pictures.
+
+    models = Models.load({"segmenter": "runs/seg", "predictor": "runs/pred", "forecaster": "runs/fc"})
+    results = evaluate("data/demo", "val", models, "eval")     # = simvp-unet evaluate ... --out eval
+
+Writes `results.json` (Jaccard, skill and per-class IoU of every row the models allow),
+`results.md` (the table, `report.results_table`) and `pictures/` (`report.save_video_pictures`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from . import pipelines
+from .data import layout
+from .data.datasets import VideoDataset
+from .errors import ConfigError
+from .inference import default_device
+from .io import write_json, write_text
+from .metrics import MaskScore, named_per_class, skill
+from .pipelines import Batch, Models
+from .report import VideoPictures, results_table, save_video_pictures
+
+
+def video_loader(dataset: Dataset, batch_size: int, limit: int | None = None) -> DataLoader:
+    """Batches of `dataset` in order, optionally only its first `limit` items."""
+    if batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    if limit is not None:
+        if limit <= 0:
+            raise ConfigError(f"--limit must be positive, got {limit}")
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    # PNG decoding is cheap next to the models: no worker processes to compete for the CPU
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def _pictures(batch: Batch, item: dict, answers: dict[str, torch.Tensor], n: int) -> list[VideoPictures]:
+    """Picture material of the first `n` videos of a batch, on the CPU."""
+
+    def cpu(x: torch.Tensor | None, k: int) -> np.ndarray | None:
+        return None if x is None else x[k].cpu().numpy()
+
+    return [VideoPictures(
+        index=int(item["index"][k]), frames=item["frames"][k].numpy(), masks=item["masks"][k].numpy(),
+        answers={row: mask[k].cpu().numpy() for row, mask in answers.items()},
+        predicted_frames=cpu(batch.computed("predicted_frames"), k),
+        input_masks=cpu(batch.computed("input_masks"), k), forecast=cpu(batch.computed("forecast"), k),
+    ) for k in range(min(n, len(item["index"])))]
+
+
+def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, batch_size: int = 4,
+             limit: int | None = None, pictures: int = 4, runs: dict[str, str] | None = None,
+             device: torch.device | str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score every row the models allow on a labeled split; write results and pictures to `out`.
+
+    Args:
+        data: dataset root.
+        split: a labeled split (val, train).
+        models: the trained models (at least a segmenter).
+        out: folder for `results.json`, `results.md` and `pictures/`.
+        batch_size: videos per step.
+        limit: score only the first `limit` videos (by index).
+        pictures: draw this many videos.
+        runs: run folders, recorded in results.json.
+        device: where inference runs (default: the GPU when there is one).
+        progress: show a progress bar.
+
+    Returns:
+        The content of results.json.
+    """
+    if split not in layout.LABELED_SPLITS:
+        raise ConfigError(f"evaluation needs a labeled split ({', '.join(layout.LABELED_SPLITS)}), "
+                          f"got {split!r}")
+    device = torch.device(device) if device is not None else default_device()
+    out = Path(out)
+    loader = video_loader(VideoDataset(data, split, masks="true"), batch_size, limit)
+    rows = pipelines.available(models, with_frame22=True)
+    scores = {row: MaskScore(device=device) for row in rows}
+    drawn: list[VideoPictures] = []
+    videos = 0
+    with torch.inference_mode(), tqdm(total=len(loader.dataset), desc="evaluate", unit="video",
+                                      disable=not progress, file=sys.stderr) as bar:
+        for item in loader:
+            frames = item["frames"].to(device)
+            batch = Batch(models, frames[:, : layout.INPUT_FRAMES], frames[:, layout.TARGET])
+            target = item["masks"][:, layout.TARGET].to(device)
+            answers = {row: pipelines.run(row, batch) for row in rows}
+            for row, mask in answers.items():
+                scores[row].update(mask, target)
+            if len(drawn) < pictures:
+                drawn += _pictures(batch, item, answers, pictures - len(drawn))
+            videos += len(target)
+            bar.update(len(target))
+
+    jaccard = {row: scores[row].jaccard() for row in rows}
+    results = {
+        "jaccard": jaccard,
+        "skill": {row: skill(j, jaccard["copy-last"], jaccard["oracle"]) for row, j in jaccard.items()},
+        "per_class_iou": {row: named_per_class(scores[row].per_class_iou()) for row in rows},
+        "videos": videos,
+        "split": split,
+        "data": str(data),
+        "runs": dict(runs or {}),
+    }
+    for video in drawn:
+        save_video_pictures(out / "pictures", video)
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", results_table(results))
+    return results

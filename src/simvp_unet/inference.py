@@ -1,0 +1,422 @@
+"""Serving: from a run folder to forecasts, with plain nn.Modules and no Lightning.
+
+    segmenter = load_run("runs/seg")                   # a Segmenter in eval mode, on the CPU
+    masks = segmenter.segment(images)                  # uint8 (N, 3, 160, 240) -> long (N, 160, 240)
+    forecaster = load_run("runs/fc", device="cuda")    # a MaskForecaster
+    future = forecaster.forecast_masks(masks_1_to_11)  # long (B, 11, H, W) -> masks 12..22
+
+Each module wraps one network (`UNet` or `SimVP`) as `model`, with what serving it takes: the
+resolution the network works at (inputs are converted and resized on its device, outputs are
+resized back to the input's size), chunks that bound memory, and bf16 autocast where the device
+the network is on computes bf16 natively. `load_run` rebuilds the module from the config saved
+in the checkpoint (as nanoGPT rebuilds its model from the saved arguments) and loads its
+weights: serving a run needs no command line and no trainer. The trainers (`simvp_unet.train`)
+wrap the same modules with a loss, an optimizer and logging.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .classes import NUM_CLASSES
+from .config import from_dict
+from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
+from .errors import ConfigError, DataError
+from .models import export as exporters
+from .models.simvp import SimVP, SimVPConfig
+from .models.unet import UNet, UNetConfig
+
+# ---------------------------------------------------------------------------- resizing
+
+
+def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Float images (N, C, H, W) to `size`: area averaging when shrinking, bilinear otherwise."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrinking = x.shape[-2] >= size[0] and x.shape[-1] >= size[1]
+    if shrinking:
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def frames_to_model(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 frames (B, T, 3, H, W) -> float in [0, 1] (B, T, 3, *size)."""
+    b = frames.shape[0]
+    x = rearrange(frames, "b t c h w -> (b t) c h w").float() / 255
+    x = resize_images(x, size)
+    return rearrange(x, "(b t) c h w -> b t c h w", b=b)
+
+
+def frames_to_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Float frames (B, T, 3, h, w) in [0, 1] -> uint8 (B, T, 3, *size) (bilinear)."""
+    b = x.shape[0]
+    x = rearrange(x.float(), "b t c h w -> (b t) c h w")
+    x = resize_images(x, size)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    return rearrange(x, "(b t) c h w -> b t c h w", b=b)
+
+
+def masks_to_size(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Integer class ids (..., H, W) -> long (..., *size), nearest neighbour (ids stay ids)."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks.long()
+    lead = masks.shape[:-2]
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()  # (N, 1, H, W)
+    out = F.interpolate(flat, size=size, mode="nearest").long()
+    return out.reshape(*lead, *size)
+
+
+def logits_to_size(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Class logits (N, K, h, w) -> (N, K, *size), bilinear (so argmax edges are smooth)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def in_chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Split a batch along dim 0 so that full-size inference stays within memory."""
+    return list(torch.split(x, size)) if len(x) else [x]
+
+
+# ---------------------------------------------------------------------------- devices, precision
+
+
+def default_device() -> torch.device:
+    """The GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def has_native_bf16(accelerator: str = "auto") -> bool:
+    """True when bf16 matrix maths is native here: a bf16-capable CUDA GPU, or a CPU with AVX512-BF16/AMX."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if accelerator not in ("auto", "cpu"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@functools.cache
+def _native_bf16_on(device_type: str) -> bool:
+    return has_native_bf16(device_type)
+
+
+def autocast_for(device: torch.device) -> torch.autocast:
+    """bf16 autocast where `device` computes bf16 natively, else a context that changes nothing.
+
+    Chosen for the device the network actually runs on: a module loaded on the CPU and moved to
+    a GPU uses the GPU's answer, not the CPU's.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=_native_bf16_on(device.type))
+
+
+# ---------------------------------------------------------------------------- the served modules
+
+
+def check_network(config: Any, required: Mapping[str, tuple[Any, str]]) -> None:
+    """Fail with one clear line when a network setting does not fit its role.
+
+    `required` maps a field of the network's config to (the value it must have, why).
+    """
+    for name, (expected, why) in required.items():
+        value = getattr(config, name)
+        if value != expected:
+            raise ValueError(f"model.{name} must be {expected} ({why}), got {value}")
+
+
+def _resolution(value: Any) -> tuple[int, int]:
+    size = tuple(value)
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ValueError(f"resolution must be two positive numbers (H, W), got {list(size)}")
+    return size
+
+
+class Served(nn.Module):
+    """Base of the served modules: the network as `model`, its working resolution, its device.
+
+    Subclasses set `NETWORK`, what their role requires of the network's config (checked here
+    and, before any training starts, by the trainers' configs).
+    """
+
+    NETWORK: ClassVar[dict[str, tuple[Any, str]]] = {}
+
+    def __init__(self, model: nn.Module, *, resolution: tuple[int, int]) -> None:
+        super().__init__()
+        check_network(model.config, self.NETWORK)
+        self.model = model
+        self.resolution = _resolution(resolution)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; inputs are moved there, outputs come back to the input's device."""
+        return next(self.model.parameters()).device
+
+    def autocast(self) -> torch.autocast:
+        """The autocast of the full-size helpers on this module's device (see `autocast_for`)."""
+        return autocast_for(self.device)
+
+    def example_input(self) -> torch.Tensor:
+        """A zero input of batch 1 at the working resolution, in the network's input format."""
+        raise NotImplementedError
+
+
+class Segmenter(Served):
+    """A U-Net served at its working resolution: uint8 frames of any size in, masks of that size out.
+
+    Args:
+        model: the U-Net (3 input channels, 49 classes).
+        resolution: (H, W) the U-Net works at.
+    """
+
+    NETWORK = {"in_channels": (3, "the segmenter reads RGB frames"),
+               "num_classes": (NUM_CLASSES, "the task has 49 classes")}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Segmenter:
+        """Built (untrained) from a run's saved config: `resolution` and the `model` section."""
+        model = UNet(from_dict(UNetConfig, config["model"], prefix="model.", stored=True))
+        return cls(model, resolution=config["resolution"])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, 3, H, W) -> logits (N, 49, *resolution)."""
+        return self.model(resize_images(images.float() / 255, self.resolution))
+
+    @torch.inference_mode()
+    def segment(self, images: torch.Tensor, *, chunk: int = 32) -> torch.Tensor:
+        """Masks of RGB frames: uint8 (N, 3, H, W) -> long (N, H, W), at the input's size.
+
+        Logits are upsampled bilinearly from the working resolution before the argmax.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"segment expects uint8 images (N, 3, H, W), got shape {tuple(images.shape)}")
+        size = tuple(images.shape[-2:])
+        with self.autocast():
+            out = [logits_to_size(self(part.to(self.device)), size).argmax(1).to(images.device)
+                   for part in in_chunks(images, chunk)]
+        return torch.cat(out)
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, self.model.config.in_channels, *self.resolution)  # one RGB frame
+
+
+class FramePredictor(Served):
+    """A frame-predicting SimVP served at its working resolution: frames 1..11 in, 12..22 out.
+
+    Args:
+        model: the SimVP (11 RGB frames in, 11 out).
+        resolution: (H, W) the SimVP works at.
+    """
+
+    NETWORK = {"in_frames": (INPUT_FRAMES, "frames 1..11 go in"),
+               "out_frames": (FUTURE_FRAMES, "frames 12..22 come out"),
+               "in_channels": (3, "RGB frames"),
+               "out_channels": (3, "RGB frames"),
+               "input_classes": (0, "the predictor reads frames, not class ids")}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FramePredictor:
+        """Built (untrained) from a run's saved config: `resolution` and the `model` section."""
+        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model.", stored=True))
+        return cls(model, resolution=config["resolution"])
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames 1..11 (B, 11, 3, H, W) -> float frames 12..22 (B, 11, 3, *resolution)."""
+        return self.model(frames_to_model(frames, self.resolution))
+
+    @torch.inference_mode()
+    def predict_frames(self, frames: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
+        """Frames 12..22 from frames 1..11: uint8 (B, 11, 3, H, W) -> uint8 (B, 11, 3, H, W)."""
+        if frames.ndim != 5 or frames.shape[1] != INPUT_FRAMES or frames.shape[2] != 3:
+            raise ValueError(f"predict_frames expects uint8 frames (B, 11, 3, H, W), got shape "
+                             f"{tuple(frames.shape)}")
+        size = tuple(frames.shape[-2:])
+        with self.autocast():
+            out = [frames_to_uint8(self(part.to(self.device)).float(), size).to(frames.device)
+                   for part in in_chunks(frames, chunk)]
+        return torch.cat(out)
+
+    def example_input(self) -> torch.Tensor:
+        c = self.model.config
+        return torch.zeros(1, c.in_frames, c.in_channels, *self.resolution)
+
+
+def roll_out(model: nn.Module, masks: torch.Tensor, *, step: int, frames: int = FUTURE_FRAMES,
+             truth: torch.Tensor | None = None, feedback: float = 1.0) -> torch.Tensor:
+    """Logits of `frames` future masks, `step` frames per pass of the model (the one roll-out).
+
+    The model keeps its 11-in, 11-out shape (so one-shot weights fine-tune as they are) and only
+    the first `step` frames of each pass are used: their argmax is appended to the context and
+    the last 11 masks go in again, until `frames` frames exist. With `truth` (training only),
+    each fed-back chunk is, per sample, the model's own argmax with probability `feedback` and
+    the true masks otherwise (scheduled sampling). The argmax passes no gradient, so each chunk
+    learns from its own loss only.
+
+    Args:
+        model: class ids (B, T, h, w) -> logits (B, T', K, h, w) with T' >= step.
+        masks: long (B, T, h, w), the context (masks 1..11).
+        step: frames kept from each pass.
+        frames: future frames to make.
+        truth: long (B, frames, h, w), the true future masks; None feeds back predictions only.
+        feedback: chance, per sample and chunk, of feeding back the prediction when `truth` is given.
+
+    Returns:
+        Logits (B, frames, K, h, w).
+    """
+    window = masks.shape[1]
+    context, chunks, made = masks, [], 0
+    while made < frames:
+        n = min(step, frames - made)
+        logits = model(context)[:, :n]  # (B, n, K, h, w)
+        fed = logits.argmax(2)
+        if truth is not None and feedback < 1.0:
+            use_own = torch.rand(len(fed), 1, 1, 1, device=fed.device) < feedback
+            fed = torch.where(use_own, fed, truth[:, made : made + n])
+        context = torch.cat([context, fed], dim=1)[:, -window:]
+        chunks.append(logits)
+        made += n
+    return torch.cat(chunks, dim=1)
+
+
+class MaskForecaster(Served):
+    """A mask-forecasting SimVP served at its working resolution: masks 1..11 in, 12..22 out.
+
+    Args:
+        model: the SimVP (11 class-id masks in through an embedding of 49 ids, 49 logits out).
+        resolution: (H, W) the SimVP works at.
+        rollout_frames: 0 = one pass makes masks 12..22; k > 0 = `roll_out` k frames at a time.
+    """
+
+    NETWORK = {"in_frames": (INPUT_FRAMES, "masks 1..11 go in"),
+               "out_frames": (FUTURE_FRAMES, "masks 12..22 come out"),
+               "input_classes": (NUM_CLASSES, "class ids go in through an embedding"),
+               "out_channels": (NUM_CLASSES, "one logit per class comes out")}
+
+    def __init__(self, model: SimVP, *, resolution: tuple[int, int], rollout_frames: int = 0) -> None:
+        super().__init__(model, resolution=resolution)
+        if not 0 <= rollout_frames <= FUTURE_FRAMES:
+            raise ValueError(f"rollout_frames must be in 0..{FUTURE_FRAMES}, got {rollout_frames}")
+        self.rollout_frames = rollout_frames
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MaskForecaster:
+        """Built (untrained) from a run's saved config: `resolution`, `rollout_frames`, `model`."""
+        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model.", stored=True))
+        return cls(model, resolution=config["resolution"], rollout_frames=config.get("rollout_frames", 0))
+
+    def forward(self, masks: torch.Tensor, future: torch.Tensor | None = None,
+                feedback: float = 1.0) -> torch.Tensor:
+        """Masks 1..11 at the working size, long (B, 11, h, w) -> logits (B, 11, 49, h, w).
+
+        `future` (the true masks 12..22) and `feedback` < 1 serve the roll-out's scheduled
+        sampling in training only.
+        """
+        if self.rollout_frames == 0:
+            return self.model(masks)
+        return roll_out(self.model, masks, step=self.rollout_frames, truth=future, feedback=feedback)
+
+    @torch.inference_mode()
+    def forecast_masks(self, masks: torch.Tensor, *, chunk: int = 4) -> torch.Tensor:
+        """Masks 12..22 from masks 1..11: long (B, 11, H, W) -> long (B, 11, H, W), at the input's size."""
+        if masks.ndim != 4 or masks.shape[1] != INPUT_FRAMES or masks.is_floating_point():
+            raise ValueError(f"forecast_masks expects integer masks (B, 11, H, W), got {masks.dtype} "
+                             f"of shape {tuple(masks.shape)}")
+        size = tuple(masks.shape[-2:])
+        out = []
+        for part in in_chunks(masks, chunk):
+            with self.autocast():
+                logits = self(masks_to_size(part.to(self.device), self.resolution))  # (b, 11, 49, h, w)
+            full = logits_to_size(rearrange(logits, "b t k h w -> (b t) k h w"), size).argmax(1)
+            out.append(rearrange(full, "(b t) h w -> b t h w", b=len(part)).to(masks.device))
+        return torch.cat(out)
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, self.model.config.in_frames, *self.resolution, dtype=torch.long)  # ids
+
+
+# ---------------------------------------------------------------------------- run folders
+
+# The served module of each kind of run, by the kind its checkpoint records. A kind's module
+# has `from_config(saved config)` and keeps its weights in `model`.
+KINDS: dict[str, type[Served]] = {
+    "segmenter": Segmenter,
+    "predictor": FramePredictor,
+    "forecaster": MaskForecaster,
+}
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """RUN/checkpoints/<which>.ckpt."""
+    return Path(run_dir) / "checkpoints" / f"{which}.ckpt"
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint (weights_only=True): `hyper_parameters` {kind, config} and `state_dict`."""
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise DataError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or hparams.get("kind") not in KINDS or "state_dict" not in ckpt:
+        raise DataError(f"{path} is not a simvp-unet training checkpoint (no kind/config/state_dict)")
+    return ckpt
+
+
+def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device = "cpu") -> Served:
+    """The served module of a run folder, in eval mode, with its trained weights.
+
+    The checkpoint's `state_dict` is the trainer's, whose network is its `model`: the weights
+    under `model.` are those of the served module's `model`.
+
+    Args:
+        run_dir: a folder written by `simvp-unet train`.
+        which: "best" (best validation score) or "last" (latest state).
+        device: where to put the module (it can be moved later; precision follows the device).
+
+    Returns:
+        A `Segmenter`, `FramePredictor` or `MaskForecaster`, according to the run's kind.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"run folder not found: {run_dir}")
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    path = checkpoint_path(run_dir, which)
+    ckpt = read_checkpoint(path)
+    hparams = ckpt["hyper_parameters"]
+    try:
+        module = KINDS[hparams["kind"]].from_config(hparams["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: stored config is not valid here: {exc}") from None
+    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        module.model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise DataError(f"{path}: weights do not fit the stored config: {exc}") from None
+    module = module.eval().to(device)
+    return module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
+
+
+def export(run: str | Path, fmt: str, out: str | Path | None = None, *, which: str = "best") -> Path:
+    """Export a run's network as safetensors (weights + config) or ONNX (graph at working size)."""
+    if fmt not in ("safetensors", "onnx"):
+        raise ConfigError(f"--format must be safetensors or onnx, got {fmt!r}")
+    module = load_run(run, which=which)
+    out = Path(out) if out is not None else Path(run) / f"model.{fmt}"
+    if fmt == "safetensors":
+        exporters.export_safetensors(module.model, module.model.config, out)
+    else:
+        exporters.export_onnx(module.model, module.example_input(), out)
+    return out
