@@ -20,7 +20,7 @@ from simvp_unet.models.export import load_safetensors
 # training three tiny runs takes 10-30 s depending on the load of the machine
 pytestmark = pytest.mark.slow
 
-ROWS = ["copy-last", "frames", "oracle", "masks", "masks+absent", "masks+blobs"]
+ROWS = ["copy-last", "frames", "oracle", "masks", "masks+absent", "masks+blobs", "objects-cv", "objects"]
 
 
 def _cli(*args: str) -> None:
@@ -29,12 +29,12 @@ def _cli(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tiny_args, tiny_data, tmp_path_factory):
-    """Tiny segmenter, predictor and forecaster runs, on a copy of the tiny data
-    (labelled in place, so that the forecaster trains on pseudo-labels too)."""
+    """Tiny segmenter, predictor, forecaster and dynamics runs, on a copy of the tiny data
+    (labelled in place, so that the forecaster and the dynamics train on pseudo-labels too)."""
     root = tmp_path_factory.mktemp("runs")
     data = root / "data"
     shutil.copytree(tiny_data, data)
-    for kind in ("segmenter", "predictor", "forecaster"):
+    for kind in ("segmenter", "predictor", "forecaster", "dynamics"):
         _cli("train", kind, "--data", data, *tiny_args(kind), "--workers", "0", "--out", root / kind)
         if kind == "segmenter":  # pseudo-labels, before the forecaster trains
             _cli("label", "--data", data, "--segmenter", root / "segmenter")
@@ -57,7 +57,8 @@ def test_label_wrote_valid_pseudo_labels_and_resumes(runs, capsys):
 def test_evaluate_all_rows_from_real_runs(runs, capsys):
     out = runs / "eval"
     _cli("evaluate", "--data", runs / "data", "--segmenter", runs / "segmenter", "--predictor",
-         runs / "predictor", "--forecaster", runs / "forecaster", "--out", out, "--pictures", "1")
+         runs / "predictor", "--forecaster", runs / "forecaster", "--dynamics", runs / "dynamics",
+         "--out", out, "--pictures", "1")
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert list(results["jaccard"]) == ROWS and list(results["skill"]) == ROWS
@@ -67,6 +68,41 @@ def test_evaluate_all_rows_from_real_runs(runs, capsys):
     assert (out / "results.md").read_text() in printed
     assert len(list((out / "pictures").glob("video_*.png"))) == 1
     assert len(list((out / "pictures").glob("video_*.gif"))) == 1
+    # the breakdown by events after frame 11 covers every video twice (collision or not, entry or not)
+    parts = results["breakdown"]
+    assert sum(p["videos"] for p in parts.values()) == 2 * results["videos"]
+    assert "Jaccard by subset" in printed
+    assert results["input_masks"] == "segmented"
+
+
+def test_evaluate_from_true_input_masks(runs):
+    """With the true masks of frames 1..11, copy-last is exactly the true frame-11 mask."""
+    out = runs / "eval-true"
+    _cli("evaluate", "--data", runs / "data", "--segmenter", runs / "segmenter", "--dynamics",
+         runs / "dynamics", "--out", out, "--pictures", "0", "--input-masks", "true")
+    results = json.loads((out / "results.json").read_text())
+    assert results["input_masks"] == "true"
+    from simvp_unet.metrics import MaskScore
+    score = MaskScore()
+    for _, folder in layout.list_videos(runs / "data", "val"):
+        mask = np.load(folder / layout.MASK_FILE)
+        score.update(torch.from_numpy(mask[layout.LAST_INPUT]), torch.from_numpy(mask[layout.TARGET]))
+    assert results["jaccard"]["copy-last"] == pytest.approx(score.jaccard())
+    assert {"objects-cv", "objects"} <= set(results["jaccard"])
+
+
+def test_dynamics_run_loads_without_lightning_and_exports(runs, tmp_path):
+    forecaster = load_run(runs / "dynamics")
+    masks = torch.from_numpy(np.stack([np.load(folder / layout.MASK_FILE)[: layout.INPUT_FRAMES]
+                                       for _, folder in layout.list_videos(runs / "data", "val")]))
+    result = forecaster.forecast_objects(masks)
+    assert result.mask.shape == (len(masks), layout.HEIGHT, layout.WIDTH)
+    assert result.centers.shape[2:] == (layout.FUTURE_FRAMES, 2)
+    _cli("export", runs / "dynamics", "--format", "safetensors", "--out", tmp_path / "dyn.safetensors")
+    rebuilt = load_safetensors(tmp_path / "dyn.safetensors")
+    assert torch.equal(rebuilt.plane.slope, forecaster.model.plane.slope)
+    assert main(["export", str(runs / "dynamics"), "--format", "onnx", "--out", str(tmp_path / "d.onnx")]) == 2
+    assert (runs / "data" / "tracks" / "unlabeled.npz").is_file()  # pseudo-label tracks were cached
 
 
 def test_predict_then_score(runs, capsys):
@@ -74,6 +110,9 @@ def test_predict_then_score(runs, capsys):
     _cli("predict", "--data", runs / "data", "--segmenter", runs / "segmenter", "--forecaster",
          runs / "forecaster", "--out", submission)
     assert "pipeline masks" in capsys.readouterr().out
+    _cli("predict", "--data", runs / "data", "--segmenter", runs / "segmenter", "--forecaster",
+         runs / "forecaster", "--dynamics", runs / "dynamics", "--out", submission)
+    assert "pipeline objects" in capsys.readouterr().out
     masks = torch.load(submission, weights_only=True)
     hidden = layout.list_videos(runs / "data", "hidden")
     assert masks.dtype == torch.uint8 and masks.shape == (len(hidden), layout.HEIGHT, layout.WIDTH)

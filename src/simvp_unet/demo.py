@@ -9,7 +9,8 @@ Steps (each skipped when its output is complete, so an interrupted demo resumes)
   3. label       pseudo-label the unlabeled videos with it (mask_pred.npy)
   4. predictor   train SimVP on frames (the paper's pipeline)
   5. forecaster  train SimVP on masks (true masks + pseudo-labels)
-  6. evaluate    every row on the val split: results table and pictures
+  6. dynamics    train the object dynamics on tracks (true masks + pseudo-labels)
+  7. evaluate    every row on the val split: results table and pictures
 Training, labeling and evaluation use the GPU when there is one.
 """
 
@@ -51,7 +52,8 @@ class DemoPresets:
     overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4)
+FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4,
+                   overrides={"dynamics": ("max_steps=1000",)})
 # A smoke test: the cpu recipes shrunk to tiny sizes and a few steps.
 _FEW_STEPS = ("resolution=[32,48]", "epochs=2", "limit_val_batches=1", "log_every_steps=1", "pictures=2")
 _TINY_SIMVP = ("batch_size=2", "limit_train_batches=2", "model.spatial_channels=8",
@@ -61,6 +63,8 @@ FAST = DemoPresets(data="tiny", train="cpu", workers=0, pictures=1, overrides={
                   "model.depth=2"),
     "predictor": (*_FEW_STEPS, *_TINY_SIMVP),
     "forecaster": (*_FEW_STEPS, *_TINY_SIMVP, "model.embed_dim=8"),
+    "dynamics": ("epochs=2", "max_steps=4", "val_every_epochs=1", "batch_size=4", "pictures=1",
+                 "model.hidden=16"),
 })
 
 
@@ -126,6 +130,8 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
          lambda: _train("predictor", data, runs / "predictor", presets)),
         ("forecaster", "train SimVP on masks (true masks + pseudo-labels)",
          lambda: _train("forecaster", data, runs / "forecaster", presets)),
+        ("dynamics", "train the object dynamics on tracks (true masks + pseudo-labels)",
+         lambda: _train("dynamics", data, runs / "dynamics", presets)),
     ]
     start = time.time()
     total = len(steps) + 1

@@ -9,6 +9,7 @@ Writes `results.json` (Jaccard, skill and per-class IoU of every row the models 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from . import pipelines
 from .data import layout
 from .data.datasets import VideoDataset
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .inference import default_device
 from .io import write_json, write_text
 from .metrics import MaskScore, named_per_class, skill
@@ -41,6 +42,27 @@ def video_loader(dataset: Dataset, batch_size: int, limit: int | None = None) ->
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
 
 
+# Subsets of videos the results are broken down by, from the events of a generated video's
+# meta.json (a real dataset has none: no breakdown then).
+BREAKDOWN = ("collision after frame 11", "no collision after frame 11",
+             "object enters after frame 11", "no object enters after frame 11")
+INPUT_MASKS = ("segmented", "true")
+
+
+def video_subsets(folder: Path) -> set[str] | None:
+    """The `BREAKDOWN` subsets a video belongs to, from its meta.json (None without one)."""
+    path = folder / layout.META_FILE
+    if not path.is_file():
+        return None
+    try:
+        events = json.loads(path.read_text())["events"]
+        late = {e["type"] for e in events if e["frame"] >= layout.INPUT_FRAMES}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a readable meta.json ({type(exc).__name__}: {exc})") from None
+    return {BREAKDOWN[0] if "collision" in late else BREAKDOWN[1],
+            BREAKDOWN[2] if "enter" in late else BREAKDOWN[3]}
+
+
 def _pictures(batch: Batch, item: dict, answers: dict[str, torch.Tensor], n: int) -> list[VideoPictures]:
     """Picture material of the first `n` videos of a batch, on the CPU."""
 
@@ -52,12 +74,15 @@ def _pictures(batch: Batch, item: dict, answers: dict[str, torch.Tensor], n: int
         answers={row: mask[k].cpu().numpy() for row, mask in answers.items()},
         predicted_frames=cpu(batch.computed("predicted_frames"), k),
         input_masks=cpu(batch.computed("input_masks"), k), forecast=cpu(batch.computed("forecast"), k),
+        paths=objects.paths(k) if (objects := batch.computed("objects") or batch.computed("objects_cv"))
+        else None,
     ) for k in range(min(n, len(item["index"])))]
 
 
 def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, batch_size: int = 4,
              limit: int | None = None, pictures: int = 4, runs: dict[str, str] | None = None,
-             device: torch.device | str | None = None, progress: bool = True) -> dict[str, Any]:
+             device: torch.device | str | None = None, progress: bool = True,
+             input_masks: str = "segmented") -> dict[str, Any]:
     """Score every row the models allow on a labeled split; write results and pictures to `out`.
 
     Args:
@@ -71,6 +96,8 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
         runs: run folders, recorded in results.json.
         device: where inference runs (default: the GPU when there is one).
         progress: show a progress bar.
+        input_masks: "segmented" (the segmenter's masks of frames 1..11, as in use) or "true"
+            (the true masks: forecasting error alone, without segmentation error).
 
     Returns:
         The content of results.json.
@@ -78,22 +105,39 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
     if split not in layout.LABELED_SPLITS:
         raise ConfigError(f"evaluation needs a labeled split ({', '.join(layout.LABELED_SPLITS)}), "
                           f"got {split!r}")
+    if input_masks not in INPUT_MASKS:
+        raise ConfigError(f"--input-masks must be one of {', '.join(INPUT_MASKS)}, got {input_masks!r}")
     device = torch.device(device) if device is not None else default_device()
     out = Path(out)
-    loader = video_loader(VideoDataset(data, split, masks="true"), batch_size, limit)
+    dataset = VideoDataset(data, split, masks="true")
+    loader = video_loader(dataset, batch_size, limit)
+    subsets = {index: video_subsets(folder) for index, folder in layout.list_videos(data, split)}
+    with_breakdown = all(v is not None for v in subsets.values())
     rows = pipelines.available(models, with_frame22=True)
     scores = {row: MaskScore(device=device) for row in rows}
+    parts = {(name, row): MaskScore(device=device) for name in BREAKDOWN for row in rows}
+    counts = dict.fromkeys(BREAKDOWN, 0)
     drawn: list[VideoPictures] = []
     videos = 0
     with torch.inference_mode(), tqdm(total=len(loader.dataset), desc="evaluate", unit="video",
                                       disable=not progress, file=sys.stderr) as bar:
         for item in loader:
             frames = item["frames"].to(device)
-            batch = Batch(models, frames[:, : layout.INPUT_FRAMES], frames[:, layout.TARGET])
+            given = item["masks"][:, : layout.INPUT_FRAMES].to(device) if input_masks == "true" else None
+            batch = Batch(models, frames[:, : layout.INPUT_FRAMES], frames[:, layout.TARGET],
+                          input_masks=given)
             target = item["masks"][:, layout.TARGET].to(device)
             answers = {row: pipelines.run(row, batch) for row in rows}
             for row, mask in answers.items():
                 scores[row].update(mask, target)
+            if with_breakdown:
+                member = [subsets[int(i)] for i in item["index"]]
+                for name in BREAKDOWN:
+                    keep = torch.tensor([name in m for m in member], device=device)
+                    counts[name] += int(keep.sum())
+                    for row, mask in answers.items():
+                        if keep.any():
+                            parts[name, row].update(mask[keep], target[keep])
             if len(drawn) < pictures:
                 drawn += _pictures(batch, item, answers, pictures - len(drawn))
             videos += len(target)
@@ -104,6 +148,11 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
         "jaccard": jaccard,
         "skill": {row: skill(j, jaccard["copy-last"], jaccard["oracle"]) for row, j in jaccard.items()},
         "per_class_iou": {row: named_per_class(scores[row].per_class_iou()) for row in rows},
+        "breakdown": {name: {"videos": counts[name],
+                             "jaccard": {row: parts[name, row].jaccard() if counts[name] else None
+                                         for row in rows}}
+                      for name in BREAKDOWN} if with_breakdown else None,
+        "input_masks": input_masks,
         "videos": videos,
         "split": split,
         "data": str(data),

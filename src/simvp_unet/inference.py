@@ -33,6 +33,7 @@ from .errors import ConfigError, DataError
 from .models import export as exporters
 from .models.simvp import SimVP, SimVPConfig
 from .models.unet import UNet, UNetConfig
+from .objects.serve import ObjectForecaster
 
 # ---------------------------------------------------------------------------- resizing
 
@@ -348,10 +349,11 @@ class MaskForecaster(Served):
 
 # The served module of each kind of run, by the kind its checkpoint records. A kind's module
 # has `from_config(saved config)` and keeps its weights in `model`.
-KINDS: dict[str, type[Served]] = {
+KINDS: dict[str, type[nn.Module]] = {
     "segmenter": Segmenter,
     "predictor": FramePredictor,
     "forecaster": MaskForecaster,
+    "dynamics": ObjectForecaster,
 }
 
 

@@ -43,11 +43,13 @@ class Models:
         segmenter: has `segment(images uint8 (N, 3, H, W)) -> long (N, H, W)`.
         predictor: has `predict_frames(frames uint8 (B, 11, 3, H, W)) -> uint8 (B, 11, 3, H, W)`.
         forecaster: has `forecast_masks(masks long (B, 11, H, W)) -> long (B, 11, H, W)`.
+        dynamics: has `forecast_objects(masks long (B, 11, H, W), learned=bool) -> ObjectForecast`.
     """
 
     segmenter: Any = None
     predictor: Any = None
     forecaster: Any = None
+    dynamics: Any = None
 
     @classmethod
     def load(cls, runs: Mapping[str, str | Path | None], *, which: str = "best",
@@ -94,7 +96,8 @@ class Batch:
         frame22: uint8 (B, 3, H, W), the true frame 22; only the oracle row reads it.
     """
 
-    def __init__(self, models: Models, frames: torch.Tensor, frame22: torch.Tensor | None = None):
+    def __init__(self, models: Models, frames: torch.Tensor, frame22: torch.Tensor | None = None, *,
+                 input_masks: torch.Tensor | None = None):
         if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[1] != INPUT_FRAMES:
             raise ConfigError(
                 f"pipelines take uint8 frames (B, 11, 3, H, W), got {frames.dtype} {tuple(frames.shape)}"
@@ -102,22 +105,26 @@ class Batch:
         self.models = models
         self.frames = frames
         self.frame22 = frame22
+        if input_masks is not None:  # given masks of frames 1..11 (e.g. the true ones) replace the segmenter's
+            self.__dict__["input_masks"] = input_masks.long()
 
-    def computed(self, name: str) -> torch.Tensor | None:
-        """An intermediate result ("input_masks", "predicted_frames", "forecast") if some row
-        computed it for this batch, else None (for pictures: nothing is computed twice)."""
+    def computed(self, name: str) -> Any:
+        """An intermediate result ("input_masks", "predicted_frames", "forecast", "objects",
+        "objects_cv") if some row computed it for this batch, else None (for pictures: nothing
+        is computed twice)."""
         return self.__dict__.get(name)
 
     @cached_property
     def input_masks(self) -> torch.Tensor:
-        """Masks of frames 1..11 by the segmenter (never ground truth): long (B, 11, H, W)."""
+        """Masks of frames 1..11 by the segmenter: long (B, 11, H, W) (or the masks given)."""
         return segment_videos(self.models.segmenter, self.frames)
 
     @cached_property
     def last_mask(self) -> torch.Tensor:
         """Mask of frame 11: long (B, H, W)."""
         # with a forecaster every input frame gets segmented anyway: reuse its frame 11
-        if self.models.forecaster is not None or "input_masks" in self.__dict__:
+        if (self.models.forecaster is not None or self.models.dynamics is not None
+                or "input_masks" in self.__dict__):
             return self.input_masks[:, LAST_INPUT]
         return segment(self.models.segmenter, self.frames[:, LAST_INPUT])
 
@@ -130,6 +137,16 @@ class Batch:
     def forecast(self) -> torch.Tensor:
         """Masks 12..22 by the forecaster from the segmented inputs: long (B, 11, H, W)."""
         return self.models.forecaster.forecast_masks(self.input_masks).long()
+
+    @cached_property
+    def objects(self) -> Any:
+        """The objects of the input masks and their learned forecast (an `ObjectForecast`)."""
+        return self.models.dynamics.forecast_objects(self.input_masks, learned=True)
+
+    @cached_property
+    def objects_cv(self) -> Any:
+        """The objects of the input masks and their constant-velocity forecast."""
+        return self.models.dynamics.forecast_objects(self.input_masks, learned=False)
 
 
 # ---- post-processing -----------------------------------------------------------------
@@ -220,6 +237,16 @@ def masks_blobs(batch: Batch) -> torch.Tensor:
     return drop_small_blobs(masks(batch))
 
 
+def objects(batch: Batch) -> torch.Tensor:
+    """Objects tracked in the input masks, moved by the learned dynamics, painted at frame 22."""
+    return batch.objects.mask
+
+
+def objects_cv(batch: Batch) -> torch.Tensor:
+    """Objects tracked in the input masks, moved at fitted damped constant velocity."""
+    return batch.objects_cv.mask
+
+
 @dataclass(frozen=True)
 class Row:
     """One row of the results table: a way from frames 1..11 to the mask of frame 22.
@@ -248,9 +275,13 @@ PIPELINES: dict[str, Row] = {row.name: row for row in (
     Row("masks+absent", masks_absent, ("segmenter", "forecaster"),
         "masks, classes absent at frame 11 -> background"),
     Row("masks+blobs", masks_blobs, ("segmenter", "forecaster"), "masks, small blobs -> background"),
+    Row("objects-cv", objects_cv, ("segmenter", "dynamics"),
+        "track objects in frames 1..11, move them at damped constant velocity, paint frame 22"),
+    Row("objects", objects, ("segmenter", "dynamics"),
+        "track objects in frames 1..11, move them with the learned dynamics, paint frame 22"),
 )}
 # What `simvp-unet predict` uses when no row is named: the first of these the models allow.
-SUBMISSION_PREFERENCE = ("masks", "frames", "copy-last")
+SUBMISSION_PREFERENCE = ("objects", "masks", "frames", "copy-last")
 
 
 def require(name: str, models: Models, *, with_frame22: bool) -> Row:
@@ -274,7 +305,7 @@ def available(models: Models, *, with_frame22: bool) -> list[str]:
 
 
 def default_row(models: Models) -> str:
-    """The row `predict` uses by default: masks with a forecaster, else frames, else copy-last."""
+    """The row `predict` uses by default: the first of SUBMISSION_PREFERENCE the models allow."""
     allowed = available(models, with_frame22=False)
     name = next((name for name in SUBMISSION_PREFERENCE if name in allowed), None)
     if name is None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .classes import PALETTE
 from .data.layout import FRAMES, INPUT_FRAMES, LAST_INPUT, TARGET, TARGET_IN_FUTURE
 from .pipelines import PIPELINES
-from .viz import grid, mask_to_rgb, save_gif, save_png
+from .viz import draw_path, grid, mask_to_rgb, save_gif, save_png
 
 
 def results_table(results: Mapping) -> str:
@@ -24,11 +25,22 @@ def results_table(results: Mapping) -> str:
         "| row | pipeline | Jaccard | skill |",
         "|---|---|---:|---:|",
     ]
+    if results.get("input_masks") == "true":
+        lines[0] += " Inputs: the TRUE masks of frames 1..11 (forecasting error alone)."
     for row, value in results["jaccard"].items():
         s = results["skill"].get(row)
         description = PIPELINES[row].description if row in PIPELINES else ""
         lines.append(f"| {row} | {description} | {value:.4f} | "
                      f"{'n/a' if s is None else f'{s:.3f}'} |")
+    breakdown = results.get("breakdown")
+    if breakdown:
+        names = list(breakdown)
+        lines += ["", "Jaccard by subset of videos (from meta.json events):", "",
+                  "| row | " + " | ".join(f"{n} ({breakdown[n]['videos']})" for n in names) + " |",
+                  "|---|" + "---:|" * len(names)]
+        for row in results["jaccard"]:
+            cells = [breakdown[n]["jaccard"].get(row) for n in names]
+            lines.append(f"| {row} | " + " | ".join("n/a" if c is None else f"{c:.4f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -44,6 +56,8 @@ class VideoPictures:
         predicted_frames: uint8 (11, 3, H, W), frames 12..22 by the predictor, if any.
         input_masks: (11, H, W), masks of frames 1..11 by the segmenter, if computed.
         forecast: (11, H, W), masks 12..22 by the forecaster, if any.
+        paths: tracked objects as (class id, past centers (n, 2), forecast centers (11, 2)),
+            drawn over frame 11, if an objects row ran.
     """
 
     index: int
@@ -53,6 +67,17 @@ class VideoPictures:
     predicted_frames: np.ndarray | None = None
     input_masks: np.ndarray | None = None
     forecast: np.ndarray | None = None
+    paths: list[tuple[int, np.ndarray, np.ndarray]] | None = None
+
+
+def draw_tracks(frame: np.ndarray, paths: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Frame 11 with each object's past path (white) and forecast path (its class color)."""
+    image = np.array(frame, dtype=np.uint8, copy=True)
+    for class_id, past, future in paths:
+        draw_path(image, past, (255, 255, 255))
+        start = past[-1:] if len(past) else future[:0]
+        draw_path(image, np.concatenate([start, future]), tuple(int(v) for v in PALETTE[class_id]))
+    return image
 
 
 def _hwc(frames: np.ndarray) -> list[np.ndarray]:
@@ -87,6 +112,8 @@ def save_video_pictures(folder: str | Path, video: VideoPictures) -> list[Path]:
     if video.predicted_frames is not None:
         last.append(caption(_hwc(video.predicted_frames)[TARGET_IN_FUTURE], "predicted frame 22"))
     last.append(caption(masks[TARGET], "true mask 22"))
+    if video.paths is not None:
+        last.append(caption(draw_tracks(frames[LAST_INPUT], video.paths), "tracks over frame 11"))
     last += [caption(mask_to_rgb(mask), row) for row, mask in video.answers.items()]
     rows.append(last)
     labels.append("frame 22")

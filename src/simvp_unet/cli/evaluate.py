@@ -49,7 +49,8 @@ def _models(args: argparse.Namespace) -> Models:
 
 def _evaluate_command(args: argparse.Namespace) -> int:
     results = evaluate(args.data, args.split, _models(args), args.out, batch_size=args.batch_size,
-                       limit=args.limit, pictures=args.pictures, runs=_runs(args))
+                       limit=args.limit, pictures=args.pictures, runs=_runs(args),
+                       input_masks=args.input_masks)
     print(results_table(results))
     out = Path(args.out)
     print(f"results: {out / 'results.json'}, {out / 'results.md'}")
@@ -108,24 +109,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add evaluate, predict, score, export and label to the main parser."""
     p = _parser(commands, "evaluate", "Score every pipeline on a labeled split.",
                 "simvp-unet evaluate --data data/demo --segmenter runs/seg --predictor runs/pred "
-                "--forecaster runs/fc --out eval",
+                "--forecaster runs/fc --dynamics runs/dyn --out eval",
                 "Scores every row whose runs are given:\n" + _rows_help() + "\n"
-                "Writes OUT/results.json, OUT/results.md (printed) and OUT/pictures/ (PNG and GIF\n"
-                "per drawn video).")
+                "Writes OUT/results.json, OUT/results.md (printed; with a breakdown by videos with\n"
+                "and without a collision or an entering object after frame 11 when meta.json is\n"
+                "there) and OUT/pictures/ (PNG and GIF per drawn video; tracks over frame 11).")
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--split", default="val", help="labeled split to score (default: val)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--limit", type=int, help="score only the first N videos")
     p.add_argument("--pictures", type=int, default=4, help="videos to draw (default: 4)")
+    p.add_argument("--input-masks", choices=("segmented", "true"), default="segmented",
+                   help="masks of frames 1..11 the forecasting rows start from: the segmenter's "
+                        "(default) or the true ones (forecasting error without segmentation error)")
     _add_run_options(p)
     p.set_defaults(handler=_evaluate_command)
 
     p = _parser(commands, "predict", "Write the hidden set's masks of frame 22 (a submission).",
-                "simvp-unet predict --data data/demo --segmenter runs/seg --forecaster runs/fc "
+                "simvp-unet predict --data data/demo --segmenter runs/seg --dynamics runs/dyn "
                 "--out submission.pt",
                 "Saves a torch.uint8 tensor (N, 160, 240) with torch.save, rows ordered by\n"
-                "ascending video index of DATA/hidden. Default pipeline: masks with --forecaster,\n"
-                "else frames with --predictor, else copy-last.")
+                "ascending video index of DATA/hidden. Default pipeline: the first of\n"
+                f"{', '.join(pipelines.SUBMISSION_PREFERENCE)} that the given runs allow.")
     p.add_argument("--data", required=True, help="dataset root (reads DATA/hidden)")
     p.add_argument("--out", required=True, help="submission file (.pt)")
     p.add_argument("--pipeline", choices=[n for n, row in pipelines.PIPELINES.items() if not row.reads_frame22],

@@ -16,6 +16,9 @@ KINDS = {
     "segmenter": "U-Net: one RGB frame -> its 49-class mask (cross-entropy; validation Jaccard).",
     "forecaster": "SimVP on class ids: masks 1..11 -> masks 12..22 (cross-entropy; validation "
                   "Jaccard of frame 22). Uses pseudo-labels of unlabeled videos when present.",
+    "dynamics": "Interaction network on object tracks: tracks of frames 1..11 -> box centers of "
+                "frames 12..22 (pixel distance; validation error at frame 22 vs constant velocity). "
+                "Uses pseudo-labels of unlabeled videos when present; tracks are cached in DIR/tracks/.",
 }
 
 EPILOG = """\

@@ -22,6 +22,7 @@ from torch import nn
 from ..config import from_dict
 from ..errors import DataError
 from ..io import atomic_path
+from ..objects.dynamics import MotionConfig, MotionForecaster
 from .simvp import SimVP, SimVPConfig
 from .unet import UNet, UNetConfig
 
@@ -29,6 +30,7 @@ from .unet import UNet, UNetConfig
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "SimVP": (SimVP, SimVPConfig),
     "UNet": (UNet, UNetConfig),
+    "MotionForecaster": (MotionForecaster, MotionConfig),
 }
 
 
@@ -90,8 +92,8 @@ def export_safetensors(model: nn.Module, config, path: str | Path) -> Path:
     """Write the weights of `model` and its config (JSON in the file's metadata) as safetensors.
 
     Args:
-        model: a `SimVP` or `UNet`.
-        config: its `SimVPConfig` or `UNetConfig`.
+        model: a `SimVP`, `UNet` or `MotionForecaster` (its fitted plane and settings are buffers).
+        config: its `SimVPConfig`, `UNetConfig` or `MotionConfig`.
         path: the `.safetensors` file to write.
     """
     name = type(model).__name__

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import from_dict
 from ..data.layout import INPUT_FRAMES
+from ..errors import ConfigError
 from .dynamics import MotionConfig, MotionForecaster
 from .render import render
 from .tracks import Tracks, extract_tracks
@@ -68,6 +69,10 @@ class ObjectForecaster(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def example_input(self) -> torch.Tensor:
+        raise ConfigError("a dynamics run exports as safetensors only (its input is a set of tracks, "
+                          "not an image tensor)")
 
     @torch.inference_mode()
     def forecast_objects(self, masks: torch.Tensor, *, learned: bool = True) -> ObjectForecast:

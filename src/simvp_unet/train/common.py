@@ -126,6 +126,9 @@ class TrainModule(L.LightningModule):
                 f"lower lr (now {self.config.lr}) or set grad_clip (now {self.config.grad_clip}), "
                 "then start a new run")
 
+    def fit_to_data(self, train_set: Any) -> None:
+        """Before the first step of a new run: fit what is fitted in closed form (default: nothing)."""
+
     def setup(self, stage: str) -> None:
         # channels_last: same numbers, 10-35% faster convolutions on CPU and GPU (benchmarks/models.py)
         self.to(memory_format=torch.channels_last)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -31,7 +32,9 @@ from ..data.datasets import FrameDataset, VideoDataset
 from ..errors import ConfigError, DataError
 from ..inference import checkpoint_path, has_native_bf16, read_checkpoint
 from ..io import write_yaml
+from ..objects.cache import split_tracks
 from .common import AtomicCheckpointIO, RNGState, TrainModule
+from .dynamics import DynamicsConfig, DynamicsModule, TrackDataset
 from .forecaster import ForecasterConfig, ForecasterModule
 from .predictor import PredictorConfig, PredictorModule
 from .segmenter import SegmenterConfig, SegmenterModule
@@ -40,11 +43,13 @@ MODULES: dict[str, type[TrainModule]] = {
     "predictor": PredictorModule,
     "segmenter": SegmenterModule,
     "forecaster": ForecasterModule,
+    "dynamics": DynamicsModule,
 }
 CONFIGS: dict[str, type] = {
     "predictor": PredictorConfig,
     "segmenter": SegmenterConfig,
     "forecaster": ForecasterConfig,
+    "dynamics": DynamicsConfig,
 }
 CONFIG_FILE = "config.yaml"
 
@@ -91,19 +96,25 @@ def build_datasets(kind: str, config: Any, root: Path) -> tuple[Dataset, Dataset
                                 f"without {layout.MASK_FILE} (or none)")
         train = [FrameDataset(root, split) for split in config.train_splits]
         return ConcatDataset(train), FrameDataset(root, config.val_split)
-    # forecaster: true masks where there are some, else complete pseudo-labels, else skip the split
+    # forecaster, dynamics: true masks where there are some, else complete pseudo-labels, else
+    # skip the split
     if not _has_true_masks(root, config.val_split):
-        raise DataError(f"the forecaster validates on true masks: {root / config.val_split} has "
+        raise DataError(f"the {kind} validates on true masks: {root / config.val_split} has "
                         f"videos without {layout.MASK_FILE} (or none)")
-    train = []
+    splits = []
     for split in config.train_splits:
         if _has_true_masks(root, split) or _pseudo_labeled(root, split):
-            train.append(VideoDataset(root, split, masks="any", with_frames=False))
+            splits.append(split)
         elif layout.list_videos(root, split):
-            print(f"forecaster: skipping {root / split}: no masks or pseudo-labels "
+            print(f"{kind}: skipping {root / split}: no masks or pseudo-labels "
                   f"(run `simvp-unet label` to use it)")
-    if not train:
-        raise DataError(f"the forecaster found no masks in {root} splits {', '.join(config.train_splits)}")
+    if not splits:
+        raise DataError(f"the {kind} found no masks in {root} splits {', '.join(config.train_splits)}")
+    if kind == "dynamics":  # tracks, extracted once and cached beside the data
+        parts = [split_tracks(root, split) for split in splits]
+        train_arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return TrackDataset(train_arrays), TrackDataset(split_tracks(root, config.val_split))
+    train = [VideoDataset(root, split, masks="any", with_frames=False) for split in splits]
     return ConcatDataset(train), VideoDataset(root, config.val_split, masks="true", with_frames=False)
 
 
@@ -207,9 +218,10 @@ def _loggers(out: Path) -> list[Logger]:
 
 
 def _loader(dataset: Dataset, config: Any, runtime: Runtime, *, shuffle: bool) -> DataLoader:
+    workers = 0 if isinstance(dataset, TrackDataset) else runtime.workers  # tracks are in memory
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, drop_last=shuffle and
-                      len(dataset) > config.batch_size, num_workers=runtime.workers,
-                      persistent_workers=runtime.workers > 0, pin_memory=torch.cuda.is_available())
+                      len(dataset) > config.batch_size, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
 def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = None,
@@ -243,6 +255,8 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     module = MODULES[kind](config)
     if config.init_from and ckpt_path is None:
         _init_weights(module, config.init_from)
+    elif ckpt_path is None:
+        module.fit_to_data(train_set)  # numbers fitted in closed form before the first step
 
     folder = out / "checkpoints"
     best = ModelCheckpoint(dirpath=folder, filename="best", monitor=module.monitor, mode=module.monitor_mode,
