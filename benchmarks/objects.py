@@ -1,0 +1,80 @@
+"""Speed of the objects rows: masks of frames 1..11 -> tracks -> dynamics -> mask of frame 22.
+
+    python benchmarks/objects.py --data data/bench --run runs/bench/dyn [--videos 100] [--repeats 3]
+
+Segmentation is excluded (the masks are the true ones, read before timing). Each stage is
+timed over the whole set of videos in batches of --batch; the figures are medians of
+--repeats passes. Prints the CPU's features and the torch build with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simvp_unet.data import layout
+from simvp_unet.inference import load_run
+from simvp_unet.objects import MotionConfig, MotionForecaster, extract_tracks, render
+
+
+def cpu_features() -> str:
+    """The vector features of this CPU that matter for torch (from /proc/cpuinfo)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return ", ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
+
+
+def main() -> None:
+    """Run the measurement and print a small table."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="dataset root (reads the val split's masks)")
+    parser.add_argument("--run", help="dynamics run folder (default: an untrained model of the default size)")
+    parser.add_argument("--videos", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=4, help="videos per call, as in evaluate")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    videos = layout.list_videos(args.data, "val")[: args.videos]
+    masks = torch.from_numpy(np.stack([layout.read_mask(f)[: layout.INPUT_FRAMES] for _, f in videos]))
+    model = load_run(args.run).model if args.run else MotionForecaster(MotionConfig()).eval()
+    times: dict[str, list[float]] = {"tracks": [], "dynamics": [], "render": [], "total": []}
+    with torch.inference_mode():
+        for _ in range(args.repeats):
+            spent = dict.fromkeys(times, 0.0)
+            for part in masks.split(args.batch):
+                t0 = time.perf_counter()
+                tracks = extract_tracks(part)
+                t1 = time.perf_counter()
+                centers = model(tracks.classes, tracks.present, tracks.center, learned=True)
+                t2 = time.perf_counter()
+                render(tracks, centers[:, :, -1], model.plane)
+                t3 = time.perf_counter()
+                spent["tracks"] += t1 - t0
+                spent["dynamics"] += t2 - t1
+                spent["render"] += t3 - t2
+                spent["total"] += t3 - t0
+            for name, value in spent.items():
+                times[name].append(value)
+    n = len(masks)
+    print(f"CPU: {platform.processor() or platform.machine()}; {cpu_features()}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{n} videos, batch {args.batch}, median of {args.repeats} passes")
+    print("| stage | seconds | videos/s |")
+    print("|---|---:|---:|")
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        print(f"| {name} | {seconds:.3f} | {n / seconds:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
