@@ -6,7 +6,7 @@ import pytest
 
 from simvp_unet.cli import main
 
-STEPS = ["data", "segmenter", "label", "predictor", "forecaster"]
+STEPS = ["data", "segmenter", "label", "predictor", "forecaster", "dynamics"]
 
 
 @pytest.mark.slow
@@ -15,17 +15,17 @@ def test_fast_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--fast", "--workers", "1"]) == 0
     printed = capsys.readouterr().out
     for number, step in enumerate([*STEPS, "evaluate"], start=1):
-        assert f"=== [{number}/6] {step}:" in printed
+        assert f"=== [{number}/{len(STEPS) + 1}] {step}:" in printed
         if step != "evaluate":
             assert (out / "steps" / f"{step}.json").is_file()
     results = json.loads((out / "eval" / "results.json").read_text())
     assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
-                                        "masks+blobs"]
+                                        "masks+blobs", "objects-cv", "objects"]
     assert "| masks+absent |" in printed and "demo finished" in printed
     pictures = sorted((out / "eval" / "pictures").iterdir())
     assert pictures and all(f"picture: {p}" in printed for p in pictures)
     assert all((out / "runs" / kind / "checkpoints" / "best.ckpt").is_file()
-               for kind in ("segmenter", "predictor", "forecaster"))
+               for kind in ("segmenter", "predictor", "forecaster", "dynamics"))
 
     # a second run skips every finished step; a step without its marker resumes from its files
     (out / "steps" / "forecaster.json").unlink()
@@ -34,7 +34,7 @@ def test_fast_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     pseudo[0].unlink()
     assert main(["demo", "--out", str(out), "--fast"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("done already") == 3
+    assert printed.count("done already") == 4
     assert f"resuming {out / 'runs' / 'forecaster'}" in printed
     assert '"written": 1, "skipped": ' in printed  # only the lost pseudo-label was redone
     assert pseudo[0].is_file()
