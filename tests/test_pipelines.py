@@ -40,6 +40,33 @@ def test_perfect_models_score_one_and_copy_last_does_not():
     assert skill(j["masks"], j["copy-last"], j["oracle"]) == pytest.approx(1.0)
 
 
+def constant_velocity_dynamics():
+    """An untrained dynamics run with constant velocity (exact for the squares world)."""
+    from simvp_unet.objects import MotionConfig, MotionForecaster
+    from simvp_unet.objects.serve import ObjectForecaster
+
+    model = MotionForecaster(MotionConfig(space="image", image_size=(16, 80)))
+    model.set_constant_velocity(frames=1, damping=1.0)
+    return ObjectForecaster(model)
+
+
+def test_objects_rows_forecast_the_squares_exactly():
+    j = scores(Models(Segmenter(), dynamics=constant_velocity_dynamics()))
+    assert list(j) == ["copy-last", "oracle", "objects-cv", "objects"]
+    assert j["objects-cv"] == pytest.approx(1.0) and j["objects"] == pytest.approx(1.0)  # untrained = CV
+    assert j["copy-last"] < 0.5
+
+
+def test_given_input_masks_replace_the_segmenter():
+    masks = world_masks()
+    segmenter = Segmenter()
+    batch = Batch(Models(segmenter, dynamics=constant_velocity_dynamics()),
+                  masks_to_frames(masks)[:, :INPUT_FRAMES], input_masks=masks[:, :INPUT_FRAMES])
+    assert torch.equal(pipelines.run("copy-last", batch), masks[:, INPUT_FRAMES - 1])
+    pipelines.run("objects", batch)
+    assert segmenter.images == 0
+
+
 def test_static_predictor_is_no_better_than_copy_last():
     j = scores(Models(Segmenter(), Predictor(static=True)))
     assert list(j) == ["copy-last", "frames", "oracle"]
@@ -183,9 +210,9 @@ def test_pipelines_and_metric_run_on_cuda():
 
 
 def test_one_table_of_rows_names_what_each_row_needs():
-    assert pipelines.MODEL_KINDS == ("segmenter", "predictor", "forecaster")
+    assert pipelines.MODEL_KINDS == ("segmenter", "predictor", "forecaster", "dynamics")
     assert list(pipelines.PIPELINES) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
-                                         "masks+blobs"]
+                                         "masks+blobs", "objects-cv", "objects"]
     for name, row in pipelines.PIPELINES.items():
         assert row.name == name and row.description and callable(row.function)
         assert "segmenter" in row.needs and set(row.needs) <= set(pipelines.MODEL_KINDS), name
@@ -196,6 +223,7 @@ def test_default_row_is_the_best_the_models_allow():
     assert pipelines.default_row(Models(Segmenter())) == "copy-last"
     assert pipelines.default_row(Models(Segmenter(), Predictor())) == "frames"
     assert pipelines.default_row(Models(Segmenter(), Predictor(), Forecaster())) == "masks"
+    assert pipelines.default_row(Models(Segmenter(), Predictor(), Forecaster(), object())) == "objects"
     with pytest.raises(ConfigError, match="segmenter"):
         pipelines.default_row(Models())
 
