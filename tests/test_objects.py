@@ -92,6 +92,17 @@ def test_noise_blobs_and_flicker_are_repaired():
     assert sorted(c for c in tracks.classes[0].tolist() if c) == [RED_CUBE]
 
 
+def test_class_flicker_over_frames_is_one_object_with_the_majority_class():
+    video = square_video(11, (60, 80), (3, 0), side=16)
+    video[[2, 5, 8]] = np.where(video[[2, 5, 8]] == RED_CUBE, RED_CUBE + 8, 0)  # 3 frames: red rubber cube
+    other = square_video(11, (150, 40), (0, 0), side=16, class_id=RED_CUBE + 16)  # a real red sphere
+    video = np.where(other > 0, other, video)
+    tracks = extract_tracks(torch.from_numpy(video[None]))
+    assert sorted(c for c in tracks.classes[0].tolist() if c) == [RED_CUBE, RED_CUBE + 16]
+    slot = int((tracks.classes[0] == RED_CUBE).nonzero()[0, 0])
+    assert bool(tracks.present[0, slot].all())
+
+
 def test_render_paints_far_to_near_and_clips():
     video = np.zeros((1, H, W), np.uint8)
     video = square_video(1, (100, 60), (0, 0), side=20, class_id=RED_CUBE, masks=video)

@@ -131,29 +131,45 @@ def _class_stats(masks: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _merge_flicker(stats: dict[str, np.ndarray], margin: float = 2.0) -> np.ndarray:
-    """Per video, a class -> class map that merges each weak class into the stronger class it
-    always lies on (segmenter flicker). stats: numpy (T, C) arrays of one video."""
+    """Per video, a class -> class map that merges each weak class into a stronger class it
+    belongs to (segmenter flicker). stats: numpy (T, C) arrays of one video.
+
+    A weak class belongs to a strong one when, in every frame where both are seen, its center
+    lies in the strong class's box, and in every frame where only the weak one is seen, its
+    center is where the strong one's track (interpolated) puts the object. A weak class seen
+    only together with the strong one must also have under half of its pixels (a fringe).
+    """
     area = stats["area"]
     lut = np.arange(NUM_CLASSES)
     present = area > 0
     cx = (stats["x0"] + stats["x1"]) / 2
     cy = (stats["y0"] + stats["y1"]) / 2
-    order = [c for c in np.argsort(-area.sum(0)) if c != BACKGROUND and present[:, c].any()]
+    extent = np.maximum(stats["x1"] - stats["x0"], stats["y1"] - stats["y0"])
+    steps = np.arange(len(area))
+    order = [c for c in np.argsort(-area.sum(0), kind="stable") if c != BACKGROUND and present[:, c].any()]
     for i, weak in enumerate(order):
         for strong in order[:i]:
             if lut[strong] != strong:
                 continue
             both = present[:, weak] & present[:, strong]
             alone = present[:, weak] & ~present[:, strong]
-            if not both.any() or alone.sum() > both.sum():
-                continue
             inside = ((cx[both, weak] >= stats["x0"][both, strong] - margin)
                       & (cx[both, weak] <= stats["x1"][both, strong] + margin)
                       & (cy[both, weak] >= stats["y0"][both, strong] - margin)
                       & (cy[both, weak] <= stats["y1"][both, strong] + margin))
-            if inside.all() and area[:, weak].sum() < 0.5 * area[:, strong].sum():
-                lut[weak] = strong
-                break
+            if not inside.all():
+                continue
+            if alone.any():
+                seen = steps[present[:, strong]]
+                tolerance = max(6.0, 0.6 * float(np.median(extent[seen, strong])))
+                dx = cx[alone, weak] - np.interp(steps[alone], seen, cx[seen, strong])
+                dy = cy[alone, weak] - np.interp(steps[alone], seen, cy[seen, strong])
+                if (np.hypot(dx, dy) > tolerance).any():
+                    continue
+            elif area[:, weak].sum() >= 0.5 * area[:, strong].sum():
+                continue
+            lut[weak] = strong
+            break
     return lut
 
 
