@@ -17,6 +17,7 @@ wrap the same modules with a loss, an optimizer and logging.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +30,7 @@ from torch import nn
 from .classes import NUM_CLASSES
 from .config import from_dict
 from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, short_reason
 from .models import export as exporters
 from .models.simvp import SimVP, SimVPConfig
 from .models.unet import UNet, UNetConfig
@@ -367,9 +368,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise DataError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path} is not a readable checkpoint ({short_reason(exc)})") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hparams, dict) or hparams.get("kind") not in KINDS or "state_dict" not in ckpt:
         raise DataError(f"{path} is not a simvp-unet training checkpoint (no kind/config/state_dict)")

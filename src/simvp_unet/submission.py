@@ -10,6 +10,7 @@ hidden video in ascending video index; `predict` writes uint8.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from . import pipelines
 from .classes import NUM_CLASSES
 from .data import layout
 from .data.datasets import VideoDataset
-from .errors import DataError
+from .errors import DataError, short_reason
 from .evaluate import video_loader
 from .inference import default_device
 from .io import atomic_path
@@ -93,10 +94,12 @@ def score(submission: str | Path, data: str | Path) -> dict[str, Any]:
         raise DataError(f"submission not found: {path}")
     hidden = layout.list_videos(data, "hidden")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types; all mean "not a tensor file"
-        raise DataError(f"submission {path} is not a file written by torch.save of a tensor: "
-                        f"{str(exc).splitlines()[0]}") from None
+        raise DataError(f"submission {path} is not a file written by torch.save of a tensor "
+                        f"({short_reason(exc)})") from None
     masks = check_submission(obj, path, len(hidden))
     answers_root = Path(data) / layout.ANSWERS
     if not answers_root.is_dir():

@@ -5,7 +5,9 @@
     simvp-unet evaluate --data data/demo --segmenter runs/seg --predictor runs/pred --out eval
     simvp-unet demo
 
-Each command group lives in its own module and registers its sub-parsers here.
+Each command group lives in its own module and registers its sub-parsers here. Every failure
+a user can cause or fix ends here as one line and an exit code (`errors.explain`): 2 for an
+error, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,7 +15,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import SimvpUnetError
+from ..errors import explain
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer >= `minimum` (a bad value is argparse's usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,17 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, run the command, turn user errors into one line and exit 2."""
+    """Entry point: parse, run the command, turn user-facing failures into one line and an exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
-    except SimvpUnetError as exc:
-        print(f"simvp-unet: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("simvp-unet: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:
+        explained = explain(exc)
+        if explained is None:
+            raise  # a bug: the traceback is what a bug report needs
+        message, code = explained
+        print(f"simvp-unet: {'error: ' if code != 130 else ''}{message}", file=sys.stderr)
+        return code
     return int(result or 0)
 
 

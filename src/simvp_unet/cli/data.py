@@ -6,6 +6,18 @@ import argparse
 from pathlib import Path
 
 from ..config import preset_names, resolve
+from ..errors import ConfigError, DataError
+from ..io import check_output_dir, check_output_file
+from . import at_least
+
+
+def _dataset_root(root: Path) -> Path:
+    """A dataset folder that exists (one line otherwise, before any work)."""
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root} is a file, not a dataset folder (give the folder holding train/, val/, ...)")
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}")
+    return root
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -17,6 +29,7 @@ def _generate(args: argparse.Namespace) -> int:
         overrides.append(f"seed={args.seed}")
     config = resolve(GenerateConfig, "data", args.preset, overrides)
     shard = parse_shard(args.shard)
+    check_output_dir(args.out)
     summary = generate(args.out, config, workers=args.workers, shard=shard,
                        progress=not args.quiet)
     print(f"generated {summary['written']} videos in {summary['seconds']} s "
@@ -40,6 +53,7 @@ def _check(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from ..data.inspect import format_stats, stats
 
+    _dataset_root(args.root)
     print(format_stats(stats(args.root, splits=args.split, limit=args.limit)))
     return 0
 
@@ -47,21 +61,24 @@ def _stats(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from ..data.inspect import show_sheet, show_video
 
+    if args.sheet and args.video is not None:
+        raise ConfigError("data show takes --video I or --sheet, not both")
+    if args.video is None and not args.sheet:
+        raise ConfigError("data show needs --video I or --sheet")
+    _dataset_root(args.root)
+    check_output_file(args.out, suffixes=(".png",) if args.sheet else (".png", ".gif"))
     if args.sheet:
         path = show_sheet(args.root, args.out, split=args.split, count=args.count)
     else:
-        if args.video is None:
-            from ..errors import ConfigError
-
-            raise ConfigError("data show needs --video I or --sheet")
         path = show_video(args.root, args.video, args.out)
     print(f"wrote {path}")
     return 0
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from ..data.pack import pack
+    from ..data.pack import PACKED, pack
 
+    check_output_dir(_dataset_root(args.root) / PACKED)
     for info in pack(args.root, args.split, progress=not args.quiet):
         print(f"packed {info['split']}: {len(info['indices'])} videos ({', '.join(info['arrays'])})")
     return 0
@@ -88,9 +105,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--preset", default="tiny",
                      help="split sizes: tiny, demo, bench, paper or a YAML file (default tiny)")
     for split in ("train", "val", "unlabeled", "hidden"):
-        gen.add_argument(f"--{split}", type=int, metavar="N", help=f"number of {split} videos")
-    gen.add_argument("--seed", type=int, help="base seed (default from the preset)")
-    gen.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+        gen.add_argument(f"--{split}", type=at_least(0), metavar="N", help=f"number of {split} videos")
+    gen.add_argument("--seed", type=at_least(0), help="base seed (default from the preset)")
+    gen.add_argument("--workers", type=at_least(1), default=1, help="worker processes (default 1)")
     gen.add_argument("--shard", metavar="K/N", help="only every N-th video, starting at K")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=_generate)
@@ -111,7 +128,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                          formatter_class=fmt)
     sts.add_argument("root", type=Path, help="dataset root")
     sts.add_argument("--split", nargs="+", default=None, help="splits (default: all present)")
-    sts.add_argument("--limit", type=int, default=None, help="at most N videos per split")
+    sts.add_argument("--limit", type=at_least(1), default=None, help="at most N videos per split")
     sts.set_defaults(handler=_stats)
 
     shw = sub.add_parser("show", help="picture of a video or a contact sheet",
@@ -121,10 +138,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                                 "  simvp-unet data show data/demo --sheet --out sheet.png",
                          formatter_class=fmt)
     shw.add_argument("root", type=Path, help="dataset root")
-    shw.add_argument("--video", type=int, help="video index (any split)")
+    shw.add_argument("--video", type=at_least(0), help="video index (any split)")
     shw.add_argument("--sheet", action="store_true", help="contact sheet of several videos")
     shw.add_argument("--split", default="train", help="split of the sheet (default train)")
-    shw.add_argument("--count", type=int, default=8, help="videos on the sheet (default 8)")
+    shw.add_argument("--count", type=at_least(1), default=8, help="videos on the sheet (default 8)")
     shw.add_argument("--out", required=True, type=Path, help="output .png or .gif")
     shw.set_defaults(handler=_show)
 

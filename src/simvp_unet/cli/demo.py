@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 
 from .. import demo
+from ..io import check_output_dir
+from . import at_least
 
 
 def _demo_command(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     demo.run_demo(args.out, fast=args.fast, data_workers=args.workers)
     return 0
 
@@ -20,5 +23,5 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog="example:\n  simvp-unet demo --out demo")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")
     p.add_argument("--fast", action="store_true", help="tiny data and models: an end-to-end smoke test")
-    p.add_argument("--workers", type=int, default=2, help="processes rendering videos (default: 2)")
+    p.add_argument("--workers", type=at_least(1), default=2, help="processes rendering videos (default: 2)")
     p.set_defaults(handler=_demo_command)

@@ -17,12 +17,15 @@ import argparse
 from pathlib import Path
 
 from .. import pipelines
+from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..inference import default_device, export
+from ..io import check_output_dir, check_output_file
 from ..label import label
 from ..pipelines import Models
 from ..report import results_table
 from ..submission import predict, score
+from . import at_least
 
 # ---------------------------------------------------------------------------- handlers
 
@@ -34,7 +37,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                             help=f"run folder of `simvp-unet train {kind}`")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="which checkpoint of each run (default: best)")
-    parser.add_argument("--batch-size", type=int, default=4, help="videos per step (default: 4)")
+    parser.add_argument("--batch-size", type=at_least(1), default=4, help="videos per step (default: 4)")
 
 
 def _runs(args: argparse.Namespace) -> dict[str, str]:
@@ -48,6 +51,7 @@ def _models(args: argparse.Namespace) -> Models:
 
 
 def _evaluate_command(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)  # before minutes of work
     results = evaluate(args.data, args.split, _models(args), args.out, batch_size=args.batch_size,
                        limit=args.limit, pictures=args.pictures, runs=_runs(args),
                        input_masks=args.input_masks)
@@ -60,6 +64,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
+    check_output_file(args.out)  # before minutes of work
     models = _models(args)
     name = args.pipeline or pipelines.default_row(models)
     submission = predict(args.data, models, args.out, pipeline=name, batch_size=args.batch_size)
@@ -75,6 +80,9 @@ def _score_command(args: argparse.Namespace) -> int:
 
 
 def _label_command(args: argparse.Namespace) -> int:
+    for split in args.splits:  # pseudo-labels are written beside the frames
+        if (Path(args.data) / split).is_dir():
+            check_output_dir(Path(args.data) / split)
     models = Models.load({"segmenter": args.segmenter}, which=args.checkpoint, device=default_device())
     report = label(args.data, models.segmenter, splits=tuple(args.splits), batch_size=args.batch_size)
     for split, counts in report.items():
@@ -90,6 +98,13 @@ def _rows_help() -> str:
 
 
 def _export_command(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401 - only to say what to install before any work
+        except ImportError:
+            raise ConfigError("--format onnx needs the onnx package: pip install 'simvp-unet[onnx]' "
+                              "(or pip install onnx)") from None
+    check_output_file(args.out if args.out is not None else Path(args.run) / f"model.{args.format}")
     out = export(args.run, args.format, args.out, which=args.checkpoint)
     print(f"wrote {out}")
     return 0
@@ -117,8 +132,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--split", default="val", help="labeled split to score (default: val)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--limit", type=int, help="score only the first N videos")
-    p.add_argument("--pictures", type=int, default=4, help="videos to draw (default: 4)")
+    p.add_argument("--limit", type=at_least(1), help="score only the first N videos")
+    p.add_argument("--pictures", type=at_least(0), default=4, help="videos to draw (default: 4)")
     p.add_argument("--input-masks", choices=("segmented", "true"), default="segmented",
                    help="masks of frames 1..11 the forecasting rows start from: the segmenter's "
                         "(default) or the true ones (forecasting error without segmentation error)")
@@ -168,5 +183,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter", required=True, metavar="RUN", help="segmenter run folder")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which checkpoint (default: best)")
-    p.add_argument("--batch-size", type=int, default=2, help="videos per step (default: 2)")
+    p.add_argument("--batch-size", type=at_least(1), default=2, help="videos per step (default: 2)")
     p.set_defaults(handler=_label_command)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 
 from ..config import preset_names
+from ..io import check_output_dir
+from . import at_least
 
 KINDS = {
     "predictor": "SimVP: RGB frames 1..11 -> frames 12..22 (MSE; validation MSE, SSIM, PSNR).",
@@ -52,12 +54,12 @@ def _add_kind(commands: argparse._SubParsersAction, kind: str) -> None:
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (default auto)")
     parser.add_argument("--devices", default="auto",
                         help="devices per node (default auto); N > 1 trains with DDP")
-    parser.add_argument("--num-nodes", type=int, default=1, help="machines (DDP; default 1)")
+    parser.add_argument("--num-nodes", type=at_least(1), default=1, help="machines (DDP; default 1)")
     parser.add_argument("--precision", default=None,
                         choices=["auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"],
                         help="numeric precision (default: the preset's `precision`; auto = bf16-mixed "
                              "where the GPU or CPU computes bf16 natively, else 32-true)")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes per device (default 2)")
+    parser.add_argument("--workers", type=at_least(0), default=2, help="data-loading processes per device (default 2)")
     parser.set_defaults(handler=_run, kind=kind)
 
 
@@ -65,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     """Train and print a final line with the best score and the checkpoint paths."""
     from ..train import Runtime, train
 
+    check_output_dir(args.out)
     runtime = Runtime(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
                       precision=args.precision, workers=args.workers)
     summary = train(args.kind, args.data, args.out, preset=args.preset, overrides=args.overrides,

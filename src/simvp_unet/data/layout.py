@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..classes import NUM_CLASSES
-from ..errors import DataError
+from ..errors import DataError, short_reason
 from ..io import atomic_path
 
 SPLITS = ("train", "val", "unlabeled", "hidden")
@@ -125,7 +125,7 @@ def load_mask_file(path: str | Path, *, mmap: bool = False) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"corrupt mask file {path}: {exc}") from None
+        raise DataError(f"corrupt mask file {path} ({short_reason(exc)})") from None
 
 
 def read_mask(video_dir: str | Path, *, predicted: bool = False) -> np.ndarray:

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..config import from_dict
-from ..errors import DataError
+from ..errors import DataError, short_reason
 from ..io import atomic_path
 from ..objects.dynamics import MotionConfig, MotionForecaster
 from .simvp import SimVP, SimVPConfig
@@ -118,7 +118,7 @@ def load_safetensors(path: str | Path) -> nn.Module:
             metadata = f.metadata() or {}
             state = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable safetensors file: {exc}") from None
+        raise DataError(f"{path} is not a readable safetensors file ({short_reason(exc)})") from None
     name = metadata.get("model")
     if name not in MODELS:
         raise DataError(f"{path} does not name a known model in its metadata (got {name!r})")

@@ -90,6 +90,8 @@ class TrainSettings:
         for name in at_least_zero:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:  # the range every random generator accepts
+            raise ValueError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be positive or -1 (no limit), got {self.max_steps}")
 

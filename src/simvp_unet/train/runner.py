@@ -12,9 +12,13 @@ RUN/pictures/              predictions vs truth after every validation
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..config import from_dict, read_yaml_mapping, resolve, to_dict
@@ -58,6 +63,8 @@ CONFIG_FILE = "config.yaml"
 
 
 def _check_data_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise DataError(f"--data {root} is a file, not a dataset folder (give the folder holding train/, val/, ...)")
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
 
@@ -161,20 +168,28 @@ def _is_rank_zero_process() -> bool:
     return all(int(os.environ.get(key, "0")) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
+def _has_checkpoint(out: Path) -> bool:
+    folder = out / "checkpoints"
+    return folder.is_dir() and any(folder.glob("*.ckpt"))
+
+
 def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
                  resume: bool) -> tuple[Any, Path | None]:
-    """Resolve the config (new run) or read it back (resume); check the folder; write config.yaml."""
+    """Resolve the config (new run) or read it back (resume) and check the folder; writes nothing
+    (config.yaml is written once data and devices are checked too, see `train`)."""
     config_file = out / CONFIG_FILE
     last = checkpoint_path(out, "last")
     if resume:
         if preset is not None or overrides:
             raise ConfigError("--resume continues a run with its saved config.yaml; drop --preset, "
-                              "--set and --init (or start a new run with another --out)")
+                              "--set and --init (to train a finished run longer, start a new run from its "
+                              f"weights: --init {out} --out NEW --set epochs=N)")
         if not config_file.is_file():
             raise ConfigError(f"cannot resume: {config_file} not found (is {out} a training run?)")
         if not last.is_file():
             raise ConfigError(f"cannot resume: {last} not found (the run stopped before its first "
-                              f"checkpoint; delete {out} and start again)")
+                              "checkpoint; run the same command without --resume to start it again)")
+        _check_resumable(out, last)
         data = read_yaml_mapping(config_file, "run config")
         saved_kind = data.pop("kind", kind)
         if saved_kind != kind:
@@ -184,13 +199,32 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         except ConfigError as exc:
             raise ConfigError(f"{config_file}: {exc}") from None
         return saved, last
-    if _is_rank_zero_process() and (config_file.exists() or (out / "checkpoints").exists()):
+    # A folder with config.yaml but no checkpoint is a start that failed or was stopped early:
+    # starting again over it loses nothing.
+    if _is_rank_zero_process() and _has_checkpoint(out):
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     config = resolve(CONFIGS[kind], kind, preset or "cpu", overrides)
-    if _is_rank_zero_process():
-        write_yaml(config_file, {"kind": kind, **to_dict(config)})
     return config, None
 
+
+def _check_resumable(out: Path, last: Path) -> None:
+    """Fail with one line, before anything is written, when last.ckpt cannot be resumed from;
+    name an intact best.ckpt to resume from instead."""
+    try:
+        ckpt = read_checkpoint(last)
+        if "optimizer_states" not in ckpt or "loops" not in ckpt:
+            raise DataError(f"{last} holds weights only, not a training state")
+    except DataError as exc:
+        best = checkpoint_path(out, "best")
+        try:
+            saved = read_checkpoint(best)
+            usable = "optimizer_states" in saved and "loops" in saved
+        except DataError:
+            usable = False
+        hint = (f"{best} is intact (epoch {saved.get('epoch')}, step {saved.get('global_step')}): to resume from "
+                f"it, copy it over {last} and run --resume again" if usable else
+                f"no intact checkpoint remains; start again with another --out (or delete {out})")
+        raise DataError(f"cannot resume: {exc}; {hint}") from None
 
 def _init_weights(module: TrainModule, run_dir: str) -> None:
     """Fine-tuning: start from the best weights of another run of the same kind and model."""
@@ -207,6 +241,22 @@ def _init_weights(module: TrainModule, run_dir: str) -> None:
         raise ConfigError(f"init_from {run_dir}: model.{diff[0]} is {theirs.get(diff[0])!r} there and "
                           f"{ours[diff[0]]!r} here; the model sections must match")
     module.load_state_dict(ckpt["state_dict"])
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger from a normal run's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage().lower()
+
+
+def _quiet_library_noise() -> None:
+    """No advertisement and no deprecation notice addressed to library authors on a normal run."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvert) for f in log.filters):
+        log.addFilter(_NoAdvert())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*is not supported by the model summary")
 
 
 def _loggers(out: Path) -> list[Logger]:
@@ -249,6 +299,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     config, ckpt_path = _prepare_run(kind, out, preset, overrides, resume)
     train_set, val_set = build_datasets(kind, config, root)
 
+    _quiet_library_noise()
     L.seed_everything(config.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
@@ -270,7 +321,54 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     callbacks: list[L.Callback] = [best, *last, LearningRateMonitor(logging_interval="step"), RNGState()]
     multi = runtime.num_nodes > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1 or (
         str(runtime.devices).isdigit() and int(runtime.devices) > 1)
-    trainer = L.Trainer(
+    with _device_errors(runtime):
+        trainer = _trainer(out, config, runtime, callbacks, multi)
+    if ckpt_path is None and _is_rank_zero_process():  # everything checked: now the folder is a run
+        write_yaml(out / CONFIG_FILE, {"kind": kind, **to_dict(config)})
+    start = time.time()
+    try:
+        trainer.fit(module, _loader(train_set, config, runtime, shuffle=True),
+                    _loader(val_set, config, runtime, shuffle=False), ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        if trainer.is_global_zero:  # Lightning exits on Ctrl-C; the CLI reports it (exit 130)
+            if checkpoint_path(out, "last").is_file():
+                print(f"continue from the last checkpoint with: simvp-unet train {kind} --data {data} "
+                      f"--out {out} --resume", file=sys.stderr)
+            else:
+                print("stopped before the first checkpoint; run the same command again to start over",
+                      file=sys.stderr)
+        raise KeyboardInterrupt from None
+    score = best.best_model_score
+    summary = {
+        "kind": kind,
+        "run": str(out),
+        "monitor": module.monitor,
+        "best_score": None if score is None else float(score),
+        "best": str(checkpoint_path(out, "best")),
+        "last": str(checkpoint_path(out, "last")),
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "seconds": time.time() - start,
+        "rank_zero": trainer.is_global_zero,
+    }
+    return summary
+
+
+@contextmanager
+def _device_errors(runtime: Runtime) -> Iterator[None]:
+    """Lightning's refusals of --accelerator/--devices/--num-nodes/--precision as one ConfigError."""
+    try:
+        yield
+    except (MisconfigurationException, ValueError, RuntimeError, TypeError) as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConfigError(f"--accelerator {runtime.accelerator} --devices {runtime.devices} "
+                          f"--num-nodes {runtime.num_nodes}: {reason}") from None
+
+
+def _trainer(out: Path, config: Any, runtime: Runtime, callbacks: list[L.Callback], multi: bool) -> L.Trainer:
+    return L.Trainer(
         default_root_dir=out,
         accelerator=runtime.accelerator,
         devices=int(runtime.devices) if str(runtime.devices).isdigit() else runtime.devices,
@@ -288,26 +386,3 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         log_every_n_steps=config.log_every_steps,
         gradient_clip_val=config.grad_clip or None,
     )
-    start = time.time()
-    try:
-        trainer.fit(module, _loader(train_set, config, runtime, shuffle=True),
-                    _loader(val_set, config, runtime, shuffle=False), ckpt_path=ckpt_path, weights_only=True)
-    except SystemExit:
-        if trainer.interrupted and trainer.is_global_zero:  # Lightning exits on Ctrl-C
-            print(f"interrupted; continue from the last checkpoint with: simvp-unet train {kind} "
-                  f"--data {data} --out {out} --resume", file=sys.stderr)
-        raise
-    score = best.best_model_score
-    summary = {
-        "kind": kind,
-        "run": str(out),
-        "monitor": module.monitor,
-        "best_score": None if score is None else float(score),
-        "best": str(checkpoint_path(out, "best")),
-        "last": str(checkpoint_path(out, "last")),
-        "global_step": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "seconds": time.time() - start,
-        "rank_zero": trainer.is_global_zero,
-    }
-    return summary
