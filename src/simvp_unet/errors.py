@@ -81,6 +81,8 @@ def short_reason(exc: BaseException) -> str:
     if any(sign in text for sign in ("Unpickler error", "invalid load key", "PytorchStreamReader", "truncated",
                                      "zip archive")):
         return "its contents are unreadable: damaged, truncated or not this kind of file"
+    if "containing pickled data" in text or "contains pickled" in text:  # numpy: not an array header
+        return "not an array file: damaged, or pickled Python data, which is not loaded, for safety"
     if _UNSAFE_ADVICE.search(text) or "pickle" in text.lower():
         return "it holds pickled Python objects, which are not loaded, for safety"
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")

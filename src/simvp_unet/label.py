@@ -18,10 +18,21 @@ from tqdm import tqdm
 
 from .data import layout
 from .data.datasets import VideoDataset
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .evaluate import video_loader
 from .inference import default_device
 from .pipelines import segment_videos
+
+
+def _labeled(folder: Path) -> bool:
+    """Whether a video has a readable, valid pseudo-label (a damaged one is written again)."""
+    if not (folder / layout.PRED_MASK_FILE).is_file():
+        return False
+    try:
+        layout.read_mask(folder, predicted=True)
+    except DataError:
+        return False
+    return True
 
 
 def label(data: str | Path, segmenter: Any, *, splits: tuple[str, ...] = ("unlabeled",),
@@ -29,7 +40,8 @@ def label(data: str | Path, segmenter: Any, *, splits: tuple[str, ...] = ("unlab
           progress: bool = True) -> dict[str, dict[str, int]]:
     """Write `mask_pred.npy` beside every video of `splits` that lacks one.
 
-    Resumable: videos that already have `mask_pred.npy` are skipped.
+    Resumable: videos that already have a valid `mask_pred.npy` are skipped (a damaged one is
+    written again).
 
     Args:
         data: dataset root.
@@ -48,8 +60,7 @@ def label(data: str | Path, segmenter: Any, *, splits: tuple[str, ...] = ("unlab
         if split == "hidden":
             raise ConfigError("label needs 22-frame videos; the hidden split has 11 frames")
         dataset = VideoDataset(data, split)
-        todo = [n for n, (_, folder) in enumerate(dataset.videos)
-                if not (folder / layout.PRED_MASK_FILE).is_file()]
+        todo = [n for n, (_, folder) in enumerate(dataset.videos) if not _labeled(folder)]
         folders = dict(dataset.videos)
         with torch.inference_mode(), tqdm(total=len(todo), desc=f"label {split}", unit="video",
                                           disable=not progress, file=sys.stderr) as bar:

@@ -31,7 +31,7 @@ def _generate(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     check_output_dir(args.out)
     summary = generate(args.out, config, workers=args.workers, shard=shard,
-                       progress=not args.quiet)
+                       progress=not args.quiet, preset=args.preset)
     print(f"generated {summary['written']} videos in {summary['seconds']} s "
           f"({summary['videos_per_s']} videos/s), {summary['skipped']} already done -> {args.out}")
     return 0

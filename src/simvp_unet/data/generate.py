@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..io import write_json
-from . import layout, meshes, scenes
+from . import layout, manifest, meshes, scenes
 
 GENERATOR_VERSION = 1
 _TMP_PREFIX = ".tmp_"
@@ -206,12 +206,17 @@ def _run_jobs(jobs: list, workers: int, mesh_dir: str) -> Iterator[tuple[str, in
 
 
 def generate(root: str | Path, config: GenerateConfig, *, workers: int = 1,
-             shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
+             shard: tuple[int, int] = (0, 1), progress: bool = True, preset: str | None = None) -> dict:
     """Generate (or finish) the dataset under `root`; returns a summary dict
-    (videos written, skipped, seconds, videos per second)."""
+    (videos written, skipped, seconds, videos per second).
+
+    Refuses (`ConfigError`) a folder generated with other settings (see `manifest`);
+    `preset` is only recorded in `dataset.json`.
+    """
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     root = Path(root)
+    manifest.claim(root, manifest.describe(config, GENERATOR_VERSION, preset), config.ranges())
     for split in (*layout.SPLITS, layout.ANSWERS):
         (root / split).mkdir(parents=True, exist_ok=True)
     jobs, done = plan_jobs(root, config, shard)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .. import viz
 from ..classes import CLASS_NAMES, NUM_CLASSES
 from ..errors import DataError
-from . import layout
+from . import layout, manifest, pack
 
 MOVING_PX = 3.0  # an object whose center travels less than this over the video is at rest
 
@@ -52,9 +52,74 @@ def _check_video(split: str, folder: Path) -> list[str]:
     return problems
 
 
+def _check_meta(path: Path) -> list[str]:
+    """A meta.json that exists must parse and hold objects, frames and events."""
+    if not path.is_file():
+        return []
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict) or not all(isinstance(meta.get(k), list) for k in ("objects", "frames",
+                                                                                        "events")):
+            raise ValueError("expected objects, frames and events lists")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [f"corrupt meta file {path} ({type(exc).__name__}: {str(exc)[:120]})"]
+    return []
+
+
+def _check_layout(root: Path, videos: dict[str, list[tuple[int, Path]]]) -> list[str]:
+    """Whole-dataset problems: split counts against dataset.json, empty splits, unfinished
+    videos, hidden videos and answers without each other, damaged packs."""
+    problems = []
+    try:
+        recorded = manifest.read(root)
+    except DataError as exc:
+        problems.append(str(exc))
+        recorded = None
+    for split in (*layout.SPLITS, layout.ANSWERS):
+        folder = root / split
+        if folder.is_dir():
+            unfinished = sorted(p.name for p in folder.iterdir() if p.name.startswith(".tmp_"))
+            if unfinished:
+                problems.append(f"unfinished video folders in {folder} (an interrupted generation): "
+                                f"{', '.join(unfinished[:3])}; rerun `simvp-unet data generate` with the same "
+                                "settings to finish them")
+        if split == layout.ANSWERS:
+            continue
+        if split not in videos and folder.is_dir():
+            continue  # unlistable (reported)
+        if recorded is not None:
+            want, have = recorded["splits"][split], len(videos.get(split, []))
+            if have != want:
+                problems.append(f"{folder} has {have} of the {want} videos recorded in {root / manifest.MANIFEST_FILE}"
+                                " (half-generated? rerun `simvp-unet data generate` with the same settings)")
+        elif folder.is_dir() and not videos.get(split):
+            problems.append(f"empty split: no video_<i> folders in {folder}")
+    hidden = {i for i, _ in videos.get("hidden", [])}
+    listed = "hidden" in videos or not (root / "hidden").is_dir()
+    if listed and (layout.ANSWERS in videos or recorded is not None):
+        answered = {i for i, _ in videos.get(layout.ANSWERS, [])}
+        for index in sorted(hidden - answered):
+            problems.append(f"hidden video {root / 'hidden' / layout.video_name(index)} has no answer in "
+                            f"{root / layout.ANSWERS}")
+        for index in sorted(answered - hidden):
+            problems.append(f"answer {root / layout.ANSWERS / layout.video_name(index)} has no hidden video")
+    packed = root / pack.PACKED
+    for index_file in sorted(packed.glob("*.json")) if packed.is_dir() else []:
+        try:
+            info = json.loads(index_file.read_text())
+            info["indices"], info["arrays"]  # noqa: B018 - the keys every pack index has
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"damaged pack index {index_file} ({type(exc).__name__}); run `simvp-unet data pack` again")
+            continue
+        problems += pack.check_arrays(root, index_file.stem, info)
+    return problems
+
+
 def check(root: str | Path, *, progress: bool = False) -> list[str]:
     """Every problem found in a dataset, one message per problem naming its file."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        return [f"{root} is a file, not a dataset folder"]
     if not root.is_dir():
         return [f"dataset folder not found: {root}"]
     splits = [s for s in layout.SPLITS if (root / s).is_dir()]
@@ -62,22 +127,27 @@ def check(root: str | Path, *, progress: bool = False) -> list[str]:
         return [f"no split folders ({', '.join(layout.SPLITS)}) in {root}"]
     problems: list[str] = []
     owner: dict[int, str] = {}
+    videos: dict[str, list[tuple[int, Path]]] = {}
+    for split in [*splits, layout.ANSWERS] if (root / layout.ANSWERS).is_dir() else splits:
+        try:
+            videos[split] = layout.list_videos(root, split)
+        except DataError as exc:  # two folders for one index: its counts mean nothing
+            problems.append(str(exc))
     jobs = []
     for split in splits:
-        for index, folder in layout.list_videos(root, split):
+        for index, folder in videos.get(split, []):
             if index in owner:
                 problems.append(f"video index {index} is in both {owner[index]}/ and {split}/")
             owner[index] = split
             jobs.append((split, folder))
-    answers = root / layout.ANSWERS
-    if answers.is_dir():
-        for _, folder in layout.list_videos(root, layout.ANSWERS):
-            jobs.append((layout.ANSWERS, folder))
+    jobs += [(layout.ANSWERS, folder) for _, folder in videos.get(layout.ANSWERS, [])]
+    problems += _check_layout(root, videos)
     for split, folder in tqdm(jobs, desc="check", unit="video", disable=not progress):
         if split == layout.ANSWERS:
             problems += _check_answers(folder)
         else:
             problems += _check_video(split, folder)
+        problems += _check_meta(folder / layout.META_FILE)
     return problems
 
 

@@ -64,19 +64,26 @@ def list_videos(root: str | Path, split: str) -> list[tuple[int, Path]]:
     """(video index, folder) of every video of a split, sorted by index.
 
     Folders not named `video_<i>` (e.g. temporary folders of an interrupted run) are ignored.
-    Raises `DataError` if the split folder does not exist.
+    Raises `DataError` if the split folder does not exist or two folders name one index
+    (`video_010` and `video_10`), which would make a row of a submission ambiguous.
     """
     if split not in SPLITS and split != ANSWERS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     folder = Path(root) / split
     if not folder.is_dir():
         raise DataError(f"split folder not found: {folder}")
-    videos = []
-    for child in folder.iterdir():
+    if not folder.is_dir():
+        raise DataError(f"split folder not found: {folder}")
+    videos: dict[int, Path] = {}
+    for child in sorted(folder.iterdir()):
         match = _VIDEO_RE.match(child.name)
         if match and child.is_dir():
-            videos.append((int(match.group(1)), child))
-    return sorted(videos)
+            index = int(match.group(1))
+            if index in videos:
+                raise DataError(f"two folders for video {index} in {folder}: {videos[index].name} and "
+                                f"{child.name}; keep one (named {video_name(index)})")
+            videos[index] = child
+    return sorted(videos.items())
 
 
 def read_frame(path: str | Path) -> np.ndarray:

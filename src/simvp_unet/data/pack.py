@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import DataError
+from ..errors import DataError, short_reason
 from ..io import write_json
 from . import layout
 
@@ -93,7 +93,25 @@ def open_packed(root: str | Path, split: str) -> PackedSplit | None:
     if (info.get("version") != _VERSION or info.get("fingerprint") != fingerprint(videos)
             or not all(paths[name].is_file() for name in info.get("arrays", []))):
         return None
+    if check_arrays(root, split, info):
+        return None  # damaged (e.g. truncated): the video files are read instead; `data check` says so
     return PackedSplit(root, split, info)
+
+
+def check_arrays(root: str | Path, split: str, info: dict) -> list[str]:
+    """Problems of a split's packed arrays: unreadable, truncated or of the wrong shape."""
+    paths = _paths(Path(root), split)
+    problems = []
+    for name in info.get("arrays", []):
+        try:
+            array = np.load(paths[name], mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            problems.append(f"damaged pack {paths[name]} ({short_reason(exc)}); run `simvp-unet data pack` again")
+            continue
+        if array.dtype != np.uint8 or len(array) != len(info.get("indices", [])):
+            problems.append(f"pack {paths[name]} holds {array.dtype} {tuple(array.shape)}, not one uint8 row per "
+                            f"video of {paths['index']}; run `simvp-unet data pack` again")
+    return problems
 
 
 def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
