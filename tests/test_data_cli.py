@@ -70,7 +70,6 @@ def test_user_errors_are_one_line_and_exit_2(tiny_data, tmp_path, capsys):
     cases = [
         (["data", "generate", "--out", str(tmp_path / "x"), "--preset", "huge"], "unknown data preset"),
         (["data", "generate", "--out", str(tmp_path / "x"), "--shard", "4/2"], "--shard K/N"),
-        (["data", "generate", "--out", str(tmp_path / "x"), "--train", "-2"], "train must be >= 0"),
         (["data", "show", str(tiny_data), "--video", "999", "--out", str(tmp_path / "a.png")],
          "video 999 not found"),
         (["data", "show", str(tiny_data), "--video", "1", "--out", str(tmp_path / "a.jpg")],
@@ -78,12 +77,15 @@ def test_user_errors_are_one_line_and_exit_2(tiny_data, tmp_path, capsys):
         (["data", "show", str(tiny_data), "--out", str(tmp_path / "a.png")], "needs --video"),
         (["data", "stats", str(copy), "--split", "unlabeled"], "bad meta file "),
         (["data", "pack", str(copy), "--split", "val", "--quiet"], "mask.npy has shape (5, 5)"),
-        (["data", "pack", str(tmp_path / "nothing")], "no split folders"),
+        (["data", "pack", str(tmp_path / "nothing")], "dataset folder not found"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("simvp-unet: error: "), err
         assert message in err, (argv, err)
+    with pytest.raises(SystemExit) as exc:  # refused by the parser: usage and one error line
+        main(["data", "generate", "--out", str(tmp_path / "x"), "--train", "-2"])
+    assert exc.value.code == 2 and "must be >= 0, got -2" in capsys.readouterr().err
     assert not (copy / "packed" / "val.frames.npy").exists()  # no half-written pack
     assert not list((copy / "packed").glob("*tmp*"))

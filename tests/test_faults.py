@@ -160,30 +160,54 @@ def test_full_disk_while_training_names_the_checkpoint(tiny_args, tiny_data, tmp
     assert not list((run / "checkpoints").glob("*")) if (run / "checkpoints").exists() else True
 
 
+def test_full_disk_while_generating_names_the_video(tmp_path, capsys, monkeypatch):
+    import simvp_unet.data.generate as gen
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(gen.layout, "write_frame", full)
+    out = tmp_path / "d"
+    assert main(["data", "generate", "--out", str(out), "--quiet", "--train", "1", "--val", "0",
+                 "--unlabeled", "0", "--hidden", "0"]) == 2
+    err = one_error(capsys)
+    assert f"cannot write {out / 'train' / 'video_0'}: no space left" in err
+    assert layout.list_videos(out, "train") == []  # no half-written video counts as done
+
+
+def test_pack_refuses_when_the_disk_cannot_hold_it(data, capsys, monkeypatch):
+    import simvp_unet.data.pack as pack
+
+    monkeypatch.setattr(pack.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 1000))
+    assert main(["data", "pack", str(data), "--split", "train", "--quiet"]) == 2
+    assert "needs" in one_error(capsys)
+    assert not list((data / "packed").glob("train.*"))
+
+
 # ---------------------------------------------------------------------------- runs of the wrong kind
 
 
-@pytest.mark.parametrize(("option", "given", "got"), [
-    ("--predictor", "segmenter", "Segmenter"),
-    ("--forecaster", "segmenter", "Segmenter"),
-    ("--dynamics", "predictor", "FramePredictor"),
-    ("--segmenter", "predictor", "FramePredictor"),
+@pytest.mark.parametrize(("option", "given"), [
+    ("--predictor", "segmenter"),
+    ("--forecaster", "segmenter"),
+    ("--dynamics", "predictor"),
+    ("--segmenter", "predictor"),
 ])
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
-def test_wrong_kind_of_run(data, runs, tmp_path, capsys, command, option, given, got):
+def test_wrong_kind_of_run(data, runs, tmp_path, capsys, command, option, given):
     argv = [command, "--data", str(data), "--out", str(tmp_path / ("eval" if command == "evaluate" else "s.pt"))]
     if option != "--segmenter":
         argv += ["--segmenter", str(runs["segmenter"])]
     assert main([*argv, option, str(runs[given])]) == 2
     err = one_error(capsys)
-    assert f"{runs[given]} is not a {option[2:]} run" in err and got in err
+    assert f"{runs[given]} is not a {option[2:]} run, it is a {given} run" in err
     assert not (tmp_path / "eval").exists() and not (tmp_path / "s.pt").exists()
 
 
 def test_label_with_a_run_of_the_wrong_kind(data, runs, capsys):
     before = tree(data)
     assert main(["label", "--data", str(data), "--segmenter", str(runs["predictor"])]) == 2
-    assert "is not a segmenter run" in one_error(capsys)
+    assert "is not a segmenter run, it is a predictor run" in one_error(capsys)
     assert tree(data) == before
 
 

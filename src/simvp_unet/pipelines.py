@@ -63,7 +63,9 @@ class Models:
                 continue
             module = load_run(run, which=which, device=device)
             if not isinstance(module, KINDS[kind]):
-                raise ConfigError(f"{run} is not a {kind} run (it holds a {type(module).__name__})")
+                got = next((k for k, served in KINDS.items() if isinstance(module, served)), type(module).__name__)
+                raise ConfigError(f"{run} is not a {kind} run, it is a {got} run; give it as --{got} (or "
+                                  f"give a {kind} run as --{kind})")
             loaded[kind] = module
         return cls(**loaded)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, output_error
 from ..io import write_json
 from . import layout, manifest, meshes, scenes
 
@@ -115,15 +115,18 @@ def _init_worker(mesh_dir: str) -> None:
 
 def _write_folder(tmp: Path, frames: np.ndarray, ts: range, masks: np.ndarray | None,
                   meta: dict | None) -> None:
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for t in ts:
-        layout.write_frame(tmp / layout.frame_name(t), frames[t], atomic=False)
-    if masks is not None:
-        layout.write_mask(tmp / layout.MASK_FILE, masks, atomic=False)
-    if meta is not None:
-        write_json(tmp / layout.META_FILE, meta)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for t in ts:
+            layout.write_frame(tmp / layout.frame_name(t), frames[t], atomic=False)
+        if masks is not None:
+            layout.write_mask(tmp / layout.MASK_FILE, masks, atomic=False)
+        if meta is not None:
+            write_json(tmp / layout.META_FILE, meta)
+    except OSError as exc:  # the video folder, not the file inside the temporary one
+        raise output_error(tmp.parent / tmp.name.removeprefix(_TMP_PREFIX), exc) from None
 
 
 def _render_video(job: tuple[str, str, int, int]) -> tuple[str, int]:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import DataError, short_reason
+from ..errors import DataError, OutputError, output_error, short_reason
 from ..io import write_json
 from . import layout
 
@@ -130,19 +131,27 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
         "frames": (len(videos), len(frames), 3, layout.HEIGHT, layout.WIDTH),  # as the datasets return them
         "masks": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
     }
+    needed = sum(int(np.prod(shapes[name])) for name in arrays)
+    free = shutil.disk_usage(paths["index"].parent).free
+    if free < needed:  # memory-mapped writes on a full disk kill the process (SIGBUS): refuse first
+        raise OutputError(f"cannot write {paths['frames'].parent}: the pack of {split} needs "
+                          f"{needed / 2**30:.2f} GiB, {free / 2**30:.2f} GiB are free; free some space")
     before = fingerprint(videos)
     paths["index"].unlink(missing_ok=True)  # the old pack is invalid from here on
     tmps = {name: paths[name].with_name(f".{paths[name].stem}.tmp.npy") for name in arrays}
     try:
-        out = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=np.uint8,
-                                               shape=shapes[name]) for name in arrays}
-        for n, (_, folder) in enumerate(tqdm(videos, desc=f"pack {split}", disable=not progress)):
-            out["frames"][n] = layout.read_frames(folder, frames).transpose(0, 3, 1, 2)
-            if "masks" in out:
-                out["masks"][n] = layout.read_mask(folder)
-        for array in out.values():
-            array.flush()
-        del out
+        try:
+            out = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=np.uint8,
+                                                   shape=shapes[name]) for name in arrays}
+            for n, (_, folder) in enumerate(tqdm(videos, desc=f"pack {split}", disable=not progress)):
+                out["frames"][n] = layout.read_frames(folder, frames).transpose(0, 3, 1, 2)
+                if "masks" in out:
+                    out["masks"][n] = layout.read_mask(folder)
+            for array in out.values():
+                array.flush()
+            del out
+        except OSError as exc:  # full disk while filling the arrays
+            raise output_error(paths["frames"], exc) from None
         if fingerprint(videos) != before:
             raise DataError(f"{root / split} changed while packing; run `data pack` again")
         for name in ("frames", "masks"):
