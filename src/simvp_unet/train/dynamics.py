@@ -33,7 +33,7 @@ from ..objects.serve import ObjectForecaster
 from ..viz import draw_path
 from .common import TrainModule, TrainSettings, picture_rows
 
-TRACK_FIELDS = ("classes", "present", "center", "whole", "size")
+TRACK_FIELDS = ("classes", "present", "center", "whole", "size", "pseudo")
 
 
 @dataclass
@@ -94,7 +94,7 @@ def window(batch: dict[str, torch.Tensor], shift: int) -> tuple[torch.Tensor, ..
     # slots are filled from the first: cut the empty tail shared by the whole batch (pairs of
     # objects cost K^2)
     used = int((batch["classes"] != BACKGROUND).any(0).nonzero().max()) + 1 if batch["classes"].any() else 1
-    batch = {k: v[:, :used] for k, v in batch.items()}
+    batch = {k: v[:, :used] if v.ndim > 1 else v for k, v in batch.items()}
     present = batch["present"][:, :, shift:end]
     valid = (batch["classes"] != BACKGROUND) & present.any(-1)
     classes = torch.where(valid, batch["classes"], BACKGROUND)
@@ -139,8 +139,12 @@ class DynamicsModule(TrainModule):
 
     @torch.no_grad()
     def fit_to_data(self, train_set: TrackDataset) -> None:
-        """Fit the ground plane and the constant-velocity forecast to the training tracks."""
+        """Fit the ground plane and the constant-velocity forecast to the training tracks of
+        true masks (all tracks when there are none): pseudo-label noise in the velocities
+        would pull the fitted damping down (bench: 0.85 with them, 0.975 without)."""
         a = train_set.arrays
+        if not a["pseudo"].all():
+            a = {k: v[~a["pseudo"]] for k, v in a.items()}
         self.model.plane.fit(a["classes"].numpy(), a["center"].numpy(), a["size"].numpy(),
                              a["whole"].numpy())
         classes, present, center, target, counts = window(a, 0)
