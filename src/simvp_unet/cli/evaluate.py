@@ -58,11 +58,12 @@ def _loader(dataset: Any, batch_size: int, limit: int | None = None) -> DataLoad
 def load_models(segmenter: str | Path, predictor: str | Path | None = None,
                 forecaster: str | Path | None = None, *, which: str = "best",
                 device: torch.device | str = "cpu") -> Models:
-    """Load the given run folders (`simvp_unet.train.load_run`) onto `device`."""
+    """Load the given run folders (`simvp_unet.train.load_run`, models folded for inference)
+    onto `device`."""
     from ..train import load_run
 
     def load(run: str | Path | None) -> Any:
-        return None if run is None else load_run(run, which=which).to(device)
+        return None if run is None else load_run(run, which=which, device=device, fold=True)
 
     return Models(segmenter=load(segmenter), predictor=load(predictor), forecaster=load(forecaster))
 

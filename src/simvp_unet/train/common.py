@@ -21,6 +21,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..config import to_dict
 from ..errors import TrainingDiverged
+from ..hardware import channels_last, has_native_bf16
 from ..io import atomic_path
 from ..viz import grid, save_png
 
@@ -153,19 +154,6 @@ def in_chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
     return list(torch.split(x, size)) if len(x) else [x]
 
 
-def has_native_bf16(accelerator: str = "auto") -> bool:
-    """True when bf16 matrix maths is native here: a bf16-capable CUDA GPU, or a CPU with AVX512-BF16/AMX."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    if accelerator not in ("auto", "cpu"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 # ---------------------------------------------------------------------------- module base
 
 
@@ -191,8 +179,10 @@ class TrainModule(L.LightningModule):
     inference_bf16: bool = False
 
     def inference_autocast(self) -> torch.autocast:
-        """Autocast context of the inference helpers (bf16 where native, else a no-op)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.inference_bf16)
+        """Autocast context of the inference helpers (bf16 where native, else a no-op); asked
+        again at every call, since the module may have moved since `load_run`."""
+        bf16 = self.inference_bf16 and has_native_bf16(self.device.type)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -203,8 +193,10 @@ class TrainModule(L.LightningModule):
                 "then start a new run")
 
     def setup(self, stage: str) -> None:
-        # channels_last: same numbers, 10-35% faster convolutions on CPU and GPU (benchmarks/models.py)
-        self.to(memory_format=torch.channels_last)
+        # same numbers in either memory format; hardware.channels_last says which is faster here
+        device = self.trainer.strategy.root_device.type
+        if channels_last(self.model, "train", device):
+            self.to(memory_format=torch.channels_last)
 
     @property
     def resolution(self) -> tuple[int, int]:

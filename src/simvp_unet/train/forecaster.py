@@ -31,6 +31,7 @@ from torchmetrics import JaccardIndex
 
 from ..classes import NUM_CLASSES
 from ..data.layout import FRAMES, INPUT_FRAMES
+from ..models.fold import upsampled_argmax
 from ..models.simvp import SimVP, SimVPConfig
 from ..viz import mask_to_rgb
 from .common import (
@@ -195,6 +196,6 @@ class ForecasterModule(TrainModule):
         for part in in_chunks(masks, chunk):
             with self.inference_autocast():
                 logits = self(masks_to_size(part.to(self.device), self.resolution))  # (b, 11, 49, h, w)
-            full = logits_to_size(rearrange(logits, "b t k h w -> (b t) k h w"), size).argmax(1)
+            full = upsampled_argmax(rearrange(logits, "b t k h w -> (b t) k h w"), size)
             out.append(rearrange(full, "(b t) h w -> b t h w", b=len(part)).to(masks.device))
         return torch.cat(out)

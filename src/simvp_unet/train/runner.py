@@ -30,8 +30,10 @@ from ..config import from_dict, read_yaml_mapping, resolve, to_dict
 from ..data import layout
 from ..data.datasets import FrameDataset, VideoDataset
 from ..errors import ConfigError, DataError
+from ..hardware import channels_last, has_native_bf16
 from ..io import write_yaml
-from .common import AtomicCheckpointIO, RNGState, TrainModule, has_native_bf16
+from ..models.fold import fold_for_inference
+from .common import AtomicCheckpointIO, RNGState, TrainModule
 from .forecaster import ForecasterConfig, ForecasterModule
 from .predictor import PredictorConfig, PredictorModule
 from .segmenter import SegmenterConfig, SegmenterModule
@@ -84,13 +86,16 @@ def _module_from_checkpoint(ckpt: dict[str, Any], path: Path) -> TrainModule:
     return module
 
 
-def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device = "cpu") -> TrainModule:
+def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device = "cpu",
+             fold: bool = False) -> TrainModule:
     """The trained module of a run folder, in eval mode, with its inference helper.
 
     Args:
         run_dir: a folder written by `simvp-unet train`.
         which: "best" (best validation score) or "last" (latest state).
         device: where to put the module.
+        fold: replace `module.model` by its inference-only equivalent (`models.fold`), faster
+            for the helpers; its weights no longer match the checkpoint's names (not for export).
 
     Returns:
         `SegmenterModule` (`segment`), `PredictorModule` (`predict_frames`) or
@@ -102,9 +107,13 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
     path = checkpoint_path(run_dir, which)
-    module = _module_from_checkpoint(_read_checkpoint(path), path).eval().to(device)
-    module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
-    module.inference_bf16 = has_native_bf16(torch.device(device).type)
+    module = _module_from_checkpoint(_read_checkpoint(path), path).eval()
+    if fold:
+        module.model = fold_for_inference(module.model)
+    module.to(device)
+    if channels_last(module.model, "infer", torch.device(device).type):
+        module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
+    module.inference_bf16 = True  # where bf16 is native (`TrainModule.inference_autocast`)
     return module
 
 

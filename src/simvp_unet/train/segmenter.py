@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torchmetrics import JaccardIndex
 
 from ..classes import NUM_CLASSES
+from ..models.fold import upsampled_argmax
 from ..models.unet import UNet, UNetConfig
 from ..viz import mask_to_rgb
 from .common import (
@@ -103,6 +104,6 @@ class SegmenterModule(TrainModule):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"segment expects uint8 images (N, 3, H, W), got shape {tuple(images.shape)}")
         with self.inference_autocast():
-            out = [logits_to_size(self(part.to(self.device)), images.shape[-2:]).argmax(1).to(images.device)
+            out = [upsampled_argmax(self(part.to(self.device)), images.shape[-2:]).to(images.device)
                    for part in in_chunks(images, chunk)]
         return torch.cat(out)
