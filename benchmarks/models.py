@@ -114,13 +114,13 @@ def interleaved(steps: dict[str, Callable[[], object]], repeats: int) -> dict[st
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def example(case: Case) -> tuple[torch.Tensor, torch.Tensor, Callable]:
+def example(case: Case, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, Callable]:
     """Input, target and loss function of a case."""
     torch.manual_seed(0)
     shape = (case.batch, *case.input_shape)
     if case.target == "class-ids":
-        x = torch.randint(0, 49, shape)
-        target = torch.randint(0, 49, shape)
+        x = torch.randint(0, model.config.input_classes, shape)
+        target = torch.randint(0, model.config.out_channels, shape)
 
         def loss(y, t):
             return F.cross_entropy(y.flatten(0, 1).float(), t.flatten(0, 1))
@@ -139,8 +139,7 @@ def example(case: Case) -> tuple[torch.Tensor, torch.Tensor, Callable]:
 
 def train_steps(case: Case, model: nn.Module, args) -> dict[str, Callable[[], object]]:
     """A training step per setting, each on its own copy of `model`."""
-    x, target, loss_fn = example(case)
-    native = has_native_bf16("cpu")
+    x, target, loss_fn = example(case, model)
 
     def make(memory_format=torch.contiguous_format, bf16=False, compiled=False, **adam):
         net = copy.deepcopy(model).train().to(memory_format=memory_format)
@@ -162,7 +161,7 @@ def train_steps(case: Case, model: nn.Module, args) -> dict[str, Callable[[], ob
         "fp32, fused Adam": make(fused=True),
         "fp32 channels_last, fused Adam": make(cl, fused=True),
     }
-    if native or case.repeats > 3:  # emulated bf16 of the paper's SimVP takes minutes a step
+    if args.bf16 == "always" or (args.bf16 == "auto" and has_native_bf16("cpu")):
         steps["bf16 autocast channels_last, fused Adam"] = make(cl, bf16=True, fused=True)
     if args.compile:
         chosen = cl if channels_last(model, "train", "cpu") else torch.contiguous_format
@@ -189,7 +188,7 @@ def onnx_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[],
 
 def infer_steps(case: Case, model: nn.Module, args) -> tuple[dict[str, Callable], dict[str, float]]:
     """An inference call per setting, and each setting's largest difference from the baseline."""
-    x, _, _ = example(case)
+    x, _, _ = example(case, model)
     model = model.eval()
     cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     folded = fold_for_inference(model)
@@ -208,8 +207,9 @@ def infer_steps(case: Case, model: nn.Module, args) -> tuple[dict[str, Callable]
     }
     if not args.isa_limited and not args.no_onnx:
         steps["fp32 ONNX Runtime"] = onnx_runner(model, x, args.threads)
-    steps["bf16 autocast channels_last"] = run(cl_model, bf16=True)
-    steps["bf16 autocast folded"] = run(folded, bf16=True)
+    if args.bf16 == "always" or (args.bf16 == "auto" and has_native_bf16("cpu")):
+        steps["bf16 autocast channels_last"] = run(cl_model, bf16=True)
+        steps["bf16 autocast folded"] = run(folded, bf16=True)
     if args.compile:
         import torch._inductor.config as inductor
 
@@ -284,6 +284,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add torch.compile settings (slow)")
     parser.add_argument("--infer-only", action="store_true", help="skip training")
     parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    parser.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
+                        help="bf16 settings: auto = only where bf16 is native (emulated bf16 "
+                             "takes minutes a step for the paper's SimVP)")
     args = parser.parse_args()
     if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
         # the limits are read when torch starts: run again in a process that has them

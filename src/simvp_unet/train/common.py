@@ -204,7 +204,10 @@ class TrainModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cfg = self.config
-        optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one kernel over all parameters instead of a loop (benchmarks/models.py: 1.02-1.05x
+        # a training step on a 2-core CPU); the same update up to float rounding
+        fused = self.device.type in ("cpu", "cuda")
+        optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         if cfg.schedule == "constant":
             return optimizer
         # Counts every step of the whole run (epochs, max_steps, limits, devices), so that a
