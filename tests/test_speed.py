@@ -184,6 +184,7 @@ def test_channels_last_choice(cpu_is):
     cpu_is(AVX2_CPU)
     assert not channels_last(paper_incep(), "train")  # measured slower on AVX2
     assert channels_last(small_incep(), "train")
+    assert not channels_last(forecaster_cpu(), "train")
     assert channels_last(UNet(UNetConfig(base_channels=16)), "train")
     assert channels_last(paper_incep(), "infer")
     cpu_is(BF16_CPU)

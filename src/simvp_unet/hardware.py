@@ -137,21 +137,18 @@ def channels_last(model: nn.Module, direction: Literal["train", "infer"],
     training or inference on `device_type`; the numbers are the same either way.
 
     Measured in benchmarks/models.py (results/models_native.md and models_avx2.md): inference is
-    faster in channels_last for every model, on AVX2 and on AVX-512 (oneDNN's channels_last
+    faster in channels_last for every model, with AVX2 and with AVX-512 (oneDNN's channels_last
     kernels need no reorder of the activations; the folded models are channels_last anyway),
-    and so is training on AVX-512. On an AVX2 CPU oneDNN's channels_last backward-weights
-    kernels are slower, which costs more than it saves for the paper-size Inception translator
-    (hid_T 512: large grouped kernels) and less for the smaller models.
+    and so is training with AVX-512. With AVX2 only, oneDNN's channels_last backward kernels
+    are slower: training in channels_last is faster for the U-Net and the small Inception
+    SimVP, and slower for the paper-size Inception SimVP (hid_T 512) and the gSTA SimVP.
     """
     if device_type != "cpu" or direction == "infer":
         return True  # GPUs: cuDNN's NHWC kernels (not measured here: no GPU)
     if cpu_features().avx512_in_use:
         return True
-    return not _wide_inception(model)
-
-
-def _wide_inception(model: nn.Module) -> bool:
     from .models.simvp import SimVP
 
-    config = getattr(model, "config", None)
-    return isinstance(model, SimVP) and config.translator == "incep" and config.temporal_channels >= 512
+    if isinstance(model, SimVP):
+        return model.config.translator == "incep" and model.config.temporal_channels < 512
+    return True

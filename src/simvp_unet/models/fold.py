@@ -32,10 +32,9 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
-from .simvp import GSTABlock, InceptionBlock, SimVP
+from .simvp import GSTABlock, SimVP
 from .unet import UNet
 
 # ---------------------------------------------------------------------------------------------
@@ -148,30 +147,6 @@ class FoldedConv(nn.Module):
 # The models
 
 
-class FoldedInceptionBlock(nn.Module):
-    """`InceptionBlock` with its branches' outputs normalised together: the four convolutions'
-    outputs are stacked along channels, so that one GroupNorm (4 x groups groups, each one of
-    the branches' own) and one LeakyReLU replace four of each, and one sum three additions."""
-
-    def __init__(self, block: InceptionBlock):
-        super().__init__()
-        norms = [branch.norm for branch in block.branches]
-        self.reduce = FoldedConv(block.reduce)
-        self.convs = nn.ModuleList(FoldedConv(branch.conv) for branch in block.branches)
-        self.groups = sum(norm.num_groups for norm in norms)
-        self.eps = norms[0].eps
-        self.slope = block.branches[0].act.negative_slope
-        self.register_buffer("norm_weight", torch.cat([norm.weight for norm in norms]).detach().clone())
-        self.register_buffer("norm_bias", torch.cat([norm.bias for norm in norms]).detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.reduce(x)
-        y = torch.cat([conv(x) for conv in self.convs], dim=1)  # (B, branches * C, H, W)
-        y = F.leaky_relu_(F.group_norm(y, self.groups, self.norm_weight, self.norm_bias, self.eps),
-                          self.slope)
-        return rearrange(y, "b (n c) h w -> b n c h w", n=len(self.convs)).sum(1)
-
-
 class FoldedGSTABlock(nn.Module):
     """`GSTABlock` with its BatchNorms and layer scales folded:
 
@@ -229,7 +204,6 @@ def _replace(model: nn.Module, kinds: tuple[type, ...], make) -> None:
 
 def _fold_simvp(model: SimVP) -> None:
     _replace(model, (GSTABlock,), FoldedGSTABlock)
-    _replace(model, (InceptionBlock,), FoldedInceptionBlock)
     _replace(model, (nn.Conv2d, nn.ConvTranspose2d), FoldedConv)
 
 
