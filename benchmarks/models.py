@@ -1,217 +1,324 @@
-"""Speed of the models: parameters, MACs, training and inference samples/s per precision setting.
+"""Speed of the models per setting, as ratios to the float32 eager baseline of the same run.
 
-    python benchmarks/models.py            # the paper config and CPU sizes, about 3 minutes on 2 cores
-    python benchmarks/models.py --quick    # tiny sizes, a smoke test of the script (seconds)
+    python benchmarks/models.py                  # this CPU as it is (cases: see --case)
+    python benchmarks/models.py --isa avx2       # what a CPU with AVX2 and no AVX-512 sees
+    python benchmarks/models.py --case paper     # one case (the paper's SimVP: slow, few repeats)
+    python benchmarks/models.py --quick          # tiny sizes, a smoke test of the script (seconds)
 
-Prints a markdown table and writes it to benchmarks/results/models.md (not with --quick). Settings: float32 or bf16 autocast, contiguous or channels_last
-memory format, on the CPU (with 2 threads unless --threads) and on CUDA when present. A training
-step is forward, loss, backward and an Adam step; inference runs under torch.inference_mode.
-The "x public" columns divide by the speed of the public reference code measured on a 2-core
-machine of this kind (float32, 2 threads; see docs/reference.md).
+Every setting of a case is timed in one loop: each repeat runs every setting once, so that the
+load of other jobs on a shared machine falls on all of them alike, and the median over the
+repeats counts. Ratios divide the baseline's median by the setting's: the baseline is float32,
+the default memory format and eager PyTorch, with torch.optim.Adam as Lightning created it
+before (a for-loop over the parameters on a CPU). A training step is forward, loss, backward
+and an Adam step; inference runs under torch.inference_mode. "max |diff|" is the largest
+difference of the setting's outputs from the baseline's on the same input.
+
+--isa avx2 runs the benchmark in a new process with ATEN_CPU_CAPABILITY=avx2 (torch's own
+kernels), ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's convolutions) and MKL_ENABLE_INSTRUCTIONS=AVX2, and
+checks that torch took the limit. ONNX Runtime has no such limit (it picks AVX-512 kernels
+where the CPU has them), so it is measured only without --isa.
+
+Results go to benchmarks/results/models_<isa>.md, one section per case (a run of some cases
+keeps the other sections of the file), with the CPU's features and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
-import platform
+import statistics
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
-from simvp_unet.io import write_text
-from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig
+import torch  # noqa: E402 - after AVX2_ENV, which must be set before torch starts (see main)
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from simvp_unet.hardware import channels_last, cpu_features, has_native_bf16  # noqa: E402
+from simvp_unet.io import write_text  # noqa: E402
+from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig  # noqa: E402
+from simvp_unet.models.fold import fold_for_inference  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
 
 @dataclass
 class Case:
-    """One model at one input size, with the public code's speed where it is known."""
+    """One model at one input size."""
 
     name: str
-    build: object  # () -> nn.Module
+    build: Callable[[], nn.Module]
     input_shape: tuple[int, ...]  # one sample, no batch dimension
     batch: int
-    target: str  # "frames" (MSE) or "classes" (cross-entropy over dim 1)
-    public_train: float | None = None  # samples/s of the public code, float32, 2 threads
-    public_infer: float | None = None
+    target: str  # "frames" (MSE), "classes" (cross-entropy over dim 1), "class-ids" (SimVP on ids)
+    repeats: int = 5
 
 
-def simvp(frames, channels, spatial, temporal, nt, translator="incep", **kw):
-    return lambda: SimVP(
-        SimVPConfig(
-            in_frames=frames,
-            out_frames=frames,
-            in_channels=channels,
-            out_channels=channels,
-            spatial_channels=spatial,
-            temporal_channels=temporal,
-            temporal_blocks=nt,
-            translator=translator,
-            **kw,
-        )
-    )
+def simvp(spatial, temporal, nt, translator="incep", **kw) -> Callable[[], nn.Module]:
+    return lambda: SimVP(SimVPConfig(spatial_channels=spatial, temporal_channels=temporal,
+                                     temporal_blocks=nt, translator=translator, **kw))
 
 
-def cases(quick: bool) -> list[Case]:
-    if quick:
-        return [
-            Case("SimVP incep 8/16/4/2", simvp(3, 3, 8, 16, 2), (3, 3, 16, 24), 2, "frames"),
-            Case("SimVP gsta 8/16/4/2", simvp(3, 3, 8, 16, 2, "gsta"), (3, 3, 16, 24), 2, "frames"),
-            Case("U-Net base 4", lambda: UNet(UNetConfig(base_channels=4)), (3, 32, 48), 2, "classes"),
-        ]
-    return [
-        Case("SimVP incep 64/512/4/8 (paper)", simvp(11, 3, 64, 512, 8),
-             (11, 3, 160, 240), 1, "frames", 0.12, 0.5),
-        Case("SimVP incep 16/256/4/4", simvp(11, 3, 16, 256, 4),
-             (11, 3, 80, 120), 4, "frames", 5.1, 17.0),
-        Case("SimVP gsta 16/256/4/4", simvp(11, 3, 16, 256, 4, "gsta"),
-             (11, 3, 80, 120), 4, "frames"),
-        Case("U-Net base 64 (paper)", lambda: UNet(UNetConfig()), (3, 160, 240), 1, "classes"),
-        Case("U-Net base 16", lambda: UNet(UNetConfig(base_channels=16)), (3, 160, 240), 4, "classes"),
-    ]  # fmt: skip
+def forecaster_cpu() -> nn.Module:
+    """The forecaster of the cpu preset: gSTA 16/128/2/4, class ids in, 49 logits out."""
+    return SimVP(SimVPConfig(input_classes=49, out_channels=49, spatial_channels=16,
+                             temporal_channels=128, spatial_blocks=2, temporal_blocks=4,
+                             translator="gsta", extra_downsample=True, copy_prior=4.0))
 
 
-def count_macs(case: Case) -> float:
-    """Multiply-accumulates of one forward pass of one sample, counted on the meta device."""
-    with torch.device("meta"):
-        model = case.build()
-        x = torch.empty(1, *case.input_shape)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() / 2
+CASES = {
+    "paper": Case("SimVP incep 64/512/4/8 (paper)", simvp(64, 512, 8), (11, 3, 160, 240), 1,
+                  "frames", repeats=3),
+    "incep16": Case("SimVP incep 16/256/4/4", simvp(16, 256, 4), (11, 3, 80, 120), 4, "frames"),
+    "forecaster": Case("SimVP gSTA 16/128/2/4, class ids (forecaster, cpu preset)", forecaster_cpu,
+                       (11, 80, 120), 4, "class-ids"),
+    "unet16": Case("U-Net base 16 (segmenter, cpu preset)", lambda: UNet(UNetConfig(base_channels=16)),
+                   (3, 80, 120), 16, "classes"),
+    "unet64": Case("U-Net base 64 (paper)", lambda: UNet(UNetConfig()), (3, 160, 240), 1, "classes",
+                   repeats=3),
+}
+QUICK = {
+    "incep": Case("SimVP incep 8/16/4/2", simvp(8, 16, 2, in_frames=3, out_frames=3), (3, 3, 16, 24),
+                  2, "frames", repeats=1),
+    "gsta": Case("SimVP gSTA 8/16/4/2, class ids",
+                 lambda: SimVP(SimVPConfig(in_frames=3, out_frames=3, input_classes=5, out_channels=5,
+                                           spatial_channels=8, temporal_channels=16, temporal_blocks=2,
+                                           translator="gsta")), (3, 16, 24), 2, "class-ids", repeats=1),
+    "unet": Case("U-Net base 4", lambda: UNet(UNetConfig(base_channels=4)), (3, 32, 48), 2, "classes",
+                 repeats=1),
+}
 
 
-def timed(step, device: torch.device, min_seconds: float, max_iters: int) -> float:
-    """Fastest seconds per call of `step` after one warm-up call, over timed calls made until
-    `min_seconds` have passed or `max_iters` calls were made. The minimum, not the mean: on a
-    machine shared with other jobs, the fastest call is the one least slowed by them."""
+# ---------------------------------------------------------------------------------------------
+# Timing
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
-    step()
-    sync()
-    times, start = [], time.perf_counter()
-    while True:
-        begin = time.perf_counter()
+def interleaved(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of every step, after one warm-up call each; every repeat calls
+    every step once, in turn."""
+    for step in steps.values():
         step()
-        sync()
-        times.append(time.perf_counter() - begin)
-        if time.perf_counter() - start >= min_seconds or len(times) >= max_iters:
-            return min(times)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def measure(case: Case, device: torch.device, bf16: bool, channels_last: bool, args) -> tuple[float, float]:
-    """Training and inference samples/s of `case` in one setting."""
+def example(case: Case, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, Callable]:
+    """Input, target and loss function of a case."""
     torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = case.build().to(device).to(memory_format=fmt)
-    x = torch.rand(case.batch, *case.input_shape, device=device)
-    if x.dim() == 4:
-        x = x.contiguous(memory_format=fmt)
+    shape = (case.batch, *case.input_shape)
+    if case.target == "class-ids":
+        x = torch.randint(0, model.config.input_classes, shape)
+        target = torch.randint(0, model.config.out_channels, shape)
+
+        def loss(y, t):
+            return F.cross_entropy(y.flatten(0, 1).float(), t.flatten(0, 1))
+
+        return x, target, loss
+    x = torch.rand(shape)
     if case.target == "frames":
-        target = torch.rand_like(x)
-        loss_fn = torch.nn.functional.mse_loss
-    else:
-        target = torch.randint(0, 49, (case.batch, *case.input_shape[-2:]), device=device)
-        loss_fn = torch.nn.functional.cross_entropy
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = loss_fn(model(x).float(), target)
-        loss.backward()
-        optimizer.step()
-
-    def infer_step():
-        with torch.inference_mode(), autocast:
-            model(x)
-
-    model.train()
-    train = timed(train_step, device, args.min_seconds, args.max_iters)
-    model.eval()
-    infer = timed(infer_step, device, args.min_seconds, args.max_iters)
-    return case.batch / train, case.batch / infer
+        return x, torch.rand_like(x), lambda y, t: F.mse_loss(y.float(), t)
+    return x, torch.randint(0, 49, (case.batch, *case.input_shape[-2:])), \
+        lambda y, t: F.cross_entropy(y.float(), t)
 
 
-def ratio(value: float, reference: float | None) -> str:
-    return f"{value / reference:.2f}x" if reference else ""
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+def train_steps(case: Case, model: nn.Module, args) -> dict[str, Callable[[], object]]:
+    """A training step per setting, each on its own copy of `model`."""
+    x, target, loss_fn = example(case, model)
+
+    def make(memory_format=torch.contiguous_format, bf16=False, compiled=False, **adam):
+        net = copy.deepcopy(model).train().to(memory_format=memory_format)
+        forward = torch.compile(net) if compiled else net
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, **adam)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(forward(x), target)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    cl = torch.channels_last
+    steps = {
+        "fp32 (baseline)": make(),
+        "fp32, fused Adam": make(fused=True),
+        "fp32 channels_last, fused Adam": make(cl, fused=True),
+    }
+    if args.bf16 == "always" or (args.bf16 == "auto" and has_native_bf16("cpu")):
+        steps["bf16 autocast channels_last, fused Adam"] = make(cl, bf16=True, fused=True)
+    if args.compile:
+        chosen = cl if channels_last(model, "train", "cpu") else torch.contiguous_format
+        steps["fp32 torch.compile, fused Adam"] = make(chosen, fused=True, compiled=True)
+    return steps
+
+
+def onnx_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], torch.Tensor]:
+    """An ONNX Runtime session of `model` (exported at x's shape), as a function of nothing."""
+    import onnxruntime as ort
+
+    from simvp_unet.models.export import export_onnx
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_onnx(model, x, path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+    return lambda: torch.from_numpy(session.run(None, feed)[0])
+
+
+def infer_steps(case: Case, model: nn.Module, args) -> tuple[dict[str, Callable], dict[str, float]]:
+    """An inference call per setting, and each setting's largest difference from the baseline."""
+    x, _, _ = example(case, model)
+    model = model.eval()
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    folded = fold_for_inference(model)
+
+    def run(net, bf16=False):
+        def call():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                return net(x)
+
+        return call
+
+    steps = {
+        "fp32 (baseline)": run(model),
+        "fp32 channels_last": run(cl_model),
+        "fp32 folded (models/fold.py)": run(folded),
+    }
+    if not args.isa_limited and not args.no_onnx:
+        steps["fp32 ONNX Runtime"] = onnx_runner(model, x, args.threads)
+    if args.bf16 == "always" or (args.bf16 == "auto" and has_native_bf16("cpu")):
+        steps["bf16 autocast channels_last"] = run(cl_model, bf16=True)
+        steps["bf16 autocast folded"] = run(folded, bf16=True)
+    if args.compile:
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True  # weights as constants: folded and prepacked by inductor
+        compiled = torch.compile(copy.deepcopy(cl_model))
+        start = time.perf_counter()
+        run(compiled)()
+        args.notes.append(f"{case.name}: torch.compile (freezing) of inference took "
+                          f"{time.perf_counter() - start:.0f} s to compile")
+        steps["fp32 torch.compile (freezing)"] = run(compiled)
+    reference = steps["fp32 (baseline)"]().float()
+    diffs = {name: float((step().float() - reference).abs().max()) for name, step in steps.items()}
+    return steps, diffs
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def measure(case: Case, args) -> list[str]:
+    """Table rows of one case."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in case.build().parameters())
+    torch.manual_seed(0)
+    model = case.build()
+    repeats = 1 if args.quick else args.repeats or case.repeats
+    rows = []
+    if not args.infer_only:
+        pick = "channels_last" if channels_last(model, "train", "cpu") else "default format"
+        train = interleaved(train_steps(case, model, args), repeats)
+        base = train["fp32 (baseline)"]
+        rows += [f"| train | {name} | {t:.3g} | {base / t:.2f}x | |" for name, t in train.items()]
+        args.notes.append(f"{case.name}: hardware.channels_last picks the {pick} for training here")
+    steps, diffs = infer_steps(case, model, args)
+    infer = interleaved(steps, repeats)
+    base = infer["fp32 (baseline)"]
+    rows += [f"| infer | {name} | {t:.3g} | {base / t:.2f}x | {diffs[name]:.1e} |"
+             for name, t in infer.items()]
+    shape = "x".join(map(str, case.input_shape))
+    head = [f"## {case.name}", "",
+            f"Input {shape} per sample, batch {case.batch}, {params:,} parameters; median of "
+            f"{repeats} interleaved repeats. Load average (1 min) {os.getloadavg()[0]:.1f} at the end.",
+            "", "| direction | setting | seconds per batch | x baseline | max abs diff |",
+            "|---|---|---:|---:|---:|"]
+    return head + rows + [""]
+
+
+def write_report(path: Path, sections: dict[str, list[str]], header: list[str]) -> None:
+    """Write the header and one section per case; keep sections of other cases already there."""
+    old: dict[str, str] = {}
+    if path.is_file():
+        for chunk in path.read_text().split("\n## ")[1:]:
+            old["## " + chunk.split("\n", 1)[0]] = "## " + chunk.rstrip("\n") + "\n"
+    new = {lines[0]: "\n".join(lines) for lines in sections.values()}
+    order = [c.name for c in CASES.values()]
+    titles = sorted({**old, **new}, key=lambda t: order.index(t[3:]) if t[3:] in order else len(order))
+    body = "\n".join({**old, **new}[t].rstrip("\n") + "\n" for t in titles)
+    write_text(path, "\n".join(header) + "\n\n" + body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="Measure parameters, MACs and samples/s of SimVP and U-Net.",
-        epilog="example: python benchmarks/models.py --quick",
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one timed step each")
+        description="Measure training and inference speed of SimVP and U-Net per setting, "
+                    "as ratios to the float32 eager baseline.",
+        epilog="example: python benchmarks/models.py --isa avx2 --case incep16")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="native: this CPU as it is; avx2: limit torch and oneDNN to AVX2")
+    parser.add_argument("--case", action="append", choices=list(CASES), help="cases to run (default all)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (a smoke test)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--min-seconds", type=float, default=None, help="time each measure this long")
-    parser.add_argument("--max-iters", type=int, default=None, help="at most this many timed steps")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per setting (default per case)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile settings (slow)")
+    parser.add_argument("--infer-only", action="store_true", help="skip training")
+    parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    parser.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
+                        help="bf16 settings: auto = only where bf16 is native (emulated bf16 "
+                             "takes minutes a step for the paper's SimVP)")
     args = parser.parse_args()
-    args.min_seconds = args.min_seconds if args.min_seconds is not None else (0.0 if args.quick else 1.5)
-    args.max_iters = args.max_iters if args.max_iters is not None else (1 if args.quick else 3)
+    if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        # the limits are read when torch starts: run again in a process that has them
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
+    args.isa_limited = args.isa == "avx2"
+    if args.isa_limited and torch.backends.cpu.get_cpu_capability() != "AVX2":
+        raise SystemExit(f"--isa avx2: torch uses {torch.backends.cpu.get_cpu_capability()}, not AVX2")
+    args.notes = []
     torch.set_num_threads(args.threads)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
 
-    load_before = os.getloadavg()[0]
-    header = (
-        "| model | input (1 sample) | batch | params | GMACs/sample | device | setting "
-        "| train samples/s | infer samples/s | train x public | infer x public |"
-    )
-    lines = [header, "|" + "---|" * 11]
-    print(header, flush=True)
-    print(lines[1], flush=True)
-    for case in cases(args.quick):
-        with torch.device("meta"):
-            params = sum(p.numel() for p in case.build().parameters())
-        macs = count_macs(case)
-        for device in devices:
-            for bf16 in (False, True):
-                for channels_last in (False, True):
-                    train, infer = measure(case, device, bf16, channels_last, args)
-                    setting = ("bf16" if bf16 else "fp32") + (" channels_last" if channels_last else "")
-                    line = (
-                        f"| {case.name} | {'x'.join(map(str, case.input_shape))} | {case.batch} "
-                        f"| {params:,} | {macs / 1e9:.3g} | {device.type} | {setting} "
-                        f"| {train:.3g} | {infer:.3g} | {ratio(train, case.public_train)} "
-                        f"| {ratio(infer, case.public_infer)} |"
-                    )
-                    lines.append(line)
-                    print(line, flush=True)
-
-    cpu = platform.processor() or platform.machine()
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    report = "\n".join(
-        [
-            "# Model speed",
-            "",
-            f"`python benchmarks/models.py{' --quick' if args.quick else ''}`: torch {torch.__version__}, "
-            f"{args.threads} CPU threads ({cpu}){gpu}. One warm-up step, then "
-            f"timed steps for at least {args.min_seconds} s or {args.max_iters} steps; the fastest "
-            "step counts. "
-            "Training step = forward + loss + backward + Adam. The public code's speed "
-            "(float32, 2 threads, same kind of machine) is from docs/reference.md. "
-            f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
-            "the run (above the thread count: other jobs shared the CPU).",
-            "",
-            *lines,
-            "",
-        ]
-    )
+    features = cpu_features()
+    load = os.getloadavg()[0]
+    header = [
+        "# Model speed",
+        "",
+        f"`python benchmarks/models.py{' --isa avx2' if args.isa_limited else ''}`; "
+        f"{args.threads} threads. CPU: {features.summary()}.",
+    ]
+    print("\n".join(header), flush=True)
+    print(f"load average (1 min) at the start: {load:.1f}", flush=True)
+    cases = QUICK if args.quick else {k: CASES[k] for k in (args.case or CASES)}
+    sections = {}
+    for key, case in cases.items():
+        sections[key] = measure(case, args)
+        print("\n".join(sections[key]), flush=True)
+    for note in args.notes:
+        print(f"- {note}")
     if args.quick:
         return  # a smoke test: the numbers of tiny models are not worth keeping
-    write_text(RESULTS / "models.md", report)
-    print(f"\nwritten to {RESULTS / 'models.md'}")
+    path = RESULTS / f"models_{args.isa}.md"
+    write_report(path, sections, header)
+    print(f"\nwritten to {path}")
 
 
 if __name__ == "__main__":

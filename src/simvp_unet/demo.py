@@ -124,7 +124,7 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
         ("segmenter", "train the U-Net on labeled frames",
          lambda: _train("segmenter", data, runs / "segmenter", presets)),
         ("label", "pseudo-label the unlabeled videos with the segmenter",
-         lambda: label(data, load_run(runs / "segmenter", device=device), splits=("unlabeled",),
+         lambda: label(data, load_run(runs / "segmenter", device=device, fold=True), splits=("unlabeled",),
                        device=device)),
         ("predictor", "train SimVP on frames (the paper's pipeline)",
          lambda: _train("predictor", data, runs / "predictor", presets)),

@@ -31,7 +31,9 @@ from .classes import NUM_CLASSES
 from .config import from_dict
 from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
 from .errors import ConfigError, DataError, short_reason
+from .hardware import channels_last, has_native_bf16
 from .models import export as exporters
+from .models.fold import fold_for_inference, upsampled_argmax
 from .models.simvp import SimVP, SimVPConfig
 from .models.unet import UNet, UNetConfig
 from .objects.serve import ObjectForecaster
@@ -94,19 +96,6 @@ def in_chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
 def default_device() -> torch.device:
     """The GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def has_native_bf16(accelerator: str = "auto") -> bool:
-    """True when bf16 matrix maths is native here: a bf16-capable CUDA GPU, or a CPU with AVX512-BF16/AMX."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    if accelerator not in ("auto", "cpu"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @functools.cache
@@ -204,7 +193,7 @@ class Segmenter(Served):
             raise ValueError(f"segment expects uint8 images (N, 3, H, W), got shape {tuple(images.shape)}")
         size = tuple(images.shape[-2:])
         with self.autocast():
-            out = [logits_to_size(self(part.to(self.device)), size).argmax(1).to(images.device)
+            out = [upsampled_argmax(self(part.to(self.device)), size).to(images.device)
                    for part in in_chunks(images, chunk)]
         return torch.cat(out)
 
@@ -338,7 +327,7 @@ class MaskForecaster(Served):
         for part in in_chunks(masks, chunk):
             with self.autocast():
                 logits = self(masks_to_size(part.to(self.device), self.resolution))  # (b, 11, 49, h, w)
-            full = logits_to_size(rearrange(logits, "b t k h w -> (b t) k h w"), size).argmax(1)
+            full = upsampled_argmax(rearrange(logits, "b t k h w -> (b t) k h w"), size)
             out.append(rearrange(full, "(b t) h w -> b t h w", b=len(part)).to(masks.device))
         return torch.cat(out)
 
@@ -379,7 +368,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device = "cpu") -> Served:
+def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device = "cpu",
+             fold: bool = False) -> nn.Module:
     """The served module of a run folder, in eval mode, with its trained weights.
 
     The checkpoint's `state_dict` is the trainer's, whose network is its `model`: the weights
@@ -389,6 +379,9 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
         run_dir: a folder written by `simvp-unet train`.
         which: "best" (best validation score) or "last" (latest state).
         device: where to put the module (it can be moved later; precision follows the device).
+        fold: replace a U-Net's or SimVP's network by its inference-only equivalent
+            (`models.fold`: the same function up to float rounding, faster); not for export or
+            training.
 
     Returns:
         A `Segmenter`, `FramePredictor` or `MaskForecaster`, according to the run's kind.
@@ -410,8 +403,13 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
         module.model.load_state_dict(weights)
     except RuntimeError as exc:
         raise DataError(f"{path}: weights do not fit the stored config: {exc}") from None
-    module = module.eval().to(device)
-    return module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
+    module = module.eval()
+    if fold and isinstance(module.model, (UNet, SimVP)):
+        module.model = fold_for_inference(module.model)
+    module = module.to(device)
+    if channels_last(module.model, "infer", torch.device(device).type):
+        module = module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
+    return module
 
 
 def export(run: str | Path, fmt: str, out: str | Path | None = None, *, which: str = "best") -> Path:

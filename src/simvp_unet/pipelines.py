@@ -61,7 +61,7 @@ class Models:
                 raise ConfigError(f"unknown kind of run {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
             if run is None:
                 continue
-            module = load_run(run, which=which, device=device)
+            module = load_run(run, which=which, device=device, fold=True)
             if not isinstance(module, KINDS[kind]):
                 got = next((k for k, served in KINDS.items() if isinstance(module, served)), type(module).__name__)
                 raise ConfigError(f"{run} is not a {kind} run, it is a {got} run; give it as --{got} (or "

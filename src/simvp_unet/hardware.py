@@ -1,0 +1,154 @@
+"""The machine in hand: CPU features, whether bf16 is native, and the memory format that is faster.
+
+    from simvp_unet.hardware import channels_last, cpu_features, has_native_bf16
+    print(cpu_features().summary())       # "Intel(R) Xeon(R) ...: AVX2 yes, AVX-512 no, ..."
+    has_native_bf16("cpu")                # False on an AVX2 CPU: bf16 is emulated there
+    channels_last(model, "train", "cpu")  # the memory format to train `model` with here
+
+bf16 is only worth it where the hardware computes it: a CUDA GPU that supports it, or a CPU with
+AVX512-BF16 or AMX. On an AVX2 CPU, bf16 autocast emulates every bf16 operation and a training
+step of the paper's SimVP takes about 14 times as long as in float32 (issue 12).
+
+Torch and oneDNN can be told to use fewer instructions than the CPU has (ATEN_CPU_CAPABILITY=avx2,
+ONEDNN_MAX_CPU_ISA=AVX2; benchmarks/models.py --isa avx2 does this to measure what an AVX2 CPU
+sees); the answers here follow those limits, not only the CPU's flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+# oneDNN's instruction-set names, lowest first, as ONEDNN_MAX_CPU_ISA takes them; bf16 is
+# computed natively from AVX512_CORE_BF16 on.
+_ONEDNN_ISAS = ["SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16",
+                "AVX10_1_512_AMX", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16",
+                "AVX512_CORE_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "DEFAULT", "ALL"]
+
+
+@dataclass(frozen=True)
+class CPUFeatures:
+    """What the CPU offers and what torch may use of it.
+
+    Args:
+        name: the CPU's model name.
+        avx2, avx512, avx512_bf16, amx: the CPU has AVX2, AVX-512 (F), AVX512-BF16, AMX-BF16.
+        torch_isa: the instruction set of torch's own kernels (`get_cpu_capability()`: "AVX2",
+            "AVX512", "DEFAULT", ...); ATEN_CPU_CAPABILITY lowers it.
+        onednn_isa: ONEDNN_MAX_CPU_ISA when set (the convolutions' limit), else "ALL".
+        torch_version: torch's version and whether it has oneDNN.
+    """
+
+    name: str
+    avx2: bool
+    avx512: bool
+    avx512_bf16: bool
+    amx: bool
+    torch_isa: str
+    onednn_isa: str
+    torch_version: str
+
+    @property
+    def native_bf16(self) -> bool:
+        """bf16 maths is computed by the hardware, and torch and oneDNN may use it."""
+        allowed = _ONEDNN_ISAS.index(self.onednn_isa) >= _ONEDNN_ISAS.index("AVX512_CORE_BF16")
+        return (self.avx512_bf16 or self.amx) and allowed and self.torch_isa.startswith("AVX512")
+
+    @property
+    def avx512_in_use(self) -> bool:
+        """torch's kernels and oneDNN's may use AVX-512 here."""
+        allowed = _ONEDNN_ISAS.index(self.onednn_isa) >= _ONEDNN_ISAS.index("AVX512_CORE")
+        return self.avx512 and allowed and self.torch_isa.startswith("AVX512")
+
+    def summary(self) -> str:
+        """One line for benchmark reports."""
+
+        def yes(flag: bool) -> str:
+            return "yes" if flag else "no"
+
+        return (f"{self.name}: AVX2 {yes(self.avx2)}, AVX-512 {yes(self.avx512)}, "
+                f"AVX512-BF16 {yes(self.avx512_bf16)}, AMX {yes(self.amx)}; torch {self.torch_version} "
+                f"kernels {self.torch_isa}, oneDNN limit {self.onednn_isa}; "
+                f"native bf16 {yes(self.native_bf16)}")
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """Model name and flags from /proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), set()
+    name, flags = platform.machine(), set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and name == platform.machine():
+            name = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return name, flags
+
+
+@functools.cache
+def cpu_features() -> CPUFeatures:
+    """The CPU's features and torch's limits (read once per process)."""
+    name, flags = _cpuinfo()
+    onednn = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL")
+    onednn = onednn.upper() if onednn.upper() in _ONEDNN_ISAS else "ALL"
+    mkldnn = "with oneDNN" if torch.backends.mkldnn.is_available() else "without oneDNN"
+    return CPUFeatures(
+        name=name,
+        avx2="avx2" in flags,
+        avx512="avx512f" in flags,
+        avx512_bf16="avx512_bf16" in flags,
+        amx="amx_bf16" in flags,
+        torch_isa=torch.backends.cpu.get_cpu_capability(),
+        onednn_isa=onednn,
+        torch_version=f"{torch.__version__} {mkldnn}",
+    )
+
+
+def has_native_bf16(device_type: str = "auto") -> bool:
+    """True when bf16 maths is native on `device_type` ("cpu", "cuda"/"gpu", or "auto" = the GPU
+    when there is one): a CUDA GPU that supports bf16, or a CPU with AVX512-BF16 or AMX that
+    torch and oneDNN may use. Elsewhere bf16 is emulated, and slower than float32."""
+    if device_type in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if device_type not in ("auto", "cpu"):
+        return False
+    return cpu_features().native_bf16
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory format
+
+
+def channels_last(model: nn.Module, direction: Literal["train", "infer"],
+                  device_type: str = "cpu") -> bool:
+    """Whether `model` runs faster in channels_last than in the default memory format, for
+    training or inference on `device_type`; the numbers are the same either way.
+
+    Measured in benchmarks/models.py (results/models_native.md and models_avx2.md): inference is
+    faster in channels_last for every model, with AVX2 and with AVX-512 (oneDNN's channels_last
+    kernels need no reorder of the activations; the folded models are channels_last anyway),
+    and so is training with AVX-512. With AVX2 only, oneDNN's channels_last backward kernels
+    are slower: training in channels_last is faster for the U-Net and the small Inception
+    SimVP, and slower for the paper-size Inception SimVP (hid_T 512) and the gSTA SimVP.
+    """
+    if device_type != "cpu" or direction == "infer":
+        return True  # GPUs: cuDNN's NHWC kernels (not measured here: no GPU)
+    if cpu_features().avx512_in_use:
+        return True
+    from .models.simvp import SimVP
+
+    if isinstance(model, SimVP):
+        return model.config.translator == "incep" and model.config.temporal_channels < 512
+    return True

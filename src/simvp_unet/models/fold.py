@@ -1,0 +1,289 @@
+"""Inference-only rewrites of the models: the same function up to float rounding, faster.
+
+    fast = fold_for_inference(model)             # an eval-only copy; `model` is left as it was
+    mask = upsampled_argmax(logits, (160, 240))  # == bilinear upsampling, then argmax(1)
+
+What is folded (each kept because benchmarks/models.py measured it faster; tests check that
+the outputs stay within 1e-5 of the original's):
+
+- U-Net: every BatchNorm goes into the convolution before it, and the ReLU after it runs
+  inside that convolution (a oneDNN post-op): one pass over the activations instead of three.
+- gSTA: the BatchNorm before each block's first 1x1 convolutions goes into them, the layer
+  scales into the 1x1 convolutions they multiply, the attention's shortcut through the
+  BatchNorm becomes a per-channel multiply-add, and GELU runs inside the convolution before it.
+- On a CPU with oneDNN, every convolution's weights are reordered once, here, to the layout
+  oneDNN computes with (eager PyTorch reorders them on every call), and activations are
+  channels_last. Under autocast, or on another device, the folded weights go through the
+  ordinary convolutions instead.
+
+- Inception blocks: GroupNorm normalises with statistics of the data, so nothing folds into
+  the branch convolutions (conv -> GroupNorm -> LeakyReLU, summed after the activation), and
+  they stay four convolutions. Their outputs are stacked so that one GroupNorm, one LeakyReLU
+  and one sum do the work of four, four and three. Computing the branches as one grouped
+  convolution with every kernel zero-padded to 11 x 11 is the same function too, but it does
+  2.4x the multiply-adds (4 x 121 taps instead of 9 + 25 + 49 + 121) and measured 0.88x the
+  speed of the original block on an AVX2 CPU; it is not used.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .simvp import GSTABlock, SimVP
+from .unet import UNet
+
+# ---------------------------------------------------------------------------------------------
+# Linear maps folded into convolutions
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as y = a * x + b per channel."""
+    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return a, bn.bias - a * bn.running_mean
+
+
+def fold_bn_after(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of bn(conv(x)) as one convolution."""
+    a, b = _bn_affine(bn)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(a)
+    return conv.weight * a[:, None, None, None], a * bias + b
+
+
+def fold_bn_before(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of conv(bn(x)) as one convolution; `conv` must be 1x1 and ungrouped (with
+    padding, the zeros it adds would no longer pass through the BatchNorm's shift)."""
+    assert conv.kernel_size == (1, 1) and conv.groups == 1 and conv.padding == (0, 0)
+    a, b = _bn_affine(bn)
+    weight = conv.weight * a[None, :, None, None]
+    return weight, conv.bias + (conv.weight[:, :, 0, 0] @ b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutions with their weights in oneDNN's layout
+
+
+def _packable(x: torch.Tensor) -> bool:
+    """True where the oneDNN kernels run: float32 on a CPU, outside autocast."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+class FoldedConv(nn.Module):
+    """A convolution (or transposed convolution) with fixed weights and an optional activation
+    ("relu", "leaky_relu" or "gelu") computed inside it.
+
+    On a float32 CPU input the weights are reordered once, at the first call, and the call goes
+    to oneDNN with the activation as a post-op; elsewhere it is F.conv2d (F.conv_transpose2d)
+    followed by the activation.
+    """
+
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, weight: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None, *, activation: str = "none",
+                 negative_slope: float = 0.0):
+        super().__init__()
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        weight = conv.weight if weight is None else weight
+        bias = conv.bias if bias is None else bias
+        if bias is None:
+            bias = torch.zeros(weight.shape[1] * conv.groups if self.transposed else weight.shape[0])
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", bias.detach().clone())
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.output_padding = list(conv.output_padding) if self.transposed else None
+        self.activation, self.negative_slope = activation, negative_slope
+        self._packed: torch.Tensor | None = None  # oneDNN-layout weights, made at the first call
+
+    def _act(self, y: torch.Tensor) -> torch.Tensor:
+        if self.activation == "relu":
+            return F.relu(y, inplace=True)
+        if self.activation == "leaky_relu":
+            return F.leaky_relu(y, self.negative_slope, inplace=True)
+        if self.activation == "gelu":
+            return F.gelu(y)
+        return y
+
+    def _scalars(self) -> list[float]:
+        return [self.negative_slope] if self.activation == "leaky_relu" else []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _packable(x):
+            if self.transposed:
+                y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                       self.output_padding, self.groups, self.dilation)
+            else:
+                y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                             self.groups)
+            return self._act(y)
+        x = x.contiguous(memory_format=torch.channels_last)
+        mkldnn = torch.ops.mkldnn
+        algorithm = "none" if self.activation == "gelu" else ""  # exact (erf) GELU
+        if self.transposed:
+            if self._packed is None:
+                self._packed = mkldnn._reorder_convolution_transpose_weight(
+                    self.weight, self.padding, self.output_padding, self.stride, self.dilation,
+                    self.groups, list(x.shape))
+            return mkldnn._convolution_transpose_pointwise(
+                x, self._packed, self.bias, self.padding, self.output_padding, self.stride,
+                self.dilation, self.groups, self.activation, self._scalars(), algorithm)
+        if self._packed is None:
+            self._packed = mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        return mkldnn._convolution_pointwise(
+            x, self._packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            self.activation, self._scalars(), algorithm)
+
+
+# ---------------------------------------------------------------------------------------------
+# The models
+
+
+class FoldedGSTABlock(nn.Module):
+    """`GSTABlock` with its BatchNorms and layer scales folded:
+
+        x + s1 * attn(bn1(x)) = (1 + s1 * a1) * x + s1 * b1 + s1 * proj_out(gate(bn1(x)))
+        x + s2 * mlp(bn2(x))  = x + s2 * fc2(gelu(dwconv(fc1(bn2(x)))))
+
+    with bn1 folded into proj_in, s1 and s1 * b1 into proj_out, bn2 into fc1 and s2 into fc2.
+    """
+
+    def __init__(self, block: GSTABlock):
+        super().__init__()
+        attn, mlp = block.attn, block.mlp
+        s1, s2 = block.scale1.flatten(), block.scale2.flatten()
+        a1, b1 = _bn_affine(block.norm1)
+        self.proj_in = FoldedConv(attn.proj_in, *fold_bn_before(block.norm1, attn.proj_in),
+                                  activation="gelu")
+        self.local = FoldedConv(attn.local)
+        self.dilated = FoldedConv(attn.dilated)
+        self.to_gate = FoldedConv(attn.to_gate)
+        self.proj_out = FoldedConv(attn.proj_out, attn.proj_out.weight * s1[:, None, None, None],
+                                   s1 * (attn.proj_out.bias + b1))
+        self.register_buffer("shortcut", (1 + s1 * a1).detach().clone()[None, :, None, None])
+        self.fc1 = FoldedConv(mlp.fc1, *fold_bn_before(block.norm2, mlp.fc1))
+        self.dwconv = FoldedConv(mlp.dwconv, activation="gelu")
+        self.fc2 = FoldedConv(mlp.fc2, mlp.fc2.weight * s2[:, None, None, None], s2 * mlp.fc2.bias)
+        self.reduce = block.reduce if isinstance(block.reduce, nn.Identity) else FoldedConv(block.reduce)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f, g = self.to_gate(self.dilated(self.local(self.proj_in(x)))).chunk(2, dim=1)
+        x = torch.addcmul(self.proj_out(torch.sigmoid(g) * f), x, self.shortcut)
+        x = x + self.fc2(self.dwconv(self.fc1(x)))
+        return self.reduce(x)
+
+
+def _fold_unet(model: UNet) -> None:
+    stages = [*model.encoder, model.bottleneck, *(stage.conv for stage in model.decoder)]
+    for stage in stages:
+        conv1, bn1, _, conv2, bn2, _ = stage.layers
+        stage.layers = nn.Sequential(
+            FoldedConv(conv1, *fold_bn_after(conv1, bn1), activation="relu"),
+            FoldedConv(conv2, *fold_bn_after(conv2, bn2), activation="relu"),
+        )
+    for stage in model.decoder:
+        stage.up = FoldedConv(stage.up)
+    model.head = FoldedConv(model.head)
+
+
+def _replace(model: nn.Module, kinds: tuple[type, ...], make) -> None:
+    """Replace every submodule of one of `kinds` by `make(submodule)`, outermost first."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, kinds):
+                setattr(module, name, make(child))
+
+
+def _fold_simvp(model: SimVP) -> None:
+    _replace(model, (GSTABlock,), FoldedGSTABlock)
+    _replace(model, (nn.Conv2d, nn.ConvTranspose2d), FoldedConv)
+
+
+def fold_for_inference(model: nn.Module) -> nn.Module:
+    """An eval-only copy of a `UNet` or `SimVP` computing the same outputs faster (see the module
+    docstring). Its weights are fixed: train the original and fold again."""
+    if not isinstance(model, (UNet, SimVP)):
+        raise TypeError(f"fold_for_inference takes a UNet or a SimVP, not {type(model).__name__}")
+    folded = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        if isinstance(model, UNet):
+            _fold_unet(folded)
+        else:
+            _fold_simvp(folded)
+    folded.requires_grad_(False)
+    return folded.to(memory_format=torch.channels_last)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argmax of upsampled logits
+
+
+@functools.lru_cache(maxsize=8)
+def _source_pixels(out_size: int, in_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every output row (or column) of bilinear upsampling with align_corners=False: the two
+    input rows it mixes and the weight of the second, computed as PyTorch's CPU kernel does."""
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    src = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    first = src.floor().long().clamp(max=in_size - 1)
+    second = (first + 1).clamp(max=in_size - 1)
+    return first, second, (src - first).clamp(0, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _sources(size: tuple[int, int], low_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """Per output pixel (flattened): the flat indices of its four source pixels (top-left,
+    top-right, bottom-left, bottom-right) and its vertical and horizontal weights."""
+    (height, width), (h, w) = size, low_size
+    rows0, rows1, wy = _source_pixels(height, h)
+    cols0, cols1, wx = _source_pixels(width, w)
+    corners = [(r[:, None] * w + c[None, :]).flatten() for r in (rows0, rows1) for c in (cols0, cols1)]
+    fy = wy[:, None].expand(height, width).flatten()
+    fx = wx[None, :].expand(height, width).flatten()
+    return (*corners, fy, fx)
+
+
+def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`F.interpolate(logits, size, mode="bilinear").argmax(1)` without upsampling every logit.
+
+    An upsampled pixel is a convex combination of (at most) four neighbouring input pixels, so
+    where those four agree on the winning class, so does the mix: only the pixels on a class
+    boundary are interpolated, from the logits of their four sources. (N, K, h, w) logits ->
+    long (N, *size).
+    """
+    n, k, h, w = logits.shape
+    size = (int(size[0]), int(size[1]))
+    if (h, w) == size:
+        return logits.argmax(1)
+    logits = logits.float()  # as the full upsampling computes it (a no-op for float32)
+    low = logits.argmax(1)  # (N, h, w)
+    # a low-resolution pixel whose 2 x 2 block (it, right, below, below-right) holds one class
+    agree = torch.ones_like(low, dtype=torch.bool)
+    agree[:, :, :-1] &= low[:, :, :-1] == low[:, :, 1:]
+    agree[:, :-1, :] &= low[:, :-1, :] == low[:, 1:, :]
+    agree[:, :-1, :-1] &= low[:, :-1, :-1] == low[:, 1:, 1:]
+    top_left, top_right, bottom_left, bottom_right, fy, fx = (
+        t.to(logits.device) for t in _sources(size, (h, w)))
+    out = low.flatten(1).index_select(1, top_left)  # (N, H * W): the top-left source's class
+    boundary = ~agree.flatten(1).index_select(1, top_left)
+    flat = boundary.flatten().nonzero().squeeze(1)
+    if len(flat):
+        sample, pixel = flat // out.shape[1], flat % out.shape[1]
+        base = sample * (h * w)
+        pixels = logits.permute(0, 2, 3, 1).reshape(-1, k)  # (N * h * w, K), a view if channels_last
+
+        def source(corner: torch.Tensor) -> torch.Tensor:
+            return pixels.index_select(0, base + corner[pixel])  # (M, K)
+
+        wy, wx = fy[pixel, None], fx[pixel, None]
+        mixed = (1 - wy) * ((1 - wx) * source(top_left) + wx * source(top_right)) + wy * (
+            (1 - wx) * source(bottom_left) + wx * source(bottom_right))
+        out.view(-1)[flat] = mixed.argmax(1)
+    return out.view(n, *size)

@@ -1,0 +1,202 @@
+"""Speed settings that must not change the answers: folded models, the upsampled argmax, and the
+choice of bf16 and memory format for the machine in hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simvp_unet import hardware
+from simvp_unet.config import resolve
+from simvp_unet.hardware import CPUFeatures, channels_last, has_native_bf16
+from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig
+from simvp_unet.models.fold import fold_for_inference, upsampled_argmax
+from simvp_unet.train.runner import resolve_precision
+
+# ---------------------------------------------------------------------------------------------
+# Folded models
+
+
+def paper_incep() -> SimVP:
+    return SimVP(SimVPConfig())  # 11x3 frames, 64/512/4/8: the paper's 58,197,635 parameters
+
+
+def small_incep() -> SimVP:
+    return SimVP(SimVPConfig(spatial_channels=16, temporal_channels=256, temporal_blocks=4))
+
+
+def forecaster_cpu() -> SimVP:
+    return SimVP(SimVPConfig(input_classes=49, out_channels=49, spatial_channels=16,
+                             temporal_channels=128, spatial_blocks=2, temporal_blocks=4,
+                             translator="gsta", extra_downsample=True, copy_prior=4.0))
+
+
+def trained_looking(model: torch.nn.Module) -> torch.nn.Module:
+    """Give the norms' statistics and affines and the layer scales values far from their
+    initial ones, so that folding them is tested (a fresh BatchNorm is the identity)."""
+    generator = torch.Generator().manual_seed(1)
+
+    def uniform(t: torch.Tensor, low: float, high: float) -> None:
+        t.copy_(torch.rand(t.shape, generator=generator) * (high - low) + low)
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                uniform(m.running_mean, -0.5, 0.5)
+                uniform(m.running_var, 0.5, 2.0)
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+                uniform(m.weight, 0.5, 1.5)
+                uniform(m.bias, -0.3, 0.3)
+            if hasattr(m, "scale1"):
+                uniform(m.scale1, -0.5, 0.5)
+                uniform(m.scale2, -0.5, 0.5)
+    return model.eval()
+
+
+REFERENCE_MODELS = {
+    # name: (model, input); small H x W keep the test fast, odd sizes exercise the padding
+    "incep paper 64/512/4/8": (paper_incep, lambda: torch.rand(1, 11, 3, 32, 44)),
+    "incep 16/256/4/4": (small_incep, lambda: torch.rand(2, 11, 3, 40, 60)),
+    "gsta forecaster cpu": (forecaster_cpu, lambda: torch.randint(0, 49, (2, 11, 37, 50))),
+    "unet base 16": (lambda: UNet(UNetConfig(base_channels=16)), lambda: torch.rand(3, 3, 80, 120)),
+    "unet base 64 (paper)": (lambda: UNet(UNetConfig()), lambda: torch.rand(1, 3, 45, 61)),
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_MODELS))
+def test_folded_model_equals_the_original(name):
+    build, example = REFERENCE_MODELS[name]
+    torch.manual_seed(0)
+    model = trained_looking(build())
+    x = example()
+    with torch.inference_mode():
+        expected = model(x)
+        folded = fold_for_inference(model)
+        for _ in range(2):  # the first call packs the weights, the second uses them
+            torch.testing.assert_close(folded(x), expected, rtol=0, atol=1e-5)
+        # another batch size reuses the packed weights
+        torch.testing.assert_close(folded(x[:1]), model(x[:1]), rtol=0, atol=1e-5)
+    assert model.training is False and any(p.requires_grad for p in model.parameters())
+    assert folded is not model
+
+
+def test_folded_model_under_bf16_autocast_stays_close():
+    """Under autocast the folded weights go through ordinary convolutions (bf16 where native)."""
+    torch.manual_seed(0)
+    model = trained_looking(SimVP(SimVPConfig(in_frames=3, out_frames=3, spatial_channels=8,
+                                              temporal_channels=16, temporal_blocks=2)))
+    x = torch.rand(2, 3, 3, 16, 24)
+    folded = fold_for_inference(model)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(folded(x).float(), model(x).float(), rtol=0, atol=0.1)
+
+
+def test_fold_refuses_other_modules():
+    with pytest.raises(TypeError, match="UNet or a SimVP"):
+        fold_for_inference(torch.nn.Conv2d(1, 1, 1))
+
+
+@pytest.mark.parametrize("sizes", [((80, 120), (160, 240)), ((37, 50), (160, 240)),
+                                   ((40, 60), (41, 59)), ((20, 30), (20, 30))])
+def test_upsampled_argmax_equals_upsampling_then_argmax(sizes):
+    (h, w), size = sizes
+    torch.manual_seed(0)
+    # smooth logits with noise, like a segmenter's: regions and boundaries between them
+    logits = F.interpolate(torch.randn(3, 49, h // 4 + 1, w // 4 + 1) * 3, size=(h, w), mode="bicubic")
+    logits = logits + 0.3 * torch.randn_like(logits)
+    expected = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1)
+    assert torch.equal(upsampled_argmax(logits, size), expected)
+    cl = logits.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(upsampled_argmax(cl, size), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings for the machine in hand
+
+
+def features(**flags) -> CPUFeatures:
+    base = dict(name="test CPU", avx2=True, avx512=False, avx512_bf16=False, amx=False,
+                torch_isa="AVX2", onednn_isa="ALL", torch_version="test")
+    return CPUFeatures(**{**base, **flags})
+
+
+AVX2_CPU = features()
+BF16_CPU = features(avx512=True, avx512_bf16=True, amx=True, torch_isa="AVX512")
+
+
+@pytest.fixture
+def cpu_is(monkeypatch):
+    """Pretend the CPU is the given `CPUFeatures` (and that there is no GPU)."""
+
+    def pretend(value: CPUFeatures) -> None:
+        monkeypatch.setattr(hardware, "cpu_features", lambda: value)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    return pretend
+
+
+@pytest.mark.parametrize(("cpu", "native"), [
+    (AVX2_CPU, False),
+    (features(avx512=True, torch_isa="AVX512"), False),  # AVX-512 without BF16: emulated
+    (BF16_CPU, True),
+    (features(avx512=True, amx=True, torch_isa="AVX512"), True),
+    (dataclasses.replace(BF16_CPU, onednn_isa="AVX2"), False),  # oneDNN told to stay at AVX2
+    (dataclasses.replace(BF16_CPU, onednn_isa="AVX512_CORE"), False),
+    (dataclasses.replace(BF16_CPU, torch_isa="AVX2"), False),  # ATEN_CPU_CAPABILITY=avx2
+])
+def test_bf16_only_where_native(cpu_is, cpu, native):
+    cpu_is(cpu)
+    assert has_native_bf16("cpu") is native
+    assert has_native_bf16("auto") is native
+    assert resolve_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert resolve_precision("32-true", "cpu") == "32-true"  # an explicit choice is kept
+
+
+def test_inference_uses_bf16_only_where_native(cpu_is):
+    from simvp_unet import inference
+
+    try:
+        cpu_is(AVX2_CPU)
+        inference._native_bf16_on.cache_clear()
+        with inference.autocast_for(torch.device("cpu")):
+            assert not torch.is_autocast_enabled("cpu")
+        cpu_is(BF16_CPU)
+        inference._native_bf16_on.cache_clear()
+        with inference.autocast_for(torch.device("cpu")):
+            assert torch.is_autocast_enabled("cpu")
+    finally:
+        inference._native_bf16_on.cache_clear()
+
+
+def test_torch_and_onednn_limits_turn_native_bf16_off():
+    """The limits benchmarks/models.py --isa avx2 sets reach `has_native_bf16` (a real process)."""
+    code = ("from simvp_unet.hardware import cpu_features, has_native_bf16\n"
+            "f = cpu_features()\nprint(f.torch_isa, f.onednn_isa, has_native_bf16('cpu'))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() in (["AVX2", "AVX2", "False"], ["DEFAULT", "AVX2", "False"])
+
+
+def test_channels_last_choice(cpu_is):
+    cpu_is(AVX2_CPU)
+    assert not channels_last(paper_incep(), "train")  # measured slower on AVX2
+    assert channels_last(small_incep(), "train")
+    assert not channels_last(forecaster_cpu(), "train")
+    assert channels_last(UNet(UNetConfig(base_channels=16)), "train")
+    assert channels_last(paper_incep(), "infer")
+    cpu_is(BF16_CPU)
+    assert channels_last(paper_incep(), "train")
+
+
+def test_cpu_features_of_this_machine():
+    f = hardware.cpu_features()
+    assert f.torch_isa == torch.backends.cpu.get_cpu_capability()
+    assert "AVX2" in f.summary() and "native bf16" in f.summary()
+    if f.avx512_bf16 or f.amx:
+        assert f.avx512 or f.amx
