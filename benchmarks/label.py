@@ -27,11 +27,14 @@ AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_EN
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from simvp_unet.label import label  # noqa: E402
 from simvp_unet.data import layout  # noqa: E402
 from simvp_unet.hardware import cpu_features  # noqa: E402
-from simvp_unet.inference import load_run  # noqa: E402
-from simvp_unet.inference import in_chunks, logits_to_size  # noqa: E402
+from simvp_unet.inference import (  # noqa: E402
+    in_chunks,
+    load_run,  # noqa: E402
+    logits_to_size,
+)
+from simvp_unet.label import label  # noqa: E402
 
 
 class Before:

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from simvp_unet import hardware
-from simvp_unet.config import resolve
 from simvp_unet.hardware import CPUFeatures, channels_last, has_native_bf16
 from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig
 from simvp_unet.models.fold import fold_for_inference, upsampled_argmax
