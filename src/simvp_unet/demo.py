@@ -9,7 +9,7 @@ Steps (each skipped when its output is complete, so an interrupted demo resumes)
   3. label       pseudo-label the unlabeled videos with it (mask_pred.npy)
   4. predictor   train SimVP on frames (the paper's pipeline)
   5. forecaster  train SimVP on masks (true masks + pseudo-labels)
-  6. dynamics    train the object dynamics on tracks (true masks + pseudo-labels)
+  6. dynamics    train the object dynamics on the tracks of the true masks
   7. evaluate    every row on the val split: results table and pictures
 Training, labeling and evaluation use the GPU when there is one.
 """
@@ -52,8 +52,7 @@ class DemoPresets:
     overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4,
-                   overrides={"dynamics": ("max_steps=1000",)})
+FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4)
 # A smoke test: the cpu recipes shrunk to tiny sizes and a few steps.
 _FEW_STEPS = ("resolution=[32,48]", "epochs=2", "limit_val_batches=1", "log_every_steps=1", "pictures=2")
 _TINY_SIMVP = ("batch_size=2", "limit_train_batches=2", "model.spatial_channels=8",
@@ -130,7 +129,7 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
          lambda: _train("predictor", data, runs / "predictor", presets)),
         ("forecaster", "train SimVP on masks (true masks + pseudo-labels)",
          lambda: _train("forecaster", data, runs / "forecaster", presets)),
-        ("dynamics", "train the object dynamics on tracks (true masks + pseudo-labels)",
+        ("dynamics", "train the object dynamics on the tracks of the true masks",
          lambda: _train("dynamics", data, runs / "dynamics", presets)),
     ]
     start = time.time()

@@ -17,6 +17,7 @@ wrap the same modules with a loss, an optimizer and logging.
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -151,7 +152,10 @@ class Served(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the weights are; inputs are moved there, outputs come back to the input's device."""
-        return next(self.model.parameters()).device
+        # a folded network (`models.fold`) keeps its weights as buffers
+        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
     def autocast(self) -> torch.autocast:
         """The autocast of the full-size helpers on this module's device (see `autocast_for`)."""

@@ -145,7 +145,8 @@ class TrainModule(L.LightningModule):
         cfg = self.config
         # fused: one kernel over all parameters instead of a loop (benchmarks/models.py: 1.02-1.05x
         # a training step on a 2-core CPU); the same update up to float rounding
-        fused = self.device.type in ("cpu", "cuda")
+        # Lightning refuses gradient clipping with a fused optimizer under mixed precision
+        fused = self.device.type in ("cpu", "cuda") and not cfg.grad_clip
         optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         if cfg.schedule == "constant":
             return optimizer
