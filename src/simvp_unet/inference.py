@@ -16,7 +16,6 @@ wrap the same modules with a loss, an optimizer and logging.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import warnings
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from .classes import NUM_CLASSES
 from .config import from_dict
 from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
 from .errors import ConfigError, DataError, short_reason
-from .hardware import channels_last, has_native_bf16
+from .hardware import channels_last, inference_bf16
 from .models import export as exporters
 from .models.fold import fold_for_inference, upsampled_argmax
 from .models.simvp import SimVP, SimVPConfig
@@ -99,20 +98,6 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@functools.cache
-def _native_bf16_on(device_type: str) -> bool:
-    return has_native_bf16(device_type)
-
-
-def autocast_for(device: torch.device) -> torch.autocast:
-    """bf16 autocast where `device` computes bf16 natively, else a context that changes nothing.
-
-    Chosen for the device the network actually runs on: a module loaded on the CPU and moved to
-    a GPU uses the GPU's answer, not the CPU's.
-    """
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=_native_bf16_on(device.type))
-
-
 # ---------------------------------------------------------------------------- the served modules
 
 
@@ -158,8 +143,11 @@ class Served(nn.Module):
         return torch.device("cpu")
 
     def autocast(self) -> torch.autocast:
-        """The autocast of the full-size helpers on this module's device (see `autocast_for`)."""
-        return autocast_for(self.device)
+        """bf16 autocast where this module's device computes bf16 natively and bf16 is faster for
+        its network (`hardware.inference_bf16`), else a context that changes nothing; decided at
+        every call, for the device the weights are on now."""
+        device = self.device
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=inference_bf16(self.model, device.type))
 
     def example_input(self) -> torch.Tensor:
         """A zero input of batch 1 at the working resolution, in the network's input format."""

@@ -21,7 +21,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from ..config import to_dict
 from ..errors import TrainingDiverged
 from ..hardware import channels_last
-from ..inference import has_native_bf16 as has_native_bf16  # re-exported: the trainers' precision
+from ..hardware import has_native_bf16 as has_native_bf16  # re-exported: the trainers' precision
 from ..io import atomic_path
 from ..viz import grid, save_png
 

@@ -35,7 +35,8 @@ from ..config import from_dict, read_yaml_mapping, resolve, to_dict
 from ..data import layout
 from ..data.datasets import FrameDataset, VideoDataset
 from ..errors import ConfigError, DataError
-from ..inference import checkpoint_path, has_native_bf16, read_checkpoint
+from ..hardware import has_native_bf16
+from ..inference import checkpoint_path, read_checkpoint
 from ..io import write_yaml
 from ..objects.cache import split_tracks
 from .common import AtomicCheckpointIO, RNGState, TrainModule
