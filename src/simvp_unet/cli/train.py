@@ -20,7 +20,8 @@ KINDS = {
                   "Jaccard of frame 22). Uses pseudo-labels of unlabeled videos when present.",
     "dynamics": "Interaction network on object tracks: tracks of frames 1..11 -> box centers of "
                 "frames 12..22 (pixel distance; validation error at frame 22 vs constant velocity). "
-                "Uses pseudo-labels of unlabeled videos when present; tracks are cached in DIR/tracks/.",
+                "Tracks of the splits in train_splits (the cpu preset: train's true masks; add unlabeled to use "
+                "pseudo-labels) are cached in DIR/tracks/.",
 }
 
 EPILOG = """\
