@@ -21,7 +21,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..config import to_dict
 from ..errors import TrainingDiverged
-from ..hardware import channels_last, inference_bf16
+from ..hardware import channels_last, has_native_bf16
 from ..io import atomic_path
 from ..viz import grid, save_png
 
@@ -175,14 +175,13 @@ class TrainModule(L.LightningModule):
         self.save_hyperparameters({"kind": self.kind, "config": to_dict(config)})
         self._picture_batch: dict[str, torch.Tensor] | None = None
 
-    # set by `load_run`: inference helpers may run under bf16 autocast (hardware.inference_bf16)
+    # set by `load_run`: inference helpers run under bf16 autocast where bf16 is native
     inference_bf16: bool = False
 
     def inference_autocast(self) -> torch.autocast:
-        """Autocast context of the inference helpers: bf16 where it is native and faster for this
-        model (`hardware.inference_bf16`), else a no-op; asked at every call, since the module
-        may have moved since `load_run`."""
-        bf16 = self.inference_bf16 and inference_bf16(self.model, self.device.type)
+        """Autocast context of the inference helpers (bf16 where native, else a no-op); asked
+        at every call, since the module may have moved since `load_run`."""
+        bf16 = self.inference_bf16 and has_native_bf16(self.device.type)
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -113,7 +113,7 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
     module.to(device)
     if channels_last(module.model, "infer", torch.device(device).type):
         module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
-    module.inference_bf16 = True  # where native and faster (`TrainModule.inference_autocast`)
+    module.inference_bf16 = True  # where bf16 is native (`TrainModule.inference_autocast`)
     return module
 
 
