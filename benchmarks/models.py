@@ -231,6 +231,7 @@ def infer_steps(case: Case, model: nn.Module, args) -> tuple[dict[str, Callable]
 
 def measure(case: Case, args) -> list[str]:
     """Table rows of one case."""
+    load = os.getloadavg()[0]
     with torch.device("meta"):
         params = sum(p.numel() for p in case.build().parameters())
     torch.manual_seed(0)
@@ -251,7 +252,8 @@ def measure(case: Case, args) -> list[str]:
     shape = "x".join(map(str, case.input_shape))
     head = [f"## {case.name}", "",
             f"Input {shape} per sample, batch {case.batch}, {params:,} parameters; median of "
-            f"{repeats} interleaved repeats. Load average (1 min) {os.getloadavg()[0]:.1f} at the end.",
+            f"{repeats} interleaved repeats. Load average (1 min) {load:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).",
             "", "| direction | setting | seconds per batch | x baseline | max abs diff |",
             "|---|---|---:|---:|---:|"]
     return head + rows + [""]

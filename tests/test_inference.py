@@ -88,7 +88,7 @@ def test_served_modules_check_the_network_for_their_role():
 def test_precision_is_chosen_when_and_where_the_network_runs(monkeypatch):
     """The bf16 decision is asked for the weights' device at call time, not for the host at load time."""
     asked = []
-    monkeypatch.setattr(inference, "inference_bf16", lambda model, device_type: asked.append(device_type) or False)
+    monkeypatch.setattr(inference, "has_native_bf16", lambda device_type: asked.append(device_type) or False)
     segmenter = Segmenter(UNet(UNetConfig(base_channels=4, depth=2)), resolution=(16, 24)).eval()
     assert asked == []
     masks = segmenter.segment(torch.zeros(2, 3, 32, 48, dtype=torch.uint8))
@@ -104,7 +104,7 @@ def test_a_module_loaded_on_the_cpu_and_moved_to_cuda_uses_the_gpus_precision(ti
     write_run(tmp_path / "seg", SegmenterModule(tiny_config("segmenter")))
     segmenter = load_run(tmp_path / "seg").to("cuda")
     context = segmenter.autocast()
-    assert context.device == "cuda" and context._enabled == inference.inference_bf16(segmenter.model, "cuda")
+    assert context.device == "cuda" and context._enabled == inference.has_native_bf16("cuda")
     images = torch.randint(0, 256, (3, 3, 160, 240), dtype=torch.uint8, device="cuda")
     masks = segmenter.segment(images)
     assert masks.device.type == "cuda" and masks.shape == (3, 160, 240)

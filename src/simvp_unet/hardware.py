@@ -127,21 +127,6 @@ def has_native_bf16(device_type: str = "auto") -> bool:
     return cpu_features().native_bf16
 
 
-def inference_bf16(model: nn.Module, device_type: str) -> bool:
-    """Whether to run `model`'s inference under bf16 autocast on `device_type`: only where bf16
-    is native, and on a CPU only for the models that bf16 makes faster than their folded float32
-    form (models/fold.py), which gives the float32 answers. Measured in benchmarks/models.py on
-    an AVX512-BF16/AMX CPU: the Inception SimVP (large convolutions) is 2.8x faster in bf16; the
-    U-Net is as fast folded in float32, and the gSTA SimVP faster."""
-    if not has_native_bf16(device_type):
-        return False
-    if device_type != "cpu":
-        return True  # GPU tensor cores (not measured here: no GPU)
-    from .models.simvp import SimVP
-
-    return isinstance(model, SimVP) and model.config.translator == "incep"
-
-
 # ---------------------------------------------------------------------------------------------
 # Memory format
 

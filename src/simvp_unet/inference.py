@@ -31,7 +31,7 @@ from .classes import NUM_CLASSES
 from .config import from_dict
 from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
 from .errors import ConfigError, DataError, short_reason
-from .hardware import channels_last, inference_bf16
+from .hardware import channels_last, has_native_bf16
 from .models import export as exporters
 from .models.fold import fold_for_inference, upsampled_argmax
 from .models.simvp import SimVP, SimVPConfig
@@ -143,11 +143,12 @@ class Served(nn.Module):
         return torch.device("cpu")
 
     def autocast(self) -> torch.autocast:
-        """bf16 autocast where this module's device computes bf16 natively and bf16 is faster for
-        its network (`hardware.inference_bf16`), else a context that changes nothing; decided at
-        every call, for the device the weights are on now."""
+        """bf16 autocast where this module's device computes bf16 natively
+        (`hardware.has_native_bf16`), else a context that changes nothing; decided at every call,
+        for the device the weights are on now (a module loaded on the CPU and moved to a GPU
+        uses the GPU's answer)."""
         device = self.device
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=inference_bf16(self.model, device.type))
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=has_native_bf16(device.type))
 
     def example_input(self) -> torch.Tensor:
         """A zero input of batch 1 at the working resolution, in the network's input format."""
