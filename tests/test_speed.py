@@ -99,6 +99,22 @@ def test_folded_model_under_bf16_autocast_stays_close():
         torch.testing.assert_close(folded(x).float(), model(x).float(), rtol=0, atol=0.1)
 
 
+def test_segment_with_the_folded_model_gives_the_same_masks():
+    """The helper as `load_run(..., fold=True)` sets it up equals the plain module's answer
+    before issue 12 (full upsampling of the logits, then argmax)."""
+    from simvp_unet.train.common import logits_to_size
+    from simvp_unet.train.segmenter import SegmenterConfig, SegmenterModule
+
+    torch.manual_seed(0)
+    module = SegmenterModule(resolve(SegmenterConfig, "segmenter", "tiny", [])).eval()
+    trained_looking(module.model)
+    images = (torch.rand(5, 3, 160, 240) * 255).to(torch.uint8)
+    with torch.inference_mode():
+        expected = logits_to_size(module(images), (160, 240)).argmax(1)
+    module.model = fold_for_inference(module.model)
+    assert torch.equal(module.segment(images), expected)
+
+
 def test_fold_refuses_other_modules():
     with pytest.raises(TypeError, match="UNet or a SimVP"):
         fold_for_inference(torch.nn.Conv2d(1, 1, 1))

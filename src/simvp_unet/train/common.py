@@ -204,8 +204,8 @@ class TrainModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cfg = self.config
-        # fused: one kernel over all parameters instead of a loop (benchmarks/models.py: 1.02-1.05x
-        # a training step on a 2-core CPU); the same update up to float rounding
+        # fused: one kernel over all parameters instead of a loop; the same update up to float
+        # rounding (benchmarks/models.py: 0.97x-1.21x a training step on 2 cores, mostly above 1)
         fused = self.device.type in ("cpu", "cuda")
         optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         if cfg.schedule == "constant":
