@@ -3,6 +3,7 @@ choice of bf16 and memory format for the machine in hand."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import subprocess
@@ -82,7 +83,8 @@ def test_folded_model_equals_the_original(name):
         # another batch size reuses the packed weights
         torch.testing.assert_close(folded(x[:1]), model(x[:1]), rtol=0, atol=1e-5)
     assert model.training is False and any(p.requires_grad for p in model.parameters())
-    assert folded is not model
+    with torch.inference_mode():  # a copy of a folded model (its packed weights are not copied)
+        torch.testing.assert_close(copy.deepcopy(folded)(x), expected, rtol=0, atol=1e-5)
 
 
 def test_folded_model_under_bf16_autocast_stays_close():
@@ -94,6 +96,25 @@ def test_folded_model_under_bf16_autocast_stays_close():
     folded = fold_for_inference(model)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(folded(x).float(), model(x).float(), rtol=0, atol=0.1)
+
+
+def test_segment_with_the_folded_model_gives_the_same_masks(monkeypatch):
+    """The served segmenter as `load_run(..., fold=True)` sets it up equals the plain network's
+    answer before issue 12 (full upsampling of the logits, then argmax), in float32."""
+    from simvp_unet import inference
+    from simvp_unet.inference import Segmenter, logits_to_size
+
+    monkeypatch.setattr(inference, "has_native_bf16", lambda device_type: False)
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=8, depth=3)).eval()
+    trained_looking(model)
+    segmenter = Segmenter(model, resolution=(80, 120)).eval()
+    images = (torch.rand(5, 3, 160, 240) * 255).to(torch.uint8)
+    with torch.inference_mode():
+        expected = logits_to_size(segmenter(images), (160, 240)).argmax(1)
+    segmenter.model = fold_for_inference(model)
+    assert torch.equal(segmenter.segment(images), expected)
 
 
 def test_fold_refuses_other_modules():

@@ -103,6 +103,10 @@ class FoldedConv(nn.Module):
         self.activation, self.negative_slope = activation, negative_slope
         self._packed: torch.Tensor | None = None  # oneDNN-layout weights, made at the first call
 
+    def __getstate__(self) -> dict:
+        # oneDNN-layout tensors cannot be copied or saved: a copy packs its weights again
+        return {**self.__dict__, "_packed": None}
+
     def _act(self, y: torch.Tensor) -> torch.Tensor:
         if self.activation == "relu":
             return F.relu(y, inplace=True)

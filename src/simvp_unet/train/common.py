@@ -143,9 +143,9 @@ class TrainModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cfg = self.config
-        # fused: one kernel over all parameters instead of a loop (benchmarks/models.py: 1.02-1.05x
-        # a training step on a 2-core CPU); the same update up to float rounding
-        # Lightning refuses gradient clipping with a fused optimizer under mixed precision
+        # fused: one kernel over all parameters instead of a loop; the same update up to float
+        # rounding (benchmarks/models.py: 0.97x-1.21x a training step on 2 cores, mostly above 1).
+        # Lightning refuses gradient clipping with a fused optimizer under mixed precision.
         fused = self.device.type in ("cpu", "cuda") and not cfg.grad_clip
         optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         if cfg.schedule == "constant":
