@@ -10,27 +10,16 @@ timed over the whole set of videos in batches of --batch; the figures are median
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from simvp_unet.data import layout
+from simvp_unet.hardware import cpu_features
 from simvp_unet.inference import load_run
 from simvp_unet.objects import MotionConfig, MotionForecaster, extract_tracks, render
-
-
-def cpu_features() -> str:
-    """The vector features of this CPU that matter for torch (from /proc/cpuinfo)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return ", ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
 
 
 def main() -> None:
@@ -66,8 +55,7 @@ def main() -> None:
             for name, value in spent.items():
                 times[name].append(value)
     n = len(masks)
-    print(f"CPU: {platform.processor() or platform.machine()}; {cpu_features()}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_features().summary()}; {torch.get_num_threads()} threads")
     print(f"{n} videos, batch {args.batch}, median of {args.repeats} passes")
     print("| stage | seconds | videos/s |")
     print("|---|---:|---:|")
