@@ -45,7 +45,7 @@ class Before:
 
     @torch.inference_mode()
     def segment(self, images: torch.Tensor, *, chunk: int = 32) -> torch.Tensor:
-        with self.module.inference_autocast():
+        with self.module.autocast():
             return torch.cat([logits_to_size(self.module(part), images.shape[-2:]).argmax(1)
                               for part in in_chunks(images, chunk)])
 

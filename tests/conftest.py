@@ -16,8 +16,8 @@ _FEW_STEPS = ("resolution=[32,48]", "epochs=2", "log_every_steps=1", "pictures=2
 _TINY_SIMVP = ("batch_size=2", "limit_train_batches=2", "limit_val_batches=1", "model.spatial_channels=8",
                "model.temporal_channels=16", "model.temporal_blocks=2")
 TINY: dict[str, tuple[str, ...]] = {
-    "segmenter": (*_FEW_STEPS, "batch_size=8", "lr=0.003", "limit_train_batches=3", "limit_val_batches=2",
-                  "model.base_channels=4", "model.depth=2"),
+    "segmenter": (*_FEW_STEPS, "batch_size=8", "lr=0.003", "limit_train_batches=3", "limit_val_batches=2", "crop=16",
+                  "model.base_channels=4", "model.depth=2", "model.object_stages=2"),
     "predictor": (*_FEW_STEPS, *_TINY_SIMVP),
     "forecaster": (*_FEW_STEPS, *_TINY_SIMVP, "model.embed_dim=8"),
     "dynamics": ("train_splits=[train,unlabeled]", "epochs=3", "max_steps=6", "val_every_epochs=1", "batch_size=4", "log_every_steps=1",

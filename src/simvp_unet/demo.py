@@ -58,8 +58,8 @@ _FEW_STEPS = ("resolution=[32,48]", "epochs=2", "limit_val_batches=1", "log_ever
 _TINY_SIMVP = ("batch_size=2", "limit_train_batches=2", "model.spatial_channels=8",
                "model.temporal_channels=16", "model.temporal_blocks=2")
 FAST = DemoPresets(data="tiny", train="cpu", workers=0, pictures=1, overrides={
-    "segmenter": (*_FEW_STEPS, "batch_size=8", "limit_train_batches=3", "model.base_channels=4",
-                  "model.depth=2"),
+    "segmenter": (*_FEW_STEPS, "batch_size=8", "limit_train_batches=3", "crop=16", "model.base_channels=4",
+                  "model.depth=2", "model.object_stages=2"),
     "predictor": (*_FEW_STEPS, *_TINY_SIMVP),
     "forecaster": (*_FEW_STEPS, *_TINY_SIMVP, "model.embed_dim=8"),
     "dynamics": ("epochs=2", "max_steps=4", "val_every_epochs=1", "batch_size=4", "pictures=1",

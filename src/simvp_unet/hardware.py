@@ -140,15 +140,20 @@ def channels_last(model: nn.Module, direction: Literal["train", "infer"],
     faster in channels_last for every model, with AVX2 and with AVX-512 (oneDNN's channels_last
     kernels need no reorder of the activations; the folded models are channels_last anyway),
     and so is training with AVX-512. With AVX2 only, oneDNN's channels_last backward kernels
-    are slower: training in channels_last is faster for the U-Net and the small Inception
-    SimVP, and slower for the paper-size Inception SimVP (hid_T 512) and the gSTA SimVP.
+    are slower: training in channels_last is faster for the small Inception SimVP and the U-Net
+    of width 16 and more, and slower for the paper-size Inception SimVP (hid_T 512), the gSTA
+    SimVP and the narrower U-Nets (width 8 at 160x240: 0.74x; width 12 on 96x96 crops: 0.87x;
+    benchmarks/results/segmenter.md).
     """
     if device_type != "cpu" or direction == "infer":
         return True  # GPUs: cuDNN's NHWC kernels (not measured here: no GPU)
     if cpu_features().avx512_in_use:
         return True
     from .models.simvp import SimVP
+    from .models.unet import UNet
 
     if isinstance(model, SimVP):
         return model.config.translator == "incep" and model.config.temporal_channels < 512
+    if isinstance(model, UNet):
+        return model.config.base_channels >= 16
     return True

@@ -196,6 +196,8 @@ def _fold_unet(model: UNet) -> None:
     for stage in model.decoder:
         stage.up = FoldedConv(stage.up)
     model.head = FoldedConv(model.head)
+    if model.config.head == "split":
+        model.head_objects = FoldedConv(model.head_objects)
 
 
 def _replace(model: nn.Module, kinds: tuple[type, ...], make) -> None:

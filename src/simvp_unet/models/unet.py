@@ -6,13 +6,31 @@
 
     model = UNet(UNetConfig(in_channels=3, num_classes=49))   # the paper's 64..512, 1024
     logits = model(torch.rand(1, 3, 160, 240))
+
+The "split" head (not the paper's) is for narrow networks at full resolution, whose last stage
+is too thin to tell 48 object classes apart: class 0 is the background and every other class an
+object, so
+
+    log p(background) = log sigmoid(-z),  log p(object class k) = log sigmoid(z) + log softmax(o)_k
+
+with z (object or not) from the full-resolution stage, where the edges are, and the 48 object
+logits o from the half-resolution stage (twice as wide; with `object_stages` > 1 also from the
+coarser decoder stages below it, upsampled to half resolution and stacked: they see the whole
+object, which tells a cube from a cylinder), upsampled bilinearly. With
+`object_factors` (e.g. [3, 2, 8]: shape, material, color, the task's classes in row-major order)
+the object class is a product of independent factors, log p(k) = sum of each factor's log softmax,
+so that every object pixel teaches every factor (13 outputs instead of 48). The output is
+log-probabilities, which are logits too: cross-entropy and argmax read them unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
@@ -32,18 +50,45 @@ class UNetConfig:
         base_channels: width of the first stage; stage i has base * 2**i, the bottleneck
             base * 2**depth (64 gives the paper's 64, 128, 256, 512 and 1024; 16 is a CPU size).
         depth: number of down-sampling stages; H and W are padded to a multiple of 2**depth.
+        head: "plain" (one 1x1 convolution on the last stage: the paper's) or "split"
+            (background vs object at full resolution, which object at half resolution; see the
+            module docstring).
+        object_factors: with the split head, the sizes of independent factors whose row-major
+            product enumerates the object classes 1.. (e.g. [3, 2, 8]); empty: one softmax over
+            all object classes.
+        object_stages: with the split head, how many decoder stages the object logits read,
+            from the half-resolution one down (1: that stage alone; at most `depth`).
     """
 
     in_channels: int = 3
     num_classes: int = 49
     base_channels: int = 64
     depth: int = 4
+    head: Literal["plain", "split"] = "plain"
+    object_factors: list[int] = field(default_factory=list)
+    object_stages: int = 1
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "base_channels", "depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"UNetConfig.{name} must be an integer >= 1, got {value!r}")
+        if self.head not in ("plain", "split"):
+            raise ConfigError(f"UNetConfig.head must be 'plain' or 'split', got {self.head!r}")
+        if self.head == "split" and self.num_classes < 3:
+            raise ConfigError("UNetConfig.head 'split' needs a background and at least two object classes")
+        if not isinstance(self.object_stages, int) or not 1 <= self.object_stages <= self.depth:
+            raise ConfigError(f"UNetConfig.object_stages must be an integer in 1..depth ({self.depth}), "
+                              f"got {self.object_stages!r}")
+        if self.object_stages > 1 and self.head != "split":
+            raise ConfigError("UNetConfig.object_stages needs head 'split'")
+        if self.object_factors:
+            if self.head != "split":
+                raise ConfigError("UNetConfig.object_factors needs head 'split'")
+            if any(not isinstance(f, int) or f < 2 for f in self.object_factors) or \
+                    math.prod(self.object_factors) != self.num_classes - 1:
+                raise ConfigError(f"UNetConfig.object_factors must be integers >= 2 whose product is "
+                                  f"num_classes - 1 = {self.num_classes - 1}, got {list(self.object_factors)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +152,13 @@ class UNet(nn.Module):
         self.decoder = nn.ModuleList(
             UpStage(widths[i + 1], widths[i]) for i in reversed(range(c.depth))
         )
-        self.head = nn.Conv2d(widths[0], c.num_classes, 1)
+        if c.head == "plain":
+            self.head = nn.Conv2d(widths[0], c.num_classes, 1)
+        else:
+            self.head = nn.Conv2d(widths[0], 1, 1)  # object or background, at full resolution
+            objects = sum(c.object_factors) if c.object_factors else c.num_classes - 1
+            # which object, at H / 2, from the half-resolution stage and the coarser ones
+            self.head_objects = nn.Conv2d(sum(widths[1:1 + c.object_stages]), objects, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) floats -> (B, num_classes, H, W) logits."""
@@ -124,6 +175,32 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)  # (B, 16 * base, H / 16, W / 16) at depth 4
+        stages = [x]  # the bottleneck, then every decoder stage's output, coarse to fine
         for stage, skip in zip(self.decoder, reversed(skips), strict=True):
             x = stage(x, skip)
-        return crop_to(self.head(x), height, width)
+            stages.append(x)
+        if self.config.head == "plain":
+            return crop_to(self.head(x), height, width)
+        return crop_to(self._split_head(stages), height, width)
+
+    def _split_head(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder outputs, coarse to fine -> (B, num_classes, H, W) log-probabilities."""
+        z = self.head(stages[-1])  # (B, 1, H, W): object or background
+        half = stages[-2]
+        coarser = stages[len(stages) - 1 - self.config.object_stages:-2]
+        features = torch.cat([half, *(F.interpolate(f, size=half.shape[-2:], mode="bilinear", align_corners=False)
+                                      for f in reversed(coarser))], dim=1)
+        objects = F.interpolate(self.head_objects(features), size=z.shape[-2:], mode="bilinear",
+                                align_corners=False)
+        return torch.cat([F.logsigmoid(-z), F.logsigmoid(z) + self._object_log_probs(objects)], dim=1)
+
+    def _object_log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, outputs, H, W) -> (B, num_classes - 1, H, W) log p(object class | object)."""
+        factors = self.config.object_factors
+        if not factors:
+            return logits.log_softmax(1)
+        out = None
+        for part in logits.split(list(factors), dim=1):  # row-major: the last factor varies fastest
+            part = part.log_softmax(1)
+            out = part if out is None else (out[:, :, None] + part[:, None]).flatten(1, 2)
+        return out

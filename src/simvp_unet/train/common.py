@@ -8,6 +8,7 @@ converted and resized on the device, so the data loaders stay cheap.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -166,7 +167,13 @@ class TrainModule(L.LightningModule):
         """A (H, W, 3) uint8 picture of predictions vs truth; one per trainer."""
         raise NotImplementedError
 
+    def on_fit_start(self) -> None:
+        self._fit_start = time.monotonic()
+
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            # wall minutes since this process started fitting (a resumed run counts from its resume)
+            self.log("time/minutes", (time.monotonic() - self._fit_start) / 60, sync_dist=True)
         batch, self._picture_batch = self._picture_batch, None
         if batch is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
@@ -193,6 +200,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+
+class ValidateLastEpoch(L.Callback):
+    """Validate after the last epoch too, whatever `val_every_epochs` says, so that every run
+    ends with a score and a `best.ckpt` (e.g. the cpu preset's every 4 epochs, run for 2). The
+    last epoch is the one `max_epochs` or `max_steps` ends."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        steps_left = trainer.max_steps - trainer.global_step if trainer.max_steps > 0 else None
+        last_steps = steps_left is not None and steps_left <= trainer.num_training_batches
+        if last_epoch or last_steps:
+            trainer.check_val_every_n_epoch = 1
 
 
 class RNGState(L.Callback):

@@ -39,7 +39,7 @@ from ..hardware import has_native_bf16
 from ..inference import checkpoint_path, read_checkpoint
 from ..io import write_yaml
 from ..objects.cache import split_tracks
-from .common import AtomicCheckpointIO, RNGState, TrainModule
+from .common import AtomicCheckpointIO, RNGState, TrainModule, ValidateLastEpoch
 from .dynamics import DynamicsConfig, DynamicsModule, TrackDataset
 from .forecaster import ForecasterConfig, ForecasterModule
 from .predictor import PredictorConfig, PredictorModule
@@ -319,7 +319,8 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     if config.checkpoint_every_steps:
         last.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                     every_n_train_steps=config.checkpoint_every_steps))
-    callbacks: list[L.Callback] = [best, *last, LearningRateMonitor(logging_interval="step"), RNGState()]
+    callbacks: list[L.Callback] = [best, *last, LearningRateMonitor(logging_interval="step"), RNGState(),
+                                   ValidateLastEpoch()]
     multi = runtime.num_nodes > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1 or (
         str(runtime.devices).isdigit() and int(runtime.devices) > 1)
     with _device_errors(runtime):

@@ -1,9 +1,12 @@
-"""The segmenter: a U-Net from one RGB frame to its 49-class mask, cross-entropy.
+"""The segmenter: a U-Net from one RGB frame to its 49-class mask.
 
     simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg
 
-Trains on every labeled frame of the training videos, validates with the task's metric
-(one global confusion matrix over all frames, macro Jaccard over present classes) at full size.
+Trains on every labeled frame of the training videos, either whole or as square random crops
+(most of them centred near an object, since most pixels are floor), with cross-entropy plus
+an optional soft Jaccard term; validates on whole frames with the task's metric (one global
+confusion matrix over all frames, macro Jaccard over present classes) at full size. A U-Net is
+fully convolutional: trained on crops, it segments whole frames.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..inference import Segmenter, check_network, logits_to_size, masks_to_size
+from ..inference import Segmenter, check_network, logits_to_size, masks_to_size, resize_images
 from ..metrics import task_metric
 from ..models.unet import UNet, UNetConfig
 from ..viz import mask_to_rgb
@@ -28,10 +31,19 @@ class SegmenterConfig(TrainSettings):
 
     Args:
         train_splits: labeled splits whose frames train the U-Net.
+        crop: side of the square training crops, in pixels at the working resolution
+            (0: whole frames); validation and inference always see whole frames.
+        crop_on_objects: fraction of the crops centred near a random object pixel (the
+            others anywhere); a frame without objects gets a crop anywhere.
+        jaccard_weight: weight of the soft Jaccard loss (`soft_jaccard_loss`) added to the
+            cross-entropy (0: cross-entropy alone).
         model: the U-Net (3 input channels, 49 classes).
     """
 
     train_splits: list[str] = field(default_factory=lambda: ["train"])
+    crop: int = 0
+    crop_on_objects: float = 0.75
+    jaccard_weight: float = 0.0
     model: UNetConfig = field(default_factory=UNetConfig)
 
     def __post_init__(self) -> None:
@@ -39,6 +51,69 @@ class SegmenterConfig(TrainSettings):
         check_network(self.model, Segmenter.NETWORK)
         if not self.train_splits:
             raise ValueError("train_splits must name at least one labeled split")
+        if not 0 <= self.crop <= min(self.resolution):
+            raise ValueError(f"crop must be 0 (whole frames) or at most the resolution's smaller side "
+                             f"{min(self.resolution)}, got {self.crop}")
+        if not 0 <= self.crop_on_objects <= 1:
+            raise ValueError(f"crop_on_objects must be in [0, 1], got {self.crop_on_objects}")
+        if self.jaccard_weight < 0:
+            raise ValueError(f"jaccard_weight must be >= 0, got {self.jaccard_weight}")
+
+
+# ---------------------------------------------------------------------------- crops, loss
+
+
+def random_crops(images: torch.Tensor, masks: torch.Tensor, size: int, *, on_objects: float,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One square crop per sample: images (B, C, H, W) and masks (B, H, W) -> (B, C, size, size)
+    and (B, size, size).
+
+    With probability `on_objects` (and where the mask has an object) the crop is centred on a
+    random object pixel, moved by up to a quarter of its side so that objects do not always sit
+    in the middle; otherwise it lies anywhere. Crops stay inside the frame.
+    """
+    height, width = masks.shape[-2:]
+    if not 0 < size <= min(height, width):
+        raise ValueError(f"crop {size} does not fit frames of {height}x{width}")
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731  (CPU draws)
+    tops, lefts = [], []
+    for mask in masks:
+        objects = (mask > 0).nonzero()
+        if len(objects) and float(rand(1)) < on_objects:
+            cy, cx = objects[int(rand(1) * len(objects))].tolist()
+            jitter = ((rand(2) - 0.5) * (size / 2)).round().long().tolist()
+            cy, cx = cy + jitter[0], cx + jitter[1]
+        else:
+            cy, cx = int(rand(1) * height), int(rand(1) * width)
+        tops.append(min(max(cy - size // 2, 0), height - size))
+        lefts.append(min(max(cx - size // 2, 0), width - size))
+    rows = [slice(top, top + size) for top in tops]
+    cols = [slice(left, left + size) for left in lefts]
+    return (torch.stack([im[:, r, c] for im, r, c in zip(images, rows, cols, strict=True)]),
+            torch.stack([m[r, c] for m, r, c in zip(masks, rows, cols, strict=True)]))
+
+
+def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0) -> torch.Tensor:
+    """1 - the mean soft IoU over the classes in the target or the prediction, over the batch.
+
+    The task's metric with the hard prediction replaced by the softmax probabilities p: for each
+    class k, intersection = sum of p_k over the pixels of class k and union = sum of p_k + the
+    pixels of class k - intersection, over every pixel of the batch; the mean runs over the
+    classes present in the target or the argmax, as the metric's does. logits (B, K, H, W),
+    target long (B, H, W) -> scalar. Zero only for a perfect, certain prediction.
+    """
+    num_classes = logits.shape[1]
+    probs = logits.float().softmax(1)
+    target = target.long()
+    # per-class sums without a one-hot tensor (K times the pixels)
+    p_true = probs.gather(1, target.unsqueeze(1)).flatten()
+    intersection = torch.zeros(num_classes, device=probs.device).index_add_(0, target.flatten(), p_true)
+    pixels = torch.bincount(target.flatten(), minlength=num_classes).to(probs.dtype)
+    union = probs.sum((0, 2, 3)) + pixels - intersection
+    present = pixels > 0
+    present[logits.argmax(1).unique()] = True
+    iou = (intersection + smooth) / (union + smooth)
+    return 1 - iou[present].mean()
 
 
 class SegmenterModule(TrainModule):
@@ -67,8 +142,16 @@ class SegmenterModule(TrainModule):
         return self.served(images)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
-        loss = F.cross_entropy(logits.float(), masks_to_size(batch["mask"], self.resolution))
+        cfg = self.config
+        images = resize_images(batch["image"].float() / 255, self.resolution)
+        masks = masks_to_size(batch["mask"], self.resolution)
+        if cfg.crop:
+            images, masks = random_crops(images, masks, cfg.crop, on_objects=cfg.crop_on_objects)
+        logits = self.model(images).float()
+        loss = F.cross_entropy(logits, masks)
+        self.log("train/cross_entropy", loss, batch_size=len(logits))
+        if cfg.jaccard_weight:
+            loss = loss + cfg.jaccard_weight * soft_jaccard_loss(logits, masks)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 

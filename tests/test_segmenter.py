@@ -1,0 +1,154 @@
+"""The segmenter's training pieces: crops, the soft Jaccard loss, the split head, the preset."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simvp_unet.classes import CLASS_NAMES, attributes
+from simvp_unet.errors import ConfigError
+from simvp_unet.models import UNet, UNetConfig
+from simvp_unet.train.segmenter import random_crops, soft_jaccard_loss
+
+# ---------------------------------------------------------------------------------------------
+# soft Jaccard loss
+
+
+def test_soft_jaccard_loss_of_a_certain_right_answer_is_zero():
+    target = torch.randint(0, 4, (2, 8, 8))
+    logits = F.one_hot(target, 4).movedim(-1, 1).float() * 100  # softmax = the one-hot target
+    assert soft_jaccard_loss(logits, target, smooth=0.0) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_jaccard_loss_of_a_known_case():
+    # one image, two classes, 4 pixels: target [0, 0, 1, 1], p(class 1) = 0.5 everywhere
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    logits = torch.zeros(1, 2, 1, 4)
+    # each class: intersection = 2 * 0.5 = 1, union = 4 * 0.5 + 2 - 1 = 3 -> IoU 1/3
+    assert soft_jaccard_loss(logits, target, smooth=0.0) == pytest.approx(1 - 1 / 3)
+
+
+def test_soft_jaccard_loss_of_a_certain_wrong_answer_is_one():
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    logits = torch.zeros(1, 3, 4, 4)
+    logits[:, 2] = 100  # certain of class 2, absent from the target: it counts, as in the metric
+    assert soft_jaccard_loss(logits, target, smooth=0.0) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_soft_jaccard_loss_has_gradients():
+    logits = torch.randn(2, 5, 6, 6, requires_grad=True)
+    soft_jaccard_loss(logits, torch.randint(0, 5, (2, 6, 6))).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# crops
+
+
+def test_random_crops_are_pieces_of_the_frames():
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 20, 30)
+    masks = torch.randint(0, 49, (4, 20, 30))
+    crops, crop_masks = random_crops(images, masks, 8, on_objects=0.5)
+    assert crops.shape == (4, 3, 8, 8) and crop_masks.shape == (4, 8, 8)
+    for image, mask, crop, crop_mask in zip(images, masks, crops, crop_masks, strict=True):
+        windows = image.unfold(1, 8, 1).unfold(2, 8, 1)  # (3, 13, 23, 8, 8): every 8 x 8 window
+        hits = (windows == crop[:, None, None]).all(-1).all(-1).all(0).nonzero()
+        assert len(hits) == 1
+        top, left = hits[0].tolist()
+        assert torch.equal(mask[top:top + 8, left:left + 8], crop_mask)
+
+
+def test_crops_on_objects_hold_the_object():
+    masks = torch.zeros(16, 40, 60, dtype=torch.long)
+    masks[:, 35:38, 2:5] = 7  # one small object in a corner
+    images = torch.rand(16, 3, 40, 60)
+    _, crop_masks = random_crops(images, masks, 12, on_objects=1.0, generator=torch.Generator().manual_seed(0))
+    assert all((m == 7).any() for m in crop_masks)
+    # a frame without objects still gets a crop, anywhere
+    _, crop_masks = random_crops(images, torch.zeros_like(masks), 12, on_objects=1.0)
+    assert crop_masks.shape == (16, 12, 12)
+
+
+def test_crop_larger_than_the_frame_is_refused():
+    with pytest.raises(ValueError, match="does not fit"):
+        random_crops(torch.rand(1, 3, 10, 10), torch.zeros(1, 10, 10, dtype=torch.long), 12, on_objects=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the split head
+
+
+@pytest.mark.parametrize(("factors", "stages"), [([], 1), ([3, 2, 8], 2), ([3, 2, 8], 3)])
+def test_split_head_gives_log_probabilities(factors, stages):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=3, head="split", object_factors=factors,
+                            object_stages=stages))
+    y = model(torch.rand(2, 3, 13, 19))
+    assert y.shape == (2, 49, 13, 19)
+    torch.testing.assert_close(y.exp().sum(1), torch.ones(2, 13, 19))
+    F.cross_entropy(y, torch.randint(0, 49, (2, 13, 19))).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_factored_classes_follow_the_class_ids():
+    """With factors [3, 2, 8], log p(class) is the sum of its shape's, material's and color's."""
+    model = UNet(UNetConfig(base_channels=4, depth=2, head="split", object_factors=[3, 2, 8]))
+    logits = torch.randn(1, 13, 1, 1)
+    shape, material, color = (part.log_softmax(1).flatten() for part in logits.split([3, 2, 8], dim=1))
+    log_probs = model._object_log_probs(logits).flatten()
+    from simvp_unet.classes import COLORS, MATERIALS, SHAPES
+
+    for cid in range(1, len(CLASS_NAMES)):
+        s, m, c = attributes(cid)
+        expected = shape[SHAPES.index(s)] + material[MATERIALS.index(m)] + color[COLORS.index(c)]
+        assert math.isclose(float(log_probs[cid - 1]), float(expected), rel_tol=0, abs_tol=1e-5)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"head": "softmax"}, "head must be"),
+    ({"head": "split", "object_factors": [3, 2, 7]}, "product is num_classes - 1 = 48"),
+    ({"object_factors": [3, 2, 8]}, "needs head 'split'"),
+    ({"head": "split", "num_classes": 2}, "at least two object classes"),
+    ({"head": "split", "depth": 2, "object_stages": 3}, "object_stages must be an integer in 1..depth"),
+    ({"object_stages": 2}, "object_stages needs head 'split'"),
+])
+def test_bad_split_head_configs(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        UNetConfig(**overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# the preset
+
+
+def test_cpu_preset_trains_on_crops_at_full_resolution(tiny_config):
+    from simvp_unet.config import resolve
+    from simvp_unet.train.runner import CONFIGS
+
+    config = resolve(CONFIGS["segmenter"], "segmenter", "cpu", [])
+    assert tuple(config.resolution) == (160, 240) and config.crop > 0
+    assert config.model.head == "split" and math.prod(config.model.object_factors) == 48
+    with pytest.raises(ValueError, match="crop must be 0"):
+        tiny_config("segmenter", "crop=64")  # larger than the tiny 32 x 48 frames
+
+
+def test_crop_trained_segmenter_segments_whole_frames(tiny_data, tmp_path, tiny_args):
+    """Also: 2 epochs with the preset validating every 4 still end validated (a best.ckpt)."""
+    from simvp_unet.cli import main
+    from simvp_unet.data.datasets import FrameDataset
+    from simvp_unet.inference import load_run
+
+    run = tmp_path / "seg"
+    assert main(["train", "segmenter", "--data", str(tiny_data), "--out", str(run),
+                 *tiny_args("segmenter")]) == 0
+    segmenter = load_run(run, fold=True)
+    frames = FrameDataset(tiny_data, "val", frames=[21])
+    images = torch.stack([frames[i]["image"] for i in range(len(frames))])
+    masks = segmenter.segment(images)
+    assert masks.shape == (len(frames), *images.shape[-2:])  # whole frames, at their size
+    assert int(masks.min()) >= 0 and int(masks.max()) < 49
+
