@@ -79,8 +79,11 @@ CASES = {
     "incep16": Case("SimVP incep 16/256/4/4", simvp(16, 256, 4), (11, 3, 80, 120), 4, "frames"),
     "forecaster": Case("SimVP gSTA 16/128/2/4, class ids (forecaster, cpu preset)", forecaster_cpu,
                        (11, 80, 120), 4, "class-ids"),
-    "unet16": Case("U-Net base 16 (segmenter, cpu preset)", lambda: UNet(UNetConfig(base_channels=16)),
-                   (3, 80, 120), 16, "classes"),
+    "unet16": Case("U-Net base 16 (segmenter, cpu preset before issue 10)",
+                   lambda: UNet(UNetConfig(base_channels=16)), (3, 80, 120), 16, "classes"),
+    "unet8": Case("U-Net base 8, split head (segmenter, cpu preset: 96x96 crops)",
+                  lambda: UNet(UNetConfig(base_channels=8, head="split", object_factors=[3, 2, 8],
+                                          object_stages=3)), (3, 96, 96), 16, "classes"),
     "unet64": Case("U-Net base 64 (paper)", lambda: UNet(UNetConfig()), (3, 160, 240), 1, "classes",
                    repeats=3),
 }

@@ -152,3 +152,30 @@ def test_crop_trained_segmenter_segments_whole_frames(tiny_data, tmp_path, tiny_
     assert masks.shape == (len(frames), *images.shape[-2:])  # whole frames, at their size
     assert int(masks.min()) >= 0 and int(masks.max()) < 49
 
+
+
+@pytest.mark.parametrize("config", [
+    UNetConfig(base_channels=4, depth=2),
+    UNetConfig(base_channels=4, depth=2, head="split"),
+    UNetConfig(base_channels=4, depth=3, head="split", object_factors=[3, 2, 8], object_stages=3),
+])
+def test_classes_is_the_argmax_of_the_logits(config):
+    torch.manual_seed(0)
+    model = UNet(config).eval()
+    x = torch.rand(2, 3, 37, 50)
+    with torch.no_grad():
+        assert torch.equal(model.classes(x), model(x).argmax(1))
+
+
+def test_segment_at_the_working_resolution_uses_the_networks_argmax():
+    from simvp_unet.inference import Segmenter
+    from simvp_unet.models.fold import fold_for_inference
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=3, head="split", object_factors=[3, 2, 8],
+                            object_stages=2)).eval()
+    images = torch.randint(0, 256, (3, 3, 32, 48), dtype=torch.uint8)
+    segmenter = Segmenter(fold_for_inference(model), resolution=(32, 48))
+    with torch.no_grad():
+        expected = model(images.float() / 255).argmax(1)
+    assert torch.equal(segmenter.segment(images), expected)

@@ -142,8 +142,8 @@ def channels_last(model: nn.Module, direction: Literal["train", "infer"],
     and so is training with AVX-512. With AVX2 only, oneDNN's channels_last backward kernels
     are slower: training in channels_last is faster for the small Inception SimVP and the U-Net
     of width 16 and more, and slower for the paper-size Inception SimVP (hid_T 512), the gSTA
-    SimVP and the narrower U-Nets (width 8 at 160x240: 0.74x; width 12 on 96x96 crops: 0.87x;
-    benchmarks/results/segmenter.md).
+    SimVP and the narrower U-Nets (a training step of width 8 at 160x240: 0.74x, of width 12 on
+    96x96 crops: 0.87x, with torch and oneDNN limited to AVX2, 2 threads, issue 10).
     """
     if device_type != "cpu" or direction == "infer":
         return True  # GPUs: cuDNN's NHWC kernels (not measured here: no GPU)

@@ -162,12 +162,41 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) floats -> (B, num_classes, H, W) logits."""
+        height, width = x.shape[-2:]
+        stages = self._stages(x)
+        if self.config.head == "plain":
+            return crop_to(self.head(stages[-1]), height, width)
+        return crop_to(self._split_head(stages), height, width)
+
+    @torch.no_grad()
+    def classes(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) floats -> long (B, H, W): `forward(x).argmax(1)`, computed for the
+        factored split head without its num_classes full-resolution log-probabilities: the
+        likeliest object class takes each factor's likeliest value, and it wins where it beats
+        the background."""
+        height, width = x.shape[-2:]
+        stages = self._stages(x)
+        if self.config.head == "plain" or not self.config.object_factors:
+            logits = self.head(stages[-1]) if self.config.head == "plain" else self._split_head(stages)
+            return crop_to(logits, height, width).argmax(1)
+        z, objects = self._split_logits(stages)
+        best, index = None, None
+        for part in objects.split(list(self.config.object_factors), dim=1):
+            value, arg = part.max(1)
+            value = value - part.logsumexp(1)  # the factor's largest log-probability
+            best = value if best is None else best + value
+            index = arg if index is None else index * part.shape[1] + arg
+        z = z[:, 0]
+        is_object = F.logsigmoid(z) + best > F.logsigmoid(-z)
+        return crop_to(torch.where(is_object, index + 1, 0), height, width)
+
+    def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The bottleneck's output, then every decoder stage's, coarse to fine (padded size)."""
         if x.dim() != 4 or x.shape[1] != self.config.in_channels or not x.is_floating_point():
             raise DataError(
                 f"UNet expects (B, {self.config.in_channels}, H, W) floats, "
                 f"got {x.dtype} of shape {tuple(x.shape)}"
             )
-        height, width = x.shape[-2:]
         x = pad_to_multiple(x, 2**self.config.depth)
         skips = []
         for stage in self.encoder:
@@ -175,23 +204,27 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)  # (B, 16 * base, H / 16, W / 16) at depth 4
-        stages = [x]  # the bottleneck, then every decoder stage's output, coarse to fine
+        stages = [x]
         for stage, skip in zip(self.decoder, reversed(skips), strict=True):
             x = stage(x, skip)
             stages.append(x)
-        if self.config.head == "plain":
-            return crop_to(self.head(x), height, width)
-        return crop_to(self._split_head(stages), height, width)
+        return stages
 
-    def _split_head(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        """Decoder outputs, coarse to fine -> (B, num_classes, H, W) log-probabilities."""
-        z = self.head(stages[-1])  # (B, 1, H, W): object or background
+    def _split_logits(self, stages: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder outputs -> z (B, 1, H, W), object or not, and the object logits (B, outputs,
+        H, W), upsampled from half resolution."""
+        z = self.head(stages[-1])
         half = stages[-2]
         coarser = stages[len(stages) - 1 - self.config.object_stages:-2]
         features = torch.cat([half, *(F.interpolate(f, size=half.shape[-2:], mode="bilinear", align_corners=False)
                                       for f in reversed(coarser))], dim=1)
         objects = F.interpolate(self.head_objects(features), size=z.shape[-2:], mode="bilinear",
                                 align_corners=False)
+        return z, objects
+
+    def _split_head(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder outputs, coarse to fine -> (B, num_classes, H, W) log-probabilities."""
+        z, objects = self._split_logits(stages)
         return torch.cat([F.logsigmoid(-z), F.logsigmoid(z) + self._object_log_probs(objects)], dim=1)
 
     def _object_log_probs(self, logits: torch.Tensor) -> torch.Tensor:

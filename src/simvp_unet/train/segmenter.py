@@ -75,7 +75,10 @@ def random_crops(images: torch.Tensor, masks: torch.Tensor, size: int, *, on_obj
     height, width = masks.shape[-2:]
     if not 0 < size <= min(height, width):
         raise ValueError(f"crop {size} does not fit frames of {height}x{width}")
-    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731  (CPU draws)
+
+    def rand(*shape: int) -> torch.Tensor:  # uniform draws in [0, 1), on the CPU
+        return torch.rand(*shape, generator=generator)
+
     tops, lefts = [], []
     for mask in masks:
         objects = (mask > 0).nonzero()
@@ -117,7 +120,8 @@ def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: flo
 
 
 class SegmenterModule(TrainModule):
-    """U-Net training: frames (B, 3, H, W) uint8 + masks (B, H, W) -> cross-entropy.
+    """U-Net training: frames (B, 3, H, W) uint8 + masks (B, H, W), whole or cropped ->
+    cross-entropy (+ soft Jaccard); validation on whole frames.
 
     Args:
         config: the resolved `SegmenterConfig`.
@@ -137,6 +141,13 @@ class SegmenterModule(TrainModule):
         """The inference module around `self.model` (`segment` for full-size masks)."""
         return Segmenter(self.model, resolution=self.resolution)
 
+    def cross_entropy(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy; the split head's outputs are log-probabilities already, so the
+        log-softmax (a pass over 49 channels, and its gradient) is skipped: the same number."""
+        if self.config.model.head == "split":
+            return F.nll_loss(logits, masks)
+        return F.cross_entropy(logits, masks)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, 3, H, W) -> logits (N, 49, *resolution)."""
         return self.served(images)
@@ -148,7 +159,7 @@ class SegmenterModule(TrainModule):
         if cfg.crop:
             images, masks = random_crops(images, masks, cfg.crop, on_objects=cfg.crop_on_objects)
         logits = self.model(images).float()
-        loss = F.cross_entropy(logits, masks)
+        loss = self.cross_entropy(logits, masks)
         self.log("train/cross_entropy", loss, batch_size=len(logits))
         if cfg.jaccard_weight:
             loss = loss + cfg.jaccard_weight * soft_jaccard_loss(logits, masks)
@@ -158,7 +169,7 @@ class SegmenterModule(TrainModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images, masks = batch["image"], batch["mask"].long()
         logits = self(images)
-        loss = F.cross_entropy(logits.float(), masks_to_size(masks, self.resolution))
+        loss = self.cross_entropy(logits.float(), masks_to_size(masks, self.resolution))
         pred = logits_to_size(logits, masks.shape[-2:]).argmax(1)
         self.val_jaccard.update(pred, masks)
         self.log("val/loss", loss, sync_dist=True, batch_size=len(images))
