@@ -16,6 +16,8 @@ of `Segmenter.segment` (folded, 2 threads). It writes results/segmenter.md and .
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import os
 import statistics
@@ -24,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from simvp_unet.classes import CLASS_NAMES, attributes
@@ -101,8 +102,6 @@ def train(args: argparse.Namespace) -> None:
 
 def validation_curve(run: Path) -> list[dict[str, float]]:
     """(step, minutes, val/jaccard) at every validation of a run, from its CSV log."""
-    import csv
-
     rows = []
     for path in sorted(run.glob("logs/**/metrics.csv")):
         with open(path) as f:
@@ -115,10 +114,11 @@ def validation_curve(run: Path) -> list[dict[str, float]]:
 
 
 def frame22(data: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The true frame 22 of every validation video: uint8 images (N, 3, H, W), long masks (N, H, W)."""
     frames = FrameDataset(data, "val", frames=[TARGET])
-    images = torch.stack([frames[i]["image"] for i in range(len(frames))])
-    masks = torch.stack([torch.as_tensor(frames[i]["mask"]) for i in range(len(frames))]).long()
-    return images, masks
+    items = [frames[i] for i in range(len(frames))]
+    return (torch.stack([item["image"] for item in items]),
+            torch.stack([torch.as_tensor(item["mask"]) for item in items]).long())
 
 
 def frames_per_second(segmenter, images: torch.Tensor, repeats: int = 3) -> float:
@@ -162,7 +162,7 @@ def report(args: argparse.Namespace) -> None:
         segmenter = load_run(run, fold=True)
         score = MaskScore()
         score.update(segmenter.segment(images), masks)
-        config = json.loads(json.dumps(segmenter.model.config.__dict__))
+        config = dataclasses.asdict(segmenter.model.config)
         entry = {**info, "description": VARIANTS.get(info["variant"], ("?",))[0],
                  "frame22_jaccard": round(score.jaccard(), 4), "curve": validation_curve(run),
                  "resolution": list(segmenter.resolution), "model": config,
@@ -245,7 +245,6 @@ def main() -> None:
     if args.command == "report" and args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
         # the limits are read when torch starts: run again in a process that has them
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
-    np.set_printoptions(precision=3)
     train(args) if args.command == "train" else report(args)
 
 

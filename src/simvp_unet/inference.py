@@ -172,9 +172,13 @@ class Segmenter(Served):
         model = UNet(from_dict(UNetConfig, config["model"], prefix="model.", stored=True))
         return cls(model, resolution=config["resolution"])
 
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, 3, H, W) -> the network's input: floats in [0, 1] at the working resolution."""
+        return resize_images(images.float() / 255, self.resolution)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, 3, H, W) -> logits (N, 49, *resolution)."""
-        return self.model(resize_images(images.float() / 255, self.resolution))
+        return self.model(self.model_input(images))
 
     @torch.inference_mode()
     def segment(self, images: torch.Tensor, *, chunk: int = 32) -> torch.Tensor:
@@ -188,7 +192,7 @@ class Segmenter(Served):
         size = tuple(images.shape[-2:])
         with self.autocast():
             if size == self.resolution:  # no resizing: the network's argmax (`UNet.classes`)
-                out = [self.model.classes(part.to(self.device).float() / 255).to(images.device)
+                out = [self.model.classes(self.model_input(part.to(self.device))).to(images.device)
                        for part in in_chunks(images, chunk)]
             else:
                 out = [upsampled_argmax(self(part.to(self.device)), size).to(images.device)

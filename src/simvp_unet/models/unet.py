@@ -174,12 +174,10 @@ class UNet(nn.Module):
         factored split head without its num_classes full-resolution log-probabilities: the
         likeliest object class takes each factor's likeliest value, and it wins where it beats
         the background."""
+        if not self.config.object_factors:
+            return self(x).argmax(1)
         height, width = x.shape[-2:]
-        stages = self._stages(x)
-        if self.config.head == "plain" or not self.config.object_factors:
-            logits = self.head(stages[-1]) if self.config.head == "plain" else self._split_head(stages)
-            return crop_to(logits, height, width).argmax(1)
-        z, objects = self._split_logits(stages)
+        z, objects = self._split_logits(self._stages(x))
         best, index = None, None
         for part in objects.split(list(self.config.object_factors), dim=1):
             value, arg = part.max(1)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..inference import Segmenter, check_network, logits_to_size, masks_to_size, resize_images
+from ..inference import Segmenter, check_network, logits_to_size, masks_to_size
 from ..metrics import task_metric
 from ..models.unet import UNet, UNetConfig
 from ..viz import mask_to_rgb
@@ -154,7 +154,7 @@ class SegmenterModule(TrainModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         cfg = self.config
-        images = resize_images(batch["image"].float() / 255, self.resolution)
+        images = self.served.model_input(batch["image"])
         masks = masks_to_size(batch["mask"], self.resolution)
         if cfg.crop:
             images, masks = random_crops(images, masks, cfg.crop, on_objects=cfg.crop_on_objects)
