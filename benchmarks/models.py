@@ -4,6 +4,7 @@
     python benchmarks/models.py --isa avx2       # what a CPU with AVX2 and no AVX-512 sees
     python benchmarks/models.py --case paper     # one case (the paper's SimVP: slow, few repeats)
     python benchmarks/models.py --quick          # tiny sizes, a smoke test of the script (seconds)
+    python benchmarks/models.py --device cuda --batch 4   # a CUDA GPU (results/models_cuda.md)
 
 Every setting of a case is timed in one loop: each repeat runs every setting once, so that the
 load of other jobs on a shared machine falls on all of them alike, and the median over the
@@ -18,7 +19,10 @@ kernels), ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's convolutions) and MKL_ENABLE_INSTRUC
 checks that torch took the limit. ONNX Runtime has no such limit (it picks AVX-512 kernels
 where the CPU has them), so it is measured only without --isa.
 
-Results go to benchmarks/results/models_<isa>.md, one section per case (a run of some cases
+--device cuda times the models on the GPU (each call synchronised), in float32 (cuDNN's default
+TF32 convolutions), bf16 autocast and channels_last, with --batch for a GPU-sized batch.
+
+Results go to benchmarks/results/models_<isa>.md (models_cuda.md on a GPU), one section per case (a run of some cases
 keeps the other sections of the file), with the CPU's features and the load average.
 """
 
@@ -103,24 +107,32 @@ QUICK = {
 # Timing
 
 
-def interleaved(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def interleaved(steps: dict[str, Callable[[], object]], repeats: int,
+                device: str = "cpu") -> dict[str, float]:
     """Median seconds per call of every step, after one warm-up call each; every repeat calls
-    every step once, in turn."""
+    every step once, in turn (on a GPU each call is waited for)."""
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     for step in steps.values():
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
+            sync()
             start = time.perf_counter()
             step()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def example(case: Case, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, Callable]:
-    """Input, target and loss function of a case."""
+def example(case: Case, model: nn.Module, batch: int, device: str = "cpu",
+            ) -> tuple[torch.Tensor, torch.Tensor, Callable]:
+    """Input, target and loss function of a case, on `device`."""
     torch.manual_seed(0)
-    shape = (case.batch, *case.input_shape)
+    shape = (batch, *case.input_shape)
     if case.target == "class-ids":
         x = torch.randint(0, model.config.input_classes, shape)
         target = torch.randint(0, model.config.out_channels, shape)
@@ -128,11 +140,11 @@ def example(case: Case, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, C
         def loss(y, t):
             return F.cross_entropy(y.flatten(0, 1).float(), t.flatten(0, 1))
 
-        return x, target, loss
+        return x.to(device), target.to(device), loss
     x = torch.rand(shape)
     if case.target == "frames":
-        return x, torch.rand_like(x), lambda y, t: F.mse_loss(y.float(), t)
-    return x, torch.randint(0, 49, (case.batch, *case.input_shape[-2:])), \
+        return x.to(device), torch.rand_like(x).to(device), lambda y, t: F.mse_loss(y.float(), t)
+    return x.to(device), torch.randint(0, 49, (batch, *case.input_shape[-2:])).to(device), \
         lambda y, t: F.cross_entropy(y.float(), t)
 
 
@@ -142,7 +154,7 @@ def example(case: Case, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, C
 
 def train_steps(case: Case, model: nn.Module, args) -> dict[str, Callable[[], object]]:
     """A training step per setting, each on its own copy of `model`."""
-    x, target, loss_fn = example(case, model)
+    x, target, loss_fn = example(case, model, args.batch or case.batch, args.device)
 
     def make(memory_format=torch.contiguous_format, bf16=False, compiled=False, **adam):
         net = copy.deepcopy(model).train().to(memory_format=memory_format)
@@ -151,7 +163,7 @@ def train_steps(case: Case, model: nn.Module, args) -> dict[str, Callable[[], ob
 
         def step():
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_fn(forward(x), target)
             loss.backward()
             optimizer.step()
@@ -159,6 +171,10 @@ def train_steps(case: Case, model: nn.Module, args) -> dict[str, Callable[[], ob
         return step
 
     cl = torch.channels_last
+    if args.device == "cuda":
+        return {"fp32 (baseline)": make(), "fp32 channels_last": make(cl),
+                "bf16 autocast": make(bf16=True), "bf16 autocast, fused Adam": make(bf16=True, fused=True),
+                "bf16 autocast channels_last, fused Adam": make(cl, bf16=True, fused=True)}
     steps = {
         "fp32 (baseline)": make(),
         "fp32, fused Adam": make(fused=True),
@@ -191,14 +207,14 @@ def onnx_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[],
 
 def infer_steps(case: Case, model: nn.Module, args) -> tuple[dict[str, Callable], dict[str, float]]:
     """An inference call per setting, and each setting's largest difference from the baseline."""
-    x, _, _ = example(case, model)
+    x, _, _ = example(case, model, args.batch or case.batch, args.device)
     model = model.eval()
     cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     folded = fold_for_inference(model)
 
     def run(net, bf16=False):
         def call():
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.inference_mode(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16):
                 return net(x)
 
         return call
@@ -208,9 +224,12 @@ def infer_steps(case: Case, model: nn.Module, args) -> tuple[dict[str, Callable]
         "fp32 channels_last": run(cl_model),
         "fp32 folded (models/fold.py)": run(folded),
     }
-    if not args.isa_limited and not args.no_onnx:
+    if args.device == "cuda":
+        steps |= {"bf16 autocast": run(model, bf16=True), "bf16 autocast channels_last": run(cl_model, bf16=True),
+                  "bf16 autocast folded": run(folded, bf16=True)}
+    elif not args.isa_limited and not args.no_onnx:
         steps["fp32 ONNX Runtime"] = onnx_runner(model, x, args.threads)
-    if args.bf16 == "always" or (args.bf16 == "auto" and has_native_bf16("cpu")):
+    if args.device == "cpu" and (args.bf16 == "always" or (args.bf16 == "auto" and has_native_bf16("cpu"))):
         steps["bf16 autocast channels_last"] = run(cl_model, bf16=True)
         steps["bf16 autocast folded"] = run(folded, bf16=True)
     if args.compile:
@@ -238,23 +257,23 @@ def measure(case: Case, args) -> list[str]:
     with torch.device("meta"):
         params = sum(p.numel() for p in case.build().parameters())
     torch.manual_seed(0)
-    model = case.build()
+    model = case.build().to(args.device)
     repeats = 1 if args.quick else args.repeats or case.repeats
     rows = []
     if not args.infer_only:
-        pick = "channels_last" if channels_last(model, "train", "cpu") else "default format"
-        train = interleaved(train_steps(case, model, args), repeats)
+        pick = "channels_last" if channels_last(model, "train", args.device) else "default format"
+        train = interleaved(train_steps(case, model, args), repeats, args.device)
         base = train["fp32 (baseline)"]
         rows += [f"| train | {name} | {t:.3g} | {base / t:.2f}x | |" for name, t in train.items()]
         args.notes.append(f"{case.name}: hardware.channels_last picks the {pick} for training here")
     steps, diffs = infer_steps(case, model, args)
-    infer = interleaved(steps, repeats)
+    infer = interleaved(steps, repeats, args.device)
     base = infer["fp32 (baseline)"]
     rows += [f"| infer | {name} | {t:.3g} | {base / t:.2f}x | {diffs[name]:.1e} |"
              for name, t in infer.items()]
     shape = "x".join(map(str, case.input_shape))
     head = [f"## {case.name}", "",
-            f"Input {shape} per sample, batch {case.batch}, {params:,} parameters; median of "
+            f"Input {shape} per sample, batch {args.batch or case.batch}, {params:,} parameters; median of "
             f"{repeats} interleaved repeats. Load average (1 min) {load:.1f} at the start, "
             f"{os.getloadavg()[0]:.1f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).",
             "", "| direction | setting | seconds per batch | x baseline | max abs diff |",
@@ -289,6 +308,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add torch.compile settings (slow)")
     parser.add_argument("--infer-only", action="store_true", help="skip training")
     parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu (default) or cuda: time the models on the GPU")
+    parser.add_argument("--batch", type=int, default=None, help="batch size of every case (default per case)")
     parser.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
                         help="bf16 settings: auto = only where bf16 is native (emulated bf16 "
                              "takes minutes a step for the paper's SimVP)")
@@ -297,6 +319,8 @@ def main() -> None:
         # the limits are read when torch starts: run again in a process that has them
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
     args.isa_limited = args.isa == "avx2"
+    if args.device == "cuda" and (args.isa_limited or not torch.cuda.is_available()):
+        raise SystemExit("--device cuda needs a CUDA GPU, and no --isa")
     if args.isa_limited and torch.backends.cpu.get_cpu_capability() != "AVX2":
         raise SystemExit(f"--isa avx2: torch uses {torch.backends.cpu.get_cpu_capability()}, not AVX2")
     args.notes = []
@@ -304,12 +328,20 @@ def main() -> None:
 
     features = cpu_features()
     load = os.getloadavg()[0]
-    header = [
-        "# Model speed",
-        "",
-        f"`python benchmarks/models.py{' --isa avx2' if args.isa_limited else ''}`; "
-        f"{args.threads} threads. CPU: {features.summary()}.",
-    ]
+    if args.device == "cuda":
+        header = ["# Model speed on a GPU", "",
+                  f"`python benchmarks/models.py --device cuda{f' --batch {args.batch}' if args.batch else ''}`; "
+                  f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+                  f"cuDNN {torch.backends.cudnn.version()}; float32 convolutions in TF32 "
+                  f"(torch's default: allow_tf32={torch.backends.cudnn.allow_tf32}). "
+                  f"Host CPU: {features.summary()}."]
+    else:
+        header = [
+            "# Model speed",
+            "",
+            f"`python benchmarks/models.py{' --isa avx2' if args.isa_limited else ''}`; "
+            f"{args.threads} threads. CPU: {features.summary()}.",
+        ]
     print("\n".join(header), flush=True)
     print(f"load average (1 min) at the start: {load:.1f}", flush=True)
     cases = QUICK if args.quick else {k: CASES[k] for k in (args.case or CASES)}
@@ -321,7 +353,7 @@ def main() -> None:
         print(f"- {note}")
     if args.quick:
         return  # a smoke test: the numbers of tiny models are not worth keeping
-    path = RESULTS / f"models_{args.isa}.md"
+    path = RESULTS / f"models_{'cuda' if args.device == 'cuda' else args.isa}.md"
     write_report(path, sections, header)
     print(f"\nwritten to {path}")
 

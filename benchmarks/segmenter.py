@@ -71,6 +71,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kept-9-epochs": ("the cpu preset as shipped: 9 epochs, validating once at the end", ()),
     "kept-10-epochs": ("the preset at 10 epochs, validating once at the end",
                        ("epochs=10", "val_every_epochs=10")),
+    "fast-loss-11-epochs": ("the preset with the split head's loss read from its raw outputs "
+                            "(split_cross_entropy: 1.14x faster steps), 11 epochs",
+                            ("epochs=11", "val_every_epochs=11")),
     "kept+jaccard": ("the preset + soft Jaccard loss (weight 1), 6 epochs: about the minutes of 8 "
                      "(the loss costs 1.3x per step)", ("jaccard_weight=1", "epochs=6", "val_every_epochs=3")),
 }

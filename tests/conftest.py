@@ -3,6 +3,7 @@ training presets shrunk to tiny sizes and a few steps (`tiny_config`, `tiny_args
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,18 @@ def tiny_args() -> Callable[[str], list[str]]:
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a tiny generated dataset (preset tiny: 4 train, 2 val, 4 unlabeled, 2 hidden).
 
-    Shared by the whole session: tests must not modify it (copy it first).
+    Shared by the whole session: tests must not modify it (copy it first). On a machine without
+    PyBullet (a GPU machine, say), SIMVP_UNET_TINY_DATA names one made elsewhere with
+    `simvp-unet data generate --preset tiny --out DIR`.
     """
     from simvp_unet.config import resolve
     from simvp_unet.data.generate import GenerateConfig, generate
 
+    given = os.environ.get("SIMVP_UNET_TINY_DATA")
+    if given:
+        if not (Path(given) / "dataset.json").is_file():
+            raise pytest.UsageError(f"SIMVP_UNET_TINY_DATA={given}: not a generated dataset (no dataset.json)")
+        return Path(given)
     root = tmp_path_factory.mktemp("tiny_data")
     generate(root, resolve(GenerateConfig, "data", "tiny"), workers=1, progress=False)
     return root

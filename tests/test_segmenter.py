@@ -94,6 +94,31 @@ def test_split_head_gives_log_probabilities(factors, stages):
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("factors", [[], [3, 2, 8]])
+def test_split_cross_entropy_is_the_cross_entropy_of_the_log_probabilities(factors):
+    """Training reads the split head's raw outputs: same loss and same gradients as cross-entropy
+    on the 49 log-probabilities that forward builds (odd size: the padding is cropped)."""
+    from simvp_unet.train.segmenter import split_cross_entropy
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=4, depth=3, head="split", object_factors=factors, object_stages=2))
+    x, target = torch.rand(2, 3, 13, 19), torch.randint(0, 49, (2, 13, 19))
+    target[0, :5] = 0  # plenty of background too
+    expected = F.cross_entropy(model(x), target)
+    expected.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    z, objects = model.split_logits(x)
+    assert z.shape == (2, 1, 13, 19) and objects.shape == (2, sum(factors) or 48, 13, 19)
+    loss = split_cross_entropy(z, objects, target, factors or [48])
+    loss.backward()
+    torch.testing.assert_close(loss, expected)
+    for grad, p in zip(grads, model.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, grad, atol=1e-6, rtol=1e-4)
+    with pytest.raises(ConfigError, match="needs head 'split'"):
+        UNet(UNetConfig(base_channels=4, depth=2)).split_logits(x)
+
+
 def test_factored_classes_follow_the_class_ids():
     """With factors [3, 2, 8], log p(class) is the sum of its shape's, material's and color's."""
     model = UNet(UNetConfig(base_channels=4, depth=2, head="split", object_factors=[3, 2, 8]))

@@ -117,7 +117,8 @@ def test_load_run_helpers(runs: dict[str, Path]) -> None:
 
 
 def test_load_run_restores_the_trained_weights(runs: dict[str, Path]) -> None:
-    ckpt = torch.load(runs["segmenter"] / "checkpoints" / "last.ckpt", weights_only=True)
+    # map_location: trained on a GPU (where there is one), the checkpoint's tensors load there
+    ckpt = torch.load(runs["segmenter"] / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     module = load_run(runs["segmenter"], "last")
     for name, value in module.state_dict().items():
         assert torch.equal(value, ckpt["state_dict"][name]), name

@@ -176,8 +176,7 @@ class UNet(nn.Module):
         the background."""
         if not self.config.object_factors:
             return self(x).argmax(1)
-        height, width = x.shape[-2:]
-        z, objects = self._split_logits(self._stages(x))
+        z, objects = self.split_logits(x)
         best, index = None, None
         for part in objects.split(list(self.config.object_factors), dim=1):
             value, arg = part.max(1)
@@ -186,7 +185,19 @@ class UNet(nn.Module):
             index = arg if index is None else index * part.shape[1] + arg
         z = z[:, 0]
         is_object = F.logsigmoid(z) + best > F.logsigmoid(-z)
-        return crop_to(torch.where(is_object, index + 1, 0), height, width)
+        return torch.where(is_object, index + 1, 0)
+
+    def split_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split head's raw outputs: (B, C_in, H, W) floats -> z (B, 1, H, W), object vs
+        background, and the object logits (B, sum(object_factors) or num_classes - 1, H, W), each
+        factor's block in order. `forward` combines them into log-probabilities; training reads
+        them directly (`train.segmenter.split_cross_entropy`: the same loss, without building
+        num_classes full-resolution channels)."""
+        if self.config.head != "split":
+            raise ConfigError("UNet.split_logits needs head 'split'")
+        height, width = x.shape[-2:]
+        z, objects = self._split_logits(self._stages(x))
+        return crop_to(z, height, width), crop_to(objects, height, width)
 
     def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The bottleneck's output, then every decoder stage's, coarse to fine (padded size)."""

@@ -60,8 +60,8 @@ def velocity(filled: torch.Tensor, frames: int) -> torch.Tensor:
 
 def damped_offsets(damping: torch.Tensor | float, steps: int) -> torch.Tensor:
     """How far a unit velocity carries after 1..steps frames when damped each frame: (steps,)."""
-    damping = torch.as_tensor(damping, dtype=torch.float32)
-    powers = damping ** torch.arange(1, steps + 1, dtype=torch.float32)
+    damping = torch.as_tensor(damping, dtype=torch.float32)  # a learned one may sit on a GPU
+    powers = damping ** torch.arange(1, steps + 1, dtype=torch.float32, device=damping.device)
     return powers.cumsum(0)
 
 

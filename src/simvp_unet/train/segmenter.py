@@ -119,6 +119,29 @@ def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: flo
     return 1 - iou[present].mean()
 
 
+def split_cross_entropy(z: torch.Tensor, objects: torch.Tensor, target: torch.Tensor,
+                        factors: list[int]) -> torch.Tensor:
+    """The split head's mean cross-entropy from its raw outputs (`UNet.split_logits`).
+
+    The same number as the cross-entropy of the num_classes log-probabilities that the head's
+    `forward` builds: -log p(class) is the object-or-background term (binary cross-entropy of
+    z) plus, on object pixels, each factor's cross-entropy for its part of the class id
+    (row-major: the last factor varies fastest), averaged over every pixel. Without the
+    full-resolution num_classes channels a training step runs 1.14x faster (width-8 U-Net,
+    16 crops of 96x96, 2 cores, AVX2). z (B, 1, H, W), objects (B, sum(factors), H, W), target
+    long (B, H, W) -> scalar.
+    """
+    is_object = target > 0
+    total = F.binary_cross_entropy_with_logits(z[:, 0].float(), is_object.float(), reduction="sum")
+    rest = (target - 1).clamp(min=0)  # the object class id, 0-based
+    parts = objects.float().split(list(factors), dim=1)
+    for part, size in zip(reversed(parts), reversed(factors), strict=True):
+        value = torch.where(is_object, rest % size, -100)  # -100: ignored (background)
+        rest = rest // size
+        total = total + F.cross_entropy(part, value, ignore_index=-100, reduction="sum")
+    return total / target.numel()
+
+
 class SegmenterModule(TrainModule):
     """U-Net training: frames (B, 3, H, W) uint8 + masks (B, H, W), whole or cropped ->
     cross-entropy (+ soft Jaccard); validation on whole frames.
@@ -158,12 +181,18 @@ class SegmenterModule(TrainModule):
         masks = masks_to_size(batch["mask"], self.resolution)
         if cfg.crop:
             images, masks = random_crops(images, masks, cfg.crop, on_objects=cfg.crop_on_objects)
-        logits = self.model(images).float()
-        loss = self.cross_entropy(logits, masks)
-        self.log("train/cross_entropy", loss, batch_size=len(logits))
-        if cfg.jaccard_weight:
-            loss = loss + cfg.jaccard_weight * soft_jaccard_loss(logits, masks)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        if cfg.model.head == "split" and not cfg.jaccard_weight:
+            z, objects = self.model.split_logits(images)
+            factors = cfg.model.object_factors or [cfg.model.num_classes - 1]
+            loss = split_cross_entropy(z, objects, masks, factors)
+            self.log("train/cross_entropy", loss, batch_size=len(images))
+        else:
+            logits = self.model(images).float()
+            loss = self.cross_entropy(logits, masks)
+            self.log("train/cross_entropy", loss, batch_size=len(logits))
+            if cfg.jaccard_weight:
+                loss = loss + cfg.jaccard_weight * soft_jaccard_loss(logits, masks)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
