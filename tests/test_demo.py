@@ -50,3 +50,19 @@ def test_demo_help(capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "example:" in text and "simvp-unet demo --out demo" in text and "--fast" in text
+
+
+def test_full_demo_settings_resolve_and_shorten_the_cpu_presets():
+    """The full demo trains the cpu presets with its overrides: each must resolve, and the
+    segmenter and the two SimVP baselines train less than their presets (the 15-minute budget)."""
+    from simvp_unet.config import resolve
+    from simvp_unet.demo import FULL
+    from simvp_unet.train.runner import CONFIGS
+
+    assert FULL.train == "cpu" and set(FULL.overrides) <= set(CONFIGS)
+    demo = {kind: resolve(CONFIGS[kind], kind, "cpu", list(o)) for kind, o in FULL.overrides.items()}
+    preset = {kind: resolve(CONFIGS[kind], kind, "cpu", []) for kind in FULL.overrides}
+    assert demo["segmenter"].epochs < preset["segmenter"].epochs
+    assert demo["segmenter"].val_every_epochs == demo["segmenter"].epochs  # one validation, at the end
+    for kind in ("predictor", "forecaster"):
+        assert 0 < demo[kind].limit_train_batches < preset[kind].limit_train_batches, kind

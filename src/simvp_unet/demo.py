@@ -52,7 +52,16 @@ class DemoPresets:
     overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4)
+# The cpu presets, shortened to fit 15 minutes on 2 cores without native bf16 (float32): the
+# segmenter 20 of its 34 epochs (2,060 steps on the demo's 150 training videos); the two SimVP
+# baselines (the paper's frames row and the masks row) 40 batches an epoch, 160 steps instead of
+# 1,000 (a step of each costs about 0.85 s there): their numbers at the presets' full length are
+# in benchmarks/results/pipelines.md.
+FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4, overrides={
+    "segmenter": ("epochs=20", "val_every_epochs=20"),
+    "predictor": ("limit_train_batches=40",),
+    "forecaster": ("limit_train_batches=40",),
+})
 # A smoke test: the cpu recipes shrunk to tiny sizes and a few steps.
 _FEW_STEPS = ("resolution=[32,48]", "epochs=2", "limit_val_batches=1", "log_every_steps=1", "pictures=2")
 _TINY_SIMVP = ("batch_size=2", "limit_train_batches=2", "model.spatial_channels=8",
