@@ -180,7 +180,8 @@ class UNet(nn.Module):
         best, index = None, None
         for part in objects.split(list(self.config.object_factors), dim=1):
             value, arg = part.max(1)
-            value = value - part.logsumexp(1)  # the factor's largest log-probability
+            # the factor's largest log-probability, max - logsumexp, reusing the max
+            value = -(part - value.unsqueeze(1)).exp().sum(1).log()
             best = value if best is None else best + value
             index = arg if index is None else index * part.shape[1] + arg
         z = z[:, 0]
