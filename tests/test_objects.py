@@ -55,6 +55,48 @@ def test_untrained_network_equals_constant_velocity():
     assert torch.allclose(learned[valid], plain[valid], atol=1e-3)
 
 
+def test_near_another_finds_objects_whose_paths_meet():
+    from simvp_unet.objects.motion import near_another
+
+    steps = torch.arange(11.0)[:, None]
+    paths = torch.stack([torch.cat([10 + 5 * steps, 50 + 0 * steps], 1),     # moves right...
+                         torch.cat([100 - 4 * steps, 52 + 0 * steps], 1),    # ...meets this one
+                         torch.cat([10 + 0 * steps, 150 + 0 * steps], 1),    # far from both
+                         torch.cat([12 + 0 * steps, 152 + 0 * steps], 1)])[None]  # an empty slot
+    valid = torch.tensor([[True, True, True, False]])
+    assert near_another(paths, valid, 10.0).tolist() == [[True, True, False, False]]
+    assert near_another(paths, valid, 0.5).tolist() == [[False, False, False, False]]
+
+
+def test_learned_forecast_moves_only_objects_that_come_close():
+    """forecast_objects: the network's forecast where constant-velocity paths meet, constant
+    velocity elsewhere (learned_near_px); 0 gives every object the network's forecast."""
+    from simvp_unet.objects.serve import ObjectForecaster
+
+    video = square_video(11, (40, 40), (4, 0))                                   # these two meet
+    video = square_video(11, (130, 42), (-4, 0), class_id=BLUE_SPHERE, masks=video)
+    video = square_video(11, (60, 130), (1, 0), class_id=GREEN_CYL, masks=video)  # far below
+    masks = torch.from_numpy(video[None]).long()
+    forecasts = {}
+    for near_px in (0.0, 20.0):
+        torch.manual_seed(0)
+        model = MotionForecaster(MotionConfig(space="image", learned_near_px=near_px))
+        with torch.no_grad():  # a network that does move things: random last layers
+            for p in model.net.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        forecasts[near_px] = ObjectForecaster(model).forecast_objects(masks).centers[0]
+        cv = ObjectForecaster(model).forecast_objects(masks, learned=False).centers[0]
+    tracks = extract_tracks(masks)
+    slot = {int(c): k for k, c in enumerate(tracks.classes[0]) if c}
+    for cid in (RED_CUBE, BLUE_SPHERE):
+        assert torch.equal(forecasts[20.0][slot[cid]], forecasts[0.0][slot[cid]])
+        assert not torch.allclose(forecasts[20.0][slot[cid]], cv[slot[cid]], atol=0.5)
+    assert torch.equal(forecasts[20.0][slot[GREEN_CYL]], cv[slot[GREEN_CYL]])
+    assert not torch.allclose(forecasts[0.0][slot[GREEN_CYL]], cv[slot[GREEN_CYL]], atol=0.5)
+    with pytest.raises(ValueError, match="learned_near_px"):
+        MotionConfig(learned_near_px=-1.0)
+
+
 def test_occluded_object_keeps_its_track():
     video = square_video(11, (40, 80), (5, 0))
     video[4:7][video[4:7] == RED_CUBE] = 0  # hidden for 3 frames

@@ -223,7 +223,7 @@ def test_default_row_is_the_best_the_models_allow():
     assert pipelines.default_row(Models(Segmenter())) == "copy-last"
     assert pipelines.default_row(Models(Segmenter(), Predictor())) == "frames"
     assert pipelines.default_row(Models(Segmenter(), Predictor(), Forecaster())) == "masks"
-    assert pipelines.default_row(Models(Segmenter(), Predictor(), Forecaster(), object())) == "objects-cv"
+    assert pipelines.default_row(Models(Segmenter(), Predictor(), Forecaster(), object())) == "objects"
     with pytest.raises(ConfigError, match="segmenter"):
         pipelines.default_row(Models())
 

@@ -94,3 +94,12 @@ def fit_constant_velocity(filled: torch.Tensor, error: callable, *, steps: int,
         if score < best[2]:
             best = (frames, damping, score)
     return best
+
+
+def near_another(paths: torch.Tensor, valid: torch.Tensor, distance: float) -> torch.Tensor:
+    """Which objects come within `distance` of another valid object at the same step: paths
+    (B, K, S, 2) and valid bool (B, K) -> bool (B, K) (False for invalid slots)."""
+    gap = (paths[:, :, None] - paths[:, None]).norm(dim=-1).amin(-1)  # (B, K, K): closest approach
+    k = paths.shape[1]
+    others = valid[:, None, :] & valid[:, :, None] & ~torch.eye(k, dtype=torch.bool, device=paths.device)
+    return ((gap < distance) & others).any(-1)

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..classes import BACKGROUND
 from ..config import from_dict
 from ..data.layout import INPUT_FRAMES
 from ..errors import ConfigError
 from .dynamics import MotionConfig, MotionForecaster
+from .motion import near_another
 from .render import render
 from .tracks import Tracks, extract_tracks
 
@@ -86,8 +88,12 @@ class ObjectForecaster(nn.Module):
             raise ValueError(f"forecast_objects expects integer masks (B, 11, H, W), got {masks.dtype} "
                              f"of shape {tuple(masks.shape)}")
         tracks = extract_tracks(masks)
-        device = self.device
-        centers = self.model(tracks.classes.to(device), tracks.present.to(device), tracks.center.to(device),
-                             learned=learned).float().cpu()
+        inputs = (tracks.classes.to(self.device), tracks.present.to(self.device), tracks.center.to(self.device))
+        centers = self.model(*inputs, learned=learned).float().cpu()
+        near_px = self.model.config.learned_near_px
+        if learned and near_px > 0:  # the learned forecast only where objects may collide
+            cv = self.model(*inputs, learned=False).float().cpu()
+            valid = (tracks.classes != BACKGROUND) & tracks.present.any(-1)
+            centers = torch.where(near_another(cv, valid, near_px)[..., None, None], centers, cv)
         mask = render(tracks, centers[:, :, -1], self.model.plane)
         return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device))
