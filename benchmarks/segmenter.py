@@ -88,6 +88,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                        "second of 64x64 in 24s), 34 epochs", ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34")),
     "crop48-batch32-seed1": ("crop48-batch32 again with another seed",
                              ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34", "seed=1")),
+    "crop48-batch32-seed2": ("crop48-batch32 with a third seed",
+                             ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34", "seed=2")),
     "kept+jaccard": ("the preset + soft Jaccard loss (weight 1), 6 epochs: about the minutes of 8 "
                      "(the loss costs 1.3x per step)", (*_CROP96, "jaccard_weight=1", "epochs=6", "val_every_epochs=3")),
 }
