@@ -190,13 +190,13 @@ class Segmenter(Served):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"segment expects uint8 images (N, 3, H, W), got shape {tuple(images.shape)}")
         size = tuple(images.shape[-2:])
-        with self.autocast():
+        def masks(part: torch.Tensor) -> torch.Tensor:
             if size == self.resolution:  # no resizing: the network's argmax (`UNet.classes`)
-                out = [self.model.classes(self.model_input(part.to(self.device))).to(images.device)
-                       for part in in_chunks(images, chunk)]
-            else:
-                out = [upsampled_argmax(self(part.to(self.device)), size).to(images.device)
-                       for part in in_chunks(images, chunk)]
+                return self.model.classes(self.model_input(part))
+            return upsampled_argmax(self(part), size)
+
+        with self.autocast():
+            out = [masks(part.to(self.device)).to(images.device) for part in in_chunks(images, chunk)]
         return torch.cat(out)
 
     def example_input(self) -> torch.Tensor:

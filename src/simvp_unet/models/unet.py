@@ -90,6 +90,12 @@ class UNetConfig:
                 raise ConfigError(f"UNetConfig.object_factors must be integers >= 2 whose product is "
                                   f"num_classes - 1 = {self.num_classes - 1}, got {list(self.object_factors)}")
 
+    @property
+    def factor_sizes(self) -> list[int]:
+        """The split head's object logits, block by block: `object_factors`, or one block of all
+        num_classes - 1 object classes."""
+        return list(self.object_factors) or [self.num_classes - 1]
+
 
 # ---------------------------------------------------------------------------------------------
 # Blocks
@@ -156,9 +162,8 @@ class UNet(nn.Module):
             self.head = nn.Conv2d(widths[0], c.num_classes, 1)
         else:
             self.head = nn.Conv2d(widths[0], 1, 1)  # object or background, at full resolution
-            objects = sum(c.object_factors) if c.object_factors else c.num_classes - 1
             # which object, at H / 2, from the half-resolution stage and the coarser ones
-            self.head_objects = nn.Conv2d(sum(widths[1:1 + c.object_stages]), objects, 1)
+            self.head_objects = nn.Conv2d(sum(widths[1:1 + c.object_stages]), sum(c.factor_sizes), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) floats -> (B, num_classes, H, W) logits."""
@@ -239,11 +244,8 @@ class UNet(nn.Module):
 
     def _object_log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, outputs, H, W) -> (B, num_classes - 1, H, W) log p(object class | object)."""
-        factors = self.config.object_factors
-        if not factors:
-            return logits.log_softmax(1)
         out = None
-        for part in logits.split(list(factors), dim=1):  # row-major: the last factor varies fastest
+        for part in logits.split(self.config.factor_sizes, dim=1):  # row-major: the last varies fastest
             part = part.log_softmax(1)
             out = part if out is None else (out[:, :, None] + part[:, None]).flatten(1, 2)
         return out

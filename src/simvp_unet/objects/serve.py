@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..classes import BACKGROUND
 from ..config import from_dict
 from ..data.layout import INPUT_FRAMES
 from ..errors import ConfigError
@@ -93,7 +92,6 @@ class ObjectForecaster(nn.Module):
         near_px = self.model.config.learned_near_px
         if learned and near_px > 0:  # the learned forecast only where objects may collide
             cv = self.model(*inputs, learned=False).float().cpu()
-            valid = (tracks.classes != BACKGROUND) & tracks.present.any(-1)
-            centers = torch.where(near_another(cv, valid, near_px)[..., None, None], centers, cv)
+            centers = torch.where(near_another(cv, tracks.valid, near_px)[..., None, None], centers, cv)
         mask = render(tracks, centers[:, :, -1], self.model.plane)
         return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device))

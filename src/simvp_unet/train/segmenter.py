@@ -183,8 +183,7 @@ class SegmenterModule(TrainModule):
             images, masks = random_crops(images, masks, cfg.crop, on_objects=cfg.crop_on_objects)
         if cfg.model.head == "split" and not cfg.jaccard_weight:
             z, objects = self.model.split_logits(images)
-            factors = cfg.model.object_factors or [cfg.model.num_classes - 1]
-            loss = split_cross_entropy(z, objects, masks, factors)
+            loss = split_cross_entropy(z, objects, masks, cfg.model.factor_sizes)
             self.log("train/cross_entropy", loss, batch_size=len(images))
         else:
             logits = self.model(images).float()
