@@ -2,14 +2,16 @@
 
     forecaster = MotionForecaster(MotionConfig())
     forecaster.plane.fit(...); forecaster.set_constant_velocity(frames=2, damping=0.97)
+    forecaster.physics.fit(...)
     centers = forecaster(classes, present, center, learned=True)   # (B, K, 11, 2) pixels
 
-The learned model rolls the objects forward one frame at a time, like a simulator: each
-object's velocity is damped (the fitted constant-velocity damping), then changed by an
-acceleration made of a self term (friction, the object's own history) and the sum of
-pairwise terms from every other object (pushes in collisions). The last layers start at
-zero, so an untrained network is exactly the `objects-cv` forecast and training learns
-the corrections. Motion is simulated in ground coordinates (or image ones, `space`).
+The learned model is a simulator (`physics.Physics`: Coulomb friction per material and
+collisions between objects of fitted masses, on the floor, numbers fitted to the training
+tracks) plus a network that corrects it: each frame, every object's velocity is changed by
+an acceleration made of a self term (the object's own history) and the sum of pairwise
+terms from every other object, then the simulator advances one frame. The network's last
+layers start at zero, so before training the forecast is the fitted simulator's. Motion is
+simulated on the ground plane (or in image coordinates, `space`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from torch import nn
 
 from ..classes import BACKGROUND, MATERIALS, SHAPES
 from .ground import GroundPlane
-from .motion import constant_velocity, fill_gaps, velocity
+from .motion import constant_velocity, fill_gaps
+from .physics import Physics
 
 # Scales that bring motion-space numbers to about unit size for the network.
 VELOCITY_SCALE = 50.0
@@ -39,11 +42,11 @@ class MotionConfig:
         history: past frame-to-frame displacements each object's encoder reads.
         steps: frames forecast (12..22).
         image_size: (H, W) of the frames.
+        substeps: simulation steps (and collision checks) per frame.
         learned_near_px: at inference (`ObjectForecaster.forecast_objects`), the learned forecast
             moves only the objects whose constant-velocity path comes within this many pixels of
-            another object's at the same frame, where they may collide; the others keep the
-            constant-velocity forecast. 0: the learned forecast for every object. 20 was the
-            best of 0, 10, 20, 35, 50 on the training videos of `bench` (true masks).
+            another object's at the same frame; the others keep the constant-velocity forecast.
+            0 (the default): the learned forecast for every object.
     """
 
     space: Literal["ground", "image"] = "ground"
@@ -51,13 +54,14 @@ class MotionConfig:
     history: int = 6
     steps: int = 11
     image_size: tuple[int, int] = (160, 240)
-    learned_near_px: float = 20.0
+    substeps: int = 4
+    learned_near_px: float = 0.0
 
     def __post_init__(self) -> None:
         if self.space not in ("ground", "image"):
             raise ValueError(f"space must be 'ground' or 'image', got {self.space!r}")
-        if self.hidden <= 0 or self.history <= 0 or self.steps <= 0:
-            raise ValueError("hidden, history and steps must be positive")
+        if self.hidden <= 0 or self.history <= 0 or self.steps <= 0 or self.substeps <= 0:
+            raise ValueError("hidden, history, steps and substeps must be positive")
         if not self.learned_near_px >= 0:
             raise ValueError(f"learned_near_px must be >= 0, got {self.learned_near_px}")
 
@@ -137,10 +141,11 @@ class MotionForecaster(nn.Module):
         self.plane = GroundPlane(image_size=config.image_size)
         self.register_buffer("cv_frames", torch.tensor(2))
         self.register_buffer("cv_damping", torch.tensor(0.97))
+        self.physics = Physics(substeps=config.substeps)
         self.net = InteractionNet(hidden=config.hidden, history=config.history)
 
     def set_constant_velocity(self, *, frames: int, damping: float) -> None:
-        """Store the fitted constant-velocity settings (used by both forecasts)."""
+        """Store the fitted constant-velocity settings (the `objects-cv` forecast)."""
         self.cv_frames.fill_(frames)
         self.cv_damping.fill_(damping)
 
@@ -164,23 +169,23 @@ class MotionForecaster(nn.Module):
             classes: long (B, K), 0 for empty slots.
             present: bool (B, K, T) over the input frames.
             center: (B, K, T, 2) pixels, read where present.
-            learned: use the network; False gives the constant-velocity forecast.
+            learned: the simulator and the network; False gives the constant-velocity forecast.
 
         Returns:
             (B, K, steps, 2) forecast centers in pixels (empty slots: meaningless).
         """
         filled = fill_gaps(present, self.to_space(center.float()))
-        frames, damping = int(self.cv_frames), self.cv_damping
         if not learned:
-            return self.to_pixels(constant_velocity(filled, frames=frames, damping=damping,
+            return self.to_pixels(constant_velocity(filled, frames=int(self.cv_frames), damping=self.cv_damping,
                                                     steps=self.config.steps))
         valid = (classes != BACKGROUND) & present.any(-1)
-        h = self.net.encode(filled, present, attributes(classes))
-        p = filled[..., -1, :]
-        v = velocity(filled, frames) + self.net.initial_velocity(h) / VELOCITY_SCALE
+        classes = torch.where(valid, classes, BACKGROUND)
+        q = self.physics.to_metric(filled)
+        h = self.net.encode(q, present, attributes(classes))
+        p, v = self.physics.start(q, classes)
+        v = v + self.net.initial_velocity(h) / VELOCITY_SCALE
         out = []
         for _ in range(self.config.steps):
-            v = damping * v + self.net.step(p, v, h, valid)
-            p = p + v
+            p, v = self.physics.advance(p, v + self.net.step(p, v, h, valid), classes, valid)
             out.append(p)
-        return self.to_pixels(torch.stack(out, -2))
+        return self.to_pixels(self.physics.from_metric(torch.stack(out, -2)))

@@ -17,6 +17,7 @@ velocity.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -156,6 +157,11 @@ class DynamicsModule(TrainModule):
 
         frames, damping, _ = fit_constant_velocity(filled, error, steps=FUTURE_FRAMES)
         self.model.set_constant_velocity(frames=frames, damping=damping)
+        diameter = float(self.model.plane.shape_size.median()) / float(self.model.plane.frame[0])
+        with torch.enable_grad():
+            scores = self.model.physics.fit(classes, filled, error, diameter=diameter)
+        print("fitted physics: forecast error " + ", ".join(f"{k} {v:.3f} px" for k, v in scores.items()),
+              file=sys.stderr)
 
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
                 *, learned: bool = True) -> torch.Tensor:
