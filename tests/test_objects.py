@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -43,16 +45,22 @@ def test_constant_velocity_square_is_forecast_exactly():
     assert torch.equal(mask[0], torch.from_numpy(video[21]).long())
 
 
-def test_untrained_network_equals_constant_velocity():
+def test_untrained_network_equals_the_simulation():
+    """Before training, the learned forecast is the fitted physics alone (the network's last
+    layers start at zero)."""
     video = np.stack([square_video(11, (40, 50), (3, 1)), square_video(11, (150, 90), (-2, 0.5),
                                                                           class_id=BLUE_SPHERE)])
     tracks = extract_tracks(torch.from_numpy(video))
     forecaster = MotionForecaster(MotionConfig(space="ground"))
     with torch.no_grad():
         learned = forecaster(tracks.classes, tracks.present, tracks.center, learned=True)
-    plain = forecaster(tracks.classes, tracks.present, tracks.center, learned=False)
+        filled = fill_gaps(tracks.present, forecaster.to_space(tracks.center))
+        physics = forecaster.physics
+        simulated = physics.from_metric(physics.simulate(physics.to_metric(filled), tracks.classes, 11))
     valid = tracks.valid
-    assert torch.allclose(learned[valid], plain[valid], atol=1e-3)
+    assert torch.allclose(learned[valid], forecaster.to_pixels(simulated)[valid], atol=1e-3)
+    assert not torch.allclose(learned[valid], forecaster(tracks.classes, tracks.present, tracks.center,
+                                                         learned=False)[valid], atol=0.1)  # friction
 
 
 def test_near_another_finds_objects_whose_paths_meet():
@@ -83,7 +91,7 @@ def test_learned_forecast_moves_only_objects_that_come_close():
         model = MotionForecaster(MotionConfig(space="image", learned_near_px=near_px))
         with torch.no_grad():  # a network that does move things: random last layers
             for p in model.net.parameters():
-                p.add_(0.5 * torch.randn_like(p))
+                p.add_(0.1 * torch.randn_like(p))
         forecasts[near_px] = ObjectForecaster(model).forecast_objects(masks).centers[0]
         cv = ObjectForecaster(model).forecast_objects(masks, learned=False).centers[0]
     tracks = extract_tracks(masks)
@@ -209,8 +217,8 @@ def test_ground_plane_recovers_inverse_depth():
 
 
 def test_dynamics_learns_a_constant_velocity_toy():
-    """Objects moving at constant image velocity, but the forecaster starts with strong damping:
-    a few steps of training must bring its error down."""
+    """Objects moving at constant image velocity, but the simulator starts with strong friction:
+    a few steps of training the network must bring its error down."""
     torch.manual_seed(0)
     n, k = 64, 3
     start = torch.rand(n, k, 2) * torch.tensor([200.0, 120.0]) + 20
@@ -220,7 +228,9 @@ def test_dynamics_learns_a_constant_velocity_toy():
     classes = torch.tensor([RED_CUBE, BLUE_SPHERE, GREEN_CYL]).expand(n, k)
     present = torch.ones(n, k, 11, dtype=torch.bool)
     forecaster = MotionForecaster(MotionConfig(space="image", hidden=32))
-    forecaster.set_constant_velocity(frames=1, damping=0.8)
+    with torch.no_grad():
+        forecaster.physics.log_friction.fill_(math.log(3e-3))
+        forecaster.physics.radius.zero_()  # no collisions
 
     def loss() -> torch.Tensor:
         pred = forecaster(classes, present, center[:, :, :11])

@@ -41,12 +41,17 @@ def test_perfect_models_score_one_and_copy_last_does_not():
 
 
 def constant_velocity_dynamics():
-    """An untrained dynamics run with constant velocity (exact for the squares world)."""
+    """An untrained dynamics run with constant velocity, its simulator without friction or
+    collisions (exact for the squares world)."""
     from simvp_unet.objects import MotionConfig, MotionForecaster
     from simvp_unet.objects.serve import ObjectForecaster
 
     model = MotionForecaster(MotionConfig(space="image", image_size=(16, 80)))
     model.set_constant_velocity(frames=1, damping=1.0)
+    with torch.no_grad():
+        model.physics.log_friction.fill_(-30.0)
+        model.physics.radius.zero_()
+        model.physics.frames.fill_(1)
     return ObjectForecaster(model)
 
 

@@ -240,9 +240,8 @@ def masks_blobs(batch: Batch) -> torch.Tensor:
 
 
 def objects(batch: Batch) -> torch.Tensor:
-    """Objects tracked in the input masks, moved by the learned dynamics where they come close to
-    another object (constant velocity elsewhere: `MotionConfig.learned_near_px`), painted at
-    frame 22."""
+    """Objects tracked in the input masks, moved by the learned dynamics (the fitted physics of
+    friction and collisions plus the network's corrections), painted at frame 22."""
     return batch.objects.mask
 
 
@@ -282,7 +281,8 @@ PIPELINES: dict[str, Row] = {row.name: row for row in (
     Row("objects-cv", objects_cv, ("segmenter", "dynamics"),
         "track objects in frames 1..11, move them at damped constant velocity, paint frame 22"),
     Row("objects", objects, ("segmenter", "dynamics"),
-        "track objects in frames 1..11, move them with the learned dynamics where they meet, paint frame 22"),
+        "track objects in frames 1..11, simulate friction and collisions (fitted) + learned corrections, "
+        "paint frame 22"),
 )}
 # What `simvp-unet predict` uses when no row is named: the first of these the models allow.
 # On bench val, objects 0.5700 from segmented frames and 0.6005 from true masks, objects-cv

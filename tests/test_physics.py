@@ -1,0 +1,105 @@
+"""The object physics: friction, collisions, and fitting its numbers to tracks where they are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from simvp_unet.objects.physics import Physics
+
+METAL_CUBE, RUBBER_CUBE, METAL_SPHERE = 1, 9, 17  # class ids: shape x material x color
+
+
+def still_then(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Past positions (B, K, 11, 2) that end at p with velocity v (constant velocity)."""
+    t = torch.arange(-10, 1, dtype=torch.float32).view(1, 1, 11, 1)
+    return p.unsqueeze(2) + v.unsqueeze(2) * t
+
+
+def test_friction_slows_by_a_constant_amount_and_stops():
+    physics = Physics(substeps=1, frames=1)
+    with torch.no_grad():
+        physics.log_friction.fill_(math.log(0.1))
+    q = still_then(torch.zeros(1, 1, 2), torch.tensor([[[0.5, 0.0]]]))
+    path = physics.simulate(q, torch.tensor([[METAL_CUBE]]), 11, collide=False)[0, 0, :, 0]
+    speeds = torch.diff(torch.cat([torch.zeros(1), path]))
+    expected = (0.5 - 0.1 * torch.arange(1, 12)).clamp_min(0)  # Coulomb: 0.4, 0.3, ... then rest
+    assert torch.allclose(speeds, expected, atol=1e-5)
+
+
+def test_head_on_collision_conserves_momentum_and_exchanges_velocities():
+    physics = Physics(substeps=4, frames=1)
+    with torch.no_grad():
+        physics.log_friction.fill_(-30.0)  # no friction
+        physics.radius.fill_(0.5)
+    classes = torch.tensor([[METAL_CUBE, METAL_CUBE]])  # equal masses
+    v0 = torch.tensor([[[0.4, 0.0], [-0.4, 0.0]]])
+    q = still_then(torch.tensor([[[0.0, 0.0], [3.0, 0.0]]]), v0)
+    for restitution, after in ((1.0, [-0.4, 0.4]), (0.0, [0.0, 0.0])):
+        with torch.no_grad():
+            physics.restitution.fill_(restitution)
+        path = physics.simulate(q, classes, 11)
+        velocity = path[0, :, -1, 0] - path[0, :, -2, 0]
+        assert velocity.tolist() == pytest.approx(after, abs=1e-4)
+        gap = float(path[0, 1, -1, 0] - path[0, 0, -1, 0])
+        assert gap >= 1.0 - 2 * 0.4 / 4 - 1e-4  # at most one substep's approach inside contact: no pass-through
+    # unequal masses: the momentum before equals the momentum after
+    with torch.no_grad():
+        physics.log_mass.copy_(torch.tensor([0.0, 0.0, 0.0, math.log(3.0), 0.0]))  # metal 3x rubber
+        physics.restitution.fill_(0.5)
+    classes = torch.tensor([[METAL_CUBE, RUBBER_CUBE]])
+    path = physics.simulate(q, classes, 11).detach()
+    velocity = path[0, :, -1, 0] - path[0, :, -2, 0]
+    assert float(3 * velocity[0] + velocity[1]) == pytest.approx(3 * 0.4 - 0.4, abs=1e-4)
+    assert velocity[0] < 0.4 and velocity[1] > -0.4
+
+
+def test_objects_apart_and_empty_slots_do_not_collide():
+    physics = Physics(substeps=2, frames=1)
+    with torch.no_grad():
+        physics.log_friction.fill_(-30.0)
+        physics.radius.fill_(0.5)
+    v = torch.tensor([[[0.2, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    q = still_then(torch.tensor([[[0.0, 0.0], [0.0, 5.0], [1.5, 0.0]]]), v)
+    path = physics.simulate(q, torch.tensor([[METAL_CUBE, METAL_SPHERE, 0]]), 11)  # slot 2 is empty
+    assert torch.allclose(path[0, 0, :, 0], 0.2 * torch.arange(1, 12.0), atol=1e-5)
+    assert torch.allclose(path[0, 1], torch.tensor([0.0, 5.0]).expand(11, 2))
+
+
+def test_fit_recovers_friction_metric_and_masses():
+    """Tracks simulated with known numbers (on an anisotropic floor) are forecast almost
+    exactly after `fit`, which finds the frictions, the metric up to rotation and the masses."""
+    torch.manual_seed(0)
+    truth = Physics(substeps=4, frames=2)
+    metric = torch.tensor([[1.0, 0.0], [0.0, 1.4]])
+    with torch.no_grad():
+        truth.metric.copy_(metric)
+        truth.log_friction.copy_(torch.log(torch.tensor([0.002, 0.004])))
+        truth.log_mass.copy_(torch.tensor([0.0, 0.0, 0.0, math.log(2.5), 0.0]))
+        truth.restitution.fill_(0.3)
+        truth.radius.fill_(0.05)
+    n, k = 96, 3
+    classes = torch.tensor([METAL_CUBE, RUBBER_CUBE, METAL_SPHERE]).expand(n, k)
+    g = torch.rand(n, k, 2) * 0.8 - 0.4
+    g[:, 2] = g[:, 0] + torch.randn(n, 2) * 0.02 + 0.15  # the sphere near the metal cube: collisions
+    v = (torch.rand(n, k, 2) - 0.5) * 0.05
+    v[:, 0] = (g[:, 2] - g[:, 0]) * 0.08  # the metal cube slides at the sphere
+    with torch.no_grad():
+        past = still_then(g, v)  # frames 1..11 at constant velocity (friction starts at 11)
+        future = truth.from_metric(truth.simulate(truth.to_metric(past), classes, 11))
+
+    def error(forecast: torch.Tensor) -> torch.Tensor:
+        return (forecast - future).norm(dim=-1).mean() * 100
+
+    fitted = Physics(substeps=4)
+    scores = fitted.fit(classes, past, error, diameter=0.1, frames_grid=(1,), iterations=300)
+    assert scores["collisions"] < 0.4 * scores["free"]  # the collisions are simulated
+    m = fitted.metric.detach()
+    assert float(m[1].norm() / m[0].norm()) == pytest.approx(1.4, rel=0.15)  # the floor made isotropic
+    # metal is 2.5x heavier than rubber; the friction of rubber twice that of metal
+    mass = fitted.log_mass.detach()
+    assert float(mass[3] - mass[4]) == pytest.approx(math.log(2.5), abs=0.3)
+    friction = fitted.log_friction.detach().exp()
+    assert float(friction[1] / friction[0]) == pytest.approx(2.0, rel=0.2)
