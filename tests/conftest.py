@@ -21,7 +21,8 @@ TINY: dict[str, tuple[str, ...]] = {
                   "model.base_channels=4", "model.depth=2", "model.object_stages=2"),
     "predictor": (*_FEW_STEPS, *_TINY_SIMVP),
     "forecaster": (*_FEW_STEPS, *_TINY_SIMVP, "model.embed_dim=8"),
-    "dynamics": ("train_splits=[train,unlabeled]", "epochs=3", "max_steps=6", "val_every_epochs=1", "batch_size=4", "log_every_steps=1",
+    "dynamics": ("train_splits=[train,unlabeled]", "epochs=3", "max_steps=6", "val_every_epochs=1", "batch_size=4",
+                 "log_every_steps=1", "fit_iterations=5",
                  "pictures=2", "model.hidden=16"),
 }
 

@@ -23,7 +23,7 @@ def test_friction_slows_by_a_constant_amount_and_stops():
     with torch.no_grad():
         physics.log_friction.fill_(math.log(0.1))
     q = still_then(torch.zeros(1, 1, 2), torch.tensor([[[0.5, 0.0]]]))
-    path = physics.simulate(q, torch.tensor([[METAL_CUBE]]), 11, collide=False)[0, 0, :, 0]
+    path = physics.simulate(q, torch.tensor([[METAL_CUBE]]), 11, collide=False).detach()[0, 0, :, 0]
     speeds = torch.diff(torch.cat([torch.zeros(1), path]))
     expected = (0.5 - 0.1 * torch.arange(1, 12)).clamp_min(0)  # Coulomb: 0.4, 0.3, ... then rest
     assert torch.allclose(speeds, expected, atol=1e-5)
@@ -40,7 +40,7 @@ def test_head_on_collision_conserves_momentum_and_exchanges_velocities():
     for restitution, after in ((1.0, [-0.4, 0.4]), (0.0, [0.0, 0.0])):
         with torch.no_grad():
             physics.restitution.fill_(restitution)
-        path = physics.simulate(q, classes, 11)
+        path = physics.simulate(q, classes, 11).detach()
         velocity = path[0, :, -1, 0] - path[0, :, -2, 0]
         assert velocity.tolist() == pytest.approx(after, abs=1e-4)
         gap = float(path[0, 1, -1, 0] - path[0, 0, -1, 0])
@@ -63,7 +63,7 @@ def test_objects_apart_and_empty_slots_do_not_collide():
         physics.radius.fill_(0.5)
     v = torch.tensor([[[0.2, 0.0], [0.0, 0.0], [0.0, 0.0]]])
     q = still_then(torch.tensor([[[0.0, 0.0], [0.0, 5.0], [1.5, 0.0]]]), v)
-    path = physics.simulate(q, torch.tensor([[METAL_CUBE, METAL_SPHERE, 0]]), 11)  # slot 2 is empty
+    path = physics.simulate(q, torch.tensor([[METAL_CUBE, METAL_SPHERE, 0]]), 11).detach()  # slot 2 is empty
     assert torch.allclose(path[0, 0, :, 0], 0.2 * torch.arange(1, 12.0), atol=1e-5)
     assert torch.allclose(path[0, 1], torch.tensor([0.0, 5.0]).expand(11, 2))
 

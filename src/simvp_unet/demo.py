@@ -61,6 +61,7 @@ FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4, overrides={
     "segmenter": ("epochs=20", "val_every_epochs=20"),
     "predictor": ("limit_train_batches=40",),
     "forecaster": ("limit_train_batches=40",),
+    "dynamics": ("max_steps=600",),
 })
 # A smoke test: the cpu recipes shrunk to tiny sizes and a few steps.
 _FEW_STEPS = ("resolution=[32,48]", "epochs=2", "limit_val_batches=1", "log_every_steps=1", "pictures=2")
@@ -72,7 +73,7 @@ FAST = DemoPresets(data="tiny", train="cpu", workers=0, pictures=1, overrides={
     "predictor": (*_FEW_STEPS, *_TINY_SIMVP),
     "forecaster": (*_FEW_STEPS, *_TINY_SIMVP, "model.embed_dim=8"),
     "dynamics": ("epochs=2", "max_steps=4", "val_every_epochs=1", "batch_size=4", "pictures=1",
-                 "model.hidden=16"),
+                 "fit_iterations=5", "model.hidden=16"),
 })
 
 

@@ -46,12 +46,15 @@ class DynamicsConfig(TrainSettings):
         train_splits: splits whose tracks train the model (true masks, else pseudo-labels).
         window_shift: input windows start at frame 1 .. 1 + window_shift (0: frames 1..11 only).
         mirror: flip samples left-right at random.
+        fit_iterations: gradient steps of each stage of fitting the physics before training
+            (`objects.physics.Physics.fit`).
         model: the motion model.
     """
 
     train_splits: list[str] = field(default_factory=lambda: ["train", "unlabeled"])
     window_shift: int = 5
     mirror: bool = True
+    fit_iterations: int = 300
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -65,6 +68,8 @@ class DynamicsConfig(TrainSettings):
             raise ValueError(f"window_shift must be in 0..{FUTURE_FRAMES - 1}, got {self.window_shift}")
         if not self.train_splits:
             raise ValueError("train_splits must name at least one split")
+        if self.fit_iterations < 1:
+            raise ValueError(f"fit_iterations must be >= 1, got {self.fit_iterations}")
 
 
 class TrackDataset(Dataset):
@@ -140,9 +145,9 @@ class DynamicsModule(TrainModule):
 
     @torch.no_grad()
     def fit_to_data(self, train_set: TrackDataset) -> None:
-        """Fit the ground plane and the constant-velocity forecast to the training tracks of
-        true masks (all tracks when there are none): pseudo-label noise in the velocities
-        would pull the fitted damping down (bench: 0.85 with them, 0.975 without)."""
+        """Fit the ground plane, the constant-velocity forecast and the physics to the training
+        tracks of true masks (all tracks when there are none): pseudo-label noise in the
+        velocities would pull the fitted damping down (bench: 0.85 with them, 0.975 without)."""
         a = train_set.arrays
         if not a["pseudo"].all():
             a = {k: v[~a["pseudo"]] for k, v in a.items()}
@@ -159,7 +164,8 @@ class DynamicsModule(TrainModule):
         self.model.set_constant_velocity(frames=frames, damping=damping)
         diameter = float(self.model.plane.shape_size.median()) / float(self.model.plane.frame[0])
         with torch.enable_grad():
-            scores = self.model.physics.fit(classes, filled, error, diameter=diameter)
+            scores = self.model.physics.fit(classes, filled, error, diameter=diameter,
+                                            iterations=self.config.fit_iterations)
         print("fitted physics: forecast error " + ", ".join(f"{k} {v:.3f} px" for k, v in scores.items()),
               file=sys.stderr)
 
