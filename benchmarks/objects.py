@@ -4,8 +4,8 @@
 
 Segmentation is excluded (the masks are the true ones, read before timing). Each stage is
 timed over the whole set of videos in batches of --batch; the figures are medians of
---repeats passes. `forecast_objects` is the `objects` row as served (all stages, and the
-constant-velocity forecast for the objects that meet no other). Prints the CPU's features and the torch build with the numbers.
+--repeats passes. `forecast_objects` is the `objects` row as served (all stages: tracks, the simulator
+with the network's corrections, rendering). Prints the CPU's features and the torch build with the numbers.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
                 spent["dynamics"] += t2 - t1
                 spent["render"] += t3 - t2
                 spent["total"] += t3 - t0
-                served.forecast_objects(part)  # the objects row as served: + the constant-velocity gate
+                served.forecast_objects(part)  # the objects row as served
                 spent["forecast_objects"] += time.perf_counter() - t3
             for name, value in spent.items():
                 times[name].append(value)

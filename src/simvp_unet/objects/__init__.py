@@ -5,8 +5,9 @@
     mask22 = render(tracks, centers[:, :, -1], forecaster.plane)
 
 `tracks.py` finds the objects and measures them, `ground.py` estimates the floor from the
-objects' sizes, `motion.py` holds the constant-velocity forecast, `dynamics.py` the learned
-interaction network, `render.py` paints the forecast, `cache.py` stores the tracks of a
+objects' sizes, `motion.py` holds the constant-velocity forecast, `physics.py` the fitted
+simulation of friction and collisions, `dynamics.py` the learned model (the simulator plus an
+interaction network's corrections), `render.py` paints the forecast, `cache.py` stores the tracks of a
 dataset for training.
 """
 

@@ -16,8 +16,10 @@ are round and friction slows them equally in every direction.
 
 Every number is fitted to the training tracks (`fit`), none is taken from a simulator:
 the metric and the friction of each material from objects in free motion (gradient descent
-on the forecast error, collisions off), the contact radius by a grid search, then the mass
-of each shape and material and the restitution by gradient descent through the collisions.
+on the forecast error, collisions off), the contact radius by a grid search (both for each
+span of frames the starting velocity may be measured over; the span whose forecast with
+collisions is best wins), then the mass of each shape and material and the restitution by
+gradient descent through the collisions.
 Training then refines them together with the learned corrections of `dynamics.py`.
 """
 
@@ -144,7 +146,7 @@ class Physics(nn.Module):
                 around half of it, in metric units).
 
         Returns:
-            the error after each stage ("free", "radius", "collisions").
+            the error after each stage ("free", "radius", "collisions") for the chosen span.
         """
         valid = classes != BACKGROUND
         classes = torch.where(valid, classes, BACKGROUND)
@@ -164,23 +166,22 @@ class Physics(nn.Module):
                 return float(error(forecast(collide)))
 
         start = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        best: tuple[float, dict] | None = None
-        for frames in frames_grid:  # free motion: metric, friction, velocity span
+        best: tuple[float, float, dict] | None = None
+        for frames in frames_grid:  # free motion, then the contact radius, for each velocity span
             self.load_state_dict(start)
             self.frames.fill_(frames)
-            score = descend([self.metric, self.log_friction], False, 3e-3, iterations)
-            if best is None or score < best[0]:
-                best = (score, {k: v.detach().clone() for k, v in self.state_dict().items()})
-        self.load_state_dict(best[1])
-        scores = {"free": best[0]}
-        width = diameter * float(self.metric[0].detach().norm())
-        with torch.no_grad():
-            radii = [width * f for f in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)]
-            trials = []
-            for r in radii:
-                self.radius.fill_(r)
-                trials.append((float(error(forecast(True))), r))
-        scores["radius"], radius = min(trials)
-        self.radius.fill_(radius)
+            free = descend([self.metric, self.log_friction], False, 3e-3, iterations)
+            width = diameter * float(self.metric[0].detach().norm())
+            with torch.no_grad():
+                trials = []
+                for r in (width * f for f in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)):
+                    self.radius.fill_(r)
+                    trials.append((float(error(forecast(True))), r))
+            score, radius = min(trials)
+            self.radius.fill_(radius)
+            if best is None or score < best[1]:  # judged with collisions: they change which span wins
+                best = (free, score, {k: v.detach().clone() for k, v in self.state_dict().items()})
+        self.load_state_dict(best[2])
+        scores = {"free": best[0], "radius": best[1]}
         scores["collisions"] = descend([self.log_mass, self.restitution], True, 2e-2, iterations // 3)
         return scores
