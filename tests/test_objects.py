@@ -171,6 +171,18 @@ def test_render_paints_far_to_near_and_clips():
     assert (mask == BLUE_SPHERE).sum() == 20 * 15
 
 
+def test_render_skips_objects_with_a_diverged_forecast():
+    video = square_video(11, (40, 50), (2, 0))
+    video = square_video(11, (150, 90), (-2, 0), class_id=BLUE_SPHERE, masks=video)
+    tracks = extract_tracks(torch.from_numpy(video[None]))
+    forecaster = cv_forecaster()
+    centers = forecaster(tracks.classes, tracks.present, tracks.center, learned=False)[:, :, -1].clone()
+    slot = {int(c): k for k, c in enumerate(tracks.classes[0]) if c}
+    centers[0, slot[RED_CUBE]] = torch.tensor([float("nan"), 50.0])
+    mask = render(tracks, centers, forecaster.plane)
+    assert not (mask == RED_CUBE).any() and (mask == BLUE_SPHERE).sum() == 16 * 16
+
+
 def test_video_without_objects_and_single_sighting():
     empty = extract_tracks(torch.zeros(2, 11, H, W, dtype=torch.long))
     forecaster = cv_forecaster()

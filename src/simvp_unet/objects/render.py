@@ -44,7 +44,8 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
         tracks: the objects, with templates.
         centers: (B, K, 2) their centers in that frame, pixels.
         plane: gives the apparent size at a position (size scales with inverse depth).
-        drawable: bool (B, K), which objects to paint (default: every object).
+        drawable: bool (B, K), which objects to paint (default: every object). Objects whose
+            center is not finite (a diverged forecast) are never painted.
 
     Returns:
         long (B, H, W) class ids.
@@ -54,6 +55,8 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
     h, w = tracks.image_size
     centers = centers.detach().float().cpu()
     drawable = tracks.valid if drawable is None else drawable.cpu() & tracks.valid
+    drawable = drawable & torch.isfinite(centers).all(-1)
+    centers = torch.nan_to_num(centers, nan=0.0, posinf=0.0, neginf=0.0)
     device = plane.frame.device
     with torch.no_grad():
         scale_new = plane.inverse_depth(centers.to(device)).cpu()
