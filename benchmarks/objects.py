@@ -48,7 +48,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 tracks = extract_tracks(part)
                 t1 = time.perf_counter()
-                centers = model(tracks.classes, tracks.present, tracks.center, learned=True)
+                centers = model(tracks.classes, tracks.present, tracks.center, size=tracks.size, learned=True)
                 t2 = time.perf_counter()
                 render(tracks, centers[:, :, -1], model.plane)
                 t3 = time.perf_counter()

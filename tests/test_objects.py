@@ -132,6 +132,37 @@ def test_border_cut_object_center_is_not_biased():
     assert tracks.size[0, slot, -1, 0] == pytest.approx(20, abs=0.6)
 
 
+def test_entering_object_cut_in_every_frame_gets_its_whole_center():
+    """An object entering through the left border, never seen whole: its box keeps its inner
+    edge and gets the width the ground plane expects, so its center is not biased inward."""
+    video = square_video(11, (-8, 80), (1.5, 0), side=20)  # x from -8 to 7: cut in every frame
+    tracks = extract_tracks(torch.from_numpy(video[None]))
+    slot = int((tracks.classes[0] == RED_CUBE).nonzero()[0, 0])
+    assert bool(tracks.present[0, slot].all()) and bool(tracks.cut[0, slot].all())
+    plane = MotionForecaster(MotionConfig(space="image")).plane
+    plane.shape_size.fill_(20.0)  # whole objects are 20 x 20 pixels everywhere (flat plane)
+    fixed = plane.uncut(tracks.classes, tracks.present, tracks.center, tracks.size)
+    true_x = torch.tensor([-8 + 1.5 * t for t in range(11)])
+    assert torch.allclose(fixed[0, slot, :, 0], true_x, atol=0.6)
+    assert (tracks.center[0, slot, :, 0] - true_x).min() >= 0.9  # biased inward (to the right) before
+    whole = plane.uncut(tracks.classes, tracks.present, tracks.center + 50, tracks.size)
+    assert torch.equal(whole, tracks.center + 50)  # boxes inside the image are left alone
+
+
+def test_velocity_of_an_object_that_just_appeared():
+    """An object first seen at frame 10 moving 4 px a frame: its velocity over a 3-frame span is
+    4, not the 4/3 that positions held before its first sighting would give."""
+    from simvp_unet.objects.motion import velocity, velocity_span
+
+    present = torch.tensor([[False] * 9 + [True, True], [False] * 10 + [True], [True] * 11])
+    center = torch.zeros(3, 11, 2)
+    center[:, :, 0] = 4.0 * torch.arange(11.0)
+    filled = fill_gaps(present, center)
+    assert velocity_span(present, 3).tolist() == [1, 0, 3]
+    assert velocity(filled, 3, present)[:, 0].tolist() == pytest.approx([4.0, 0.0, 4.0])
+    assert velocity(filled, 3)[0, 0] == pytest.approx(4 / 3)
+
+
 def test_noise_blobs_and_flicker_are_repaired():
     video = square_video(11, (60, 80), (2, 0), side=20)
     video[:, 5:8, 200:203] = BLUE_SPHERE  # a 9-pixel noise blob far away

@@ -162,27 +162,31 @@ class MotionForecaster(nn.Module):
         return (u + 0.5) * self.plane.frame
 
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
-                *, learned: bool = True) -> torch.Tensor:
+                *, size: torch.Tensor | None = None, learned: bool = True) -> torch.Tensor:
         """Forecast centers.
 
         Args:
             classes: long (B, K), 0 for empty slots.
             present: bool (B, K, T) over the input frames.
             center: (B, K, T, 2) pixels, read where present.
+            size: (B, K, T, 2) box sizes as `extract_tracks` measures them; given, the centers
+                of boxes cut by the image border are corrected first (`GroundPlane.uncut`).
             learned: the simulator and the network; False gives the constant-velocity forecast.
 
         Returns:
             (B, K, steps, 2) forecast centers in pixels (empty slots: meaningless).
         """
+        if size is not None:
+            center = self.plane.uncut(classes, present, center.float(), size.float())
         filled = fill_gaps(present, self.to_space(center.float()))
         if not learned:
             return self.to_pixels(constant_velocity(filled, frames=int(self.cv_frames), damping=self.cv_damping,
-                                                    steps=self.config.steps))
+                                                    steps=self.config.steps, present=present))
         valid = (classes != BACKGROUND) & present.any(-1)
         classes = torch.where(valid, classes, BACKGROUND)
         q = self.physics.to_metric(filled)
         h = self.net.encode(q, present, attributes(classes))
-        p, v = self.physics.start(q, classes)
+        p, v = self.physics.start(q, classes, present)
         v = v + self.net.initial_velocity(h) / VELOCITY_SCALE
         out = []
         for _ in range(self.config.steps):

@@ -32,6 +32,7 @@ class GroundPlane(nn.Module):
         self.register_buffer("frame", torch.tensor([float(image_size[1]), float(image_size[0])]))
         self.register_buffer("slope", torch.zeros(2))  # (a, b): inverse depth per normalized x, y
         self.register_buffer("shape_size", torch.ones(len(SHAPES)))  # k_shape, pixels at w = 1
+        self.register_buffer("shape_aspect", torch.ones(len(SHAPES)))  # box width / height
 
     def normalized(self, xy: torch.Tensor) -> torch.Tensor:
         """Pixels (..., 2) -> centered coordinates in image widths/heights."""
@@ -51,10 +52,43 @@ class GroundPlane(nn.Module):
         w = 1 / (1 - (g * self.slope).sum(-1)).clamp_min(1e-3)
         return (g * w.unsqueeze(-1) + 0.5) * self.frame
 
+    def expected_size(self, classes: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        """The box size (..., 2) (width, height, pixels) of whole objects of class ids `classes`
+        (...) at pixel positions `xy` (..., 2)."""
+        shape = ((classes - 1).clamp_min(0) // 16).clamp_max(len(SHAPES) - 1)
+        side = self.shape_size[shape] * self.inverse_depth(xy).clamp_min(1e-3)
+        root = self.shape_aspect[shape].sqrt()
+        return torch.stack([side * root, side / root], -1)
+
+    def uncut(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
+              size: torch.Tensor) -> torch.Tensor:
+        """Centers of boxes cut by the image border, moved to where the whole box would be.
+
+        A cut box keeps its inner edge (a true edge of the object) and gets at least the size
+        a whole object of its shape has at that position: an object entering the view, cut in
+        every frame it was seen, otherwise has its center biased inward by half its hidden part.
+
+        Args:
+            classes: long (B, K); present: bool (B, K, T); center, size: (B, K, T, 2) pixels, as
+                `extract_tracks` measures them (a cut box's size is the largest whole size seen).
+
+        Returns:
+            (B, K, T, 2) centers; uncut boxes keep theirs.
+        """
+        low, high = center - size / 2, center + size / 2
+        seen = present.unsqueeze(-1)
+        cut_low = seen & (low <= 0) & (high < self.frame)  # cut at the left or top border only
+        cut_high = seen & (high >= self.frame) & (low > 0)  # at the right or bottom only
+        out = center
+        for _ in range(2):  # the expected size depends on the position: settle it
+            full = torch.maximum(size, self.expected_size(classes.unsqueeze(-1), out))
+            out = torch.where(cut_low, high - full / 2, torch.where(cut_high, low + full / 2, center))
+        return out
+
     @torch.no_grad()
     def fit(self, classes: np.ndarray, center: np.ndarray, size: np.ndarray, whole: np.ndarray,
             *, rounds: int = 5) -> GroundPlane:
-        """Fit the slope and the size of each shape to whole views of objects.
+        """Fit the slope, the size and the box aspect of each shape to whole views of objects.
 
         Args:
             classes: (N, K) class ids; center, size: (N, K, T, 2) pixels; whole: (N, K, T).
@@ -74,6 +108,10 @@ class GroundPlane(nn.Module):
             w = 1 + xy @ slope
             k = np.array([np.median(s[shape == i] / w[shape == i]) if (shape == i).any() else k[i]
                           for i in range(len(SHAPES))])
+        wide = size[use][:, 0] / np.maximum(size[use][:, 1], 1)
+        aspect = [np.median(wide[shape == i]) if (shape == i).any() else np.median(wide)
+                  for i in range(len(SHAPES))]
         self.slope.copy_(torch.as_tensor(slope, dtype=torch.float32))
         self.shape_size.copy_(torch.as_tensor(k, dtype=torch.float32))
+        self.shape_aspect.copy_(torch.as_tensor(aspect, dtype=torch.float32))
         return self

@@ -52,10 +52,28 @@ def fill_gaps(present: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     return torch.where(never.unsqueeze(-1), torch.zeros_like(filled), filled)
 
 
-def velocity(filled: torch.Tensor, frames: int) -> torch.Tensor:
-    """Mean velocity over the last `frames` steps of filled positions (..., T, 2) -> (..., 2)."""
-    frames = min(frames, filled.shape[-2] - 1)
-    return (filled[..., -1, :] - filled[..., -1 - frames, :]) / frames
+def velocity_span(present: torch.Tensor, frames: int) -> torch.Tensor:
+    """Steps (...) that `velocity` averages over for each object: `frames`, or the steps since
+    the object was first seen if fewer (bool present (..., T))."""
+    t = present.shape[-1]
+    first = torch.where(present.any(-1), present.to(torch.uint8).argmax(-1), t - 1)
+    return (t - 1 - first).clamp(max=min(frames, t - 1))
+
+
+def velocity(filled: torch.Tensor, frames: int, present: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean velocity over the last `frames` steps of filled positions (..., T, 2) -> (..., 2).
+
+    With `present` (bool (..., T)), the span of each object is cut to the steps since it was
+    first seen (`velocity_span`): before it, `fill_gaps` holds the first position, which would
+    slow an object that just entered the view; an object first seen in the last frame gets zero.
+    """
+    t = filled.shape[-2]
+    if present is None:
+        frames = min(frames, t - 1)
+        return (filled[..., -1, :] - filled[..., -1 - frames, :]) / frames
+    steps = velocity_span(present, frames)
+    start = filled.gather(-2, (t - 1 - steps)[..., None, None].expand(*steps.shape, 1, 2)).squeeze(-2)
+    return (filled[..., -1, :] - start) / steps.clamp_min(1).unsqueeze(-1)
 
 
 def damped_offsets(damping: torch.Tensor | float, steps: int) -> torch.Tensor:
@@ -66,22 +84,25 @@ def damped_offsets(damping: torch.Tensor | float, steps: int) -> torch.Tensor:
 
 
 def constant_velocity(filled: torch.Tensor, *, frames: int, damping: float | torch.Tensor,
-                      steps: int) -> torch.Tensor:
-    """Forecast `steps` positions (..., steps, 2) from filled past positions (..., T, 2)."""
-    v = velocity(filled, frames)
+                      steps: int, present: torch.Tensor | None = None) -> torch.Tensor:
+    """Forecast `steps` positions (..., steps, 2) from filled past positions (..., T, 2)
+    (`present`: see `velocity`)."""
+    v = velocity(filled, frames, present)
     offsets = damped_offsets(damping, steps).to(filled.device)
     return filled[..., -1:, :] + v.unsqueeze(-2) * offsets.view(-1, 1)
 
 
 def fit_constant_velocity(filled: torch.Tensor, error: callable, *, steps: int,
                           frames_grid: tuple[int, ...] = (1, 2, 3, 4),
-                          damping_grid: tuple[float, ...] | None = None) -> tuple[int, float, float]:
+                          damping_grid: tuple[float, ...] | None = None,
+                          present: torch.Tensor | None = None) -> tuple[int, float, float]:
     """The (frames, damping) of the constant-velocity forecast with the least error.
 
     Args:
         filled: past positions (N, K, T, 2) in motion space.
         error: forecast (N, K, steps, 2) in motion space -> mean error (a float tensor).
         steps: frames forecast.
+        present: bool (N, K, T), where objects were seen (see `velocity`).
 
     Returns:
         (frames, damping, error) of the best pair.
@@ -90,7 +111,8 @@ def fit_constant_velocity(filled: torch.Tensor, error: callable, *, steps: int,
         damping_grid = tuple(round(0.85 + 0.005 * i, 3) for i in range(31))
     best = (1, 1.0, float("inf"))
     for frames, damping in itertools.product(frames_grid, damping_grid):
-        score = float(error(constant_velocity(filled, frames=frames, damping=damping, steps=steps)))
+        score = float(error(constant_velocity(filled, frames=frames, damping=damping, steps=steps,
+                                                 present=present)))
         if score < best[2]:
             best = (frames, damping, score)
     return best

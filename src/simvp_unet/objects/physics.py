@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..classes import BACKGROUND, MATERIALS, SHAPES
+from .motion import velocity, velocity_span
 
 _EPS = 1e-12
 
@@ -82,16 +83,21 @@ class Physics(nn.Module):
         """Deceleration (B, K, 1) per frame^2 of each object, from its material."""
         return self.log_friction.exp()[shape_and_material(classes)[1]].unsqueeze(-1)
 
-    def start(self, q: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def start(self, q: torch.Tensor, classes: torch.Tensor,
+              present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Position and velocity at the last input frame from past positions (B, K, T, 2).
 
-        The velocity is the mean over the last `frames` frames, slowed by the friction of
-        the (frames - 1) / 2 frames between the middle of that span and its end.
+        The velocity is the mean over the last `frames` frames (fewer for an object seen for
+        fewer, given `present` (B, K, T): see `motion.velocity`), slowed by the friction of the
+        (span - 1) / 2 frames between the middle of that span and its end.
         """
-        frames = min(int(self.frames), q.shape[-2] - 1)
-        mean = (q[..., -1, :] - q[..., -1 - frames, :]) / frames
+        frames = int(self.frames)
+        mean = velocity(q, frames, present)
+        steps = (velocity_span(present, frames) if present is not None
+                 else torch.full(q.shape[:-2], min(frames, q.shape[-2] - 1), device=q.device))
         speed = _length(mean)
-        slower = (speed - self.friction(classes) * (frames - 1) / 2).clamp_min(0)
+        lag = ((steps - 1).clamp_min(0).to(q.dtype) / 2).unsqueeze(-1)
+        slower = (speed - self.friction(classes) * lag).clamp_min(0)
         return q[..., -1, :], mean * slower / speed
 
     def advance(self, p: torch.Tensor, v: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor,
@@ -121,10 +127,11 @@ class Physics(nn.Module):
         return p, v
 
     def simulate(self, q: torch.Tensor, classes: torch.Tensor, steps: int, *,
-                 collide: bool = True) -> torch.Tensor:
-        """Positions (B, K, steps, 2) after the past positions q (B, K, T, 2), metric space."""
+                 present: torch.Tensor | None = None, collide: bool = True) -> torch.Tensor:
+        """Positions (B, K, steps, 2) after the past positions q (B, K, T, 2), metric space
+        (`present`: see `start`)."""
         valid = classes != BACKGROUND
-        p, v = self.start(q, classes)
+        p, v = self.start(q, classes, present)
         out = []
         for _ in range(steps):
             p, v = self.advance(p, v, classes, valid, collide=collide)
@@ -135,6 +142,7 @@ class Physics(nn.Module):
 
     def fit(self, classes: torch.Tensor, filled: torch.Tensor,
             error: Callable[[torch.Tensor], torch.Tensor], *, diameter: float,
+            present: torch.Tensor | None = None,
             frames_grid: tuple[int, ...] = (2, 3, 4), iterations: int = 300) -> dict[str, float]:
         """Fit every number to training tracks (see the module doc).
 
@@ -144,6 +152,7 @@ class Physics(nn.Module):
             error: forecast (N, K, steps, 2) in ground (or image) coordinates -> mean error.
             diameter: an object's width in ground units, about (the contact radius is searched
                 around half of it, in metric units).
+            present: bool (N, K, T), where the objects were seen (see `start`).
 
         Returns:
             the error after each stage ("free", "radius", "collisions") for the chosen span.
@@ -153,7 +162,8 @@ class Physics(nn.Module):
         steps = 11
 
         def forecast(collide: bool) -> torch.Tensor:
-            return self.from_metric(self.simulate(self.to_metric(filled), classes, steps, collide=collide))
+            return self.from_metric(self.simulate(self.to_metric(filled), classes, steps, present=present,
+                                                  collide=collide))
 
         def descend(params: list[nn.Parameter], collide: bool, lr: float, n: int) -> float:
             opt = torch.optim.Adam(params, lr)

@@ -88,10 +88,11 @@ class ObjectForecaster(nn.Module):
                              f"of shape {tuple(masks.shape)}")
         tracks = extract_tracks(masks)
         inputs = (tracks.classes.to(self.device), tracks.present.to(self.device), tracks.center.to(self.device))
-        centers = self.model(*inputs, learned=learned).float().cpu()
+        size = tracks.size.to(self.device)
+        centers = self.model(*inputs, size=size, learned=learned).float().cpu()
         near_px = self.model.config.learned_near_px
         if learned and near_px > 0:  # the learned forecast only where objects may collide
-            cv = self.model(*inputs, learned=False).float().cpu()
+            cv = self.model(*inputs, size=size, learned=False).float().cpu()
             centers = torch.where(near_another(cv, tracks.valid, near_px)[..., None, None], centers, cv)
         mask = render(tracks, centers[:, :, -1], self.model.plane)
         return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device))

@@ -94,7 +94,8 @@ def window(batch: dict[str, torch.Tensor], shift: int) -> tuple[torch.Tensor, ..
 
     Returns:
         classes (B, K) (0 where the object is not seen in the input), present (B, K, 11),
-        center (B, K, 11, 2), target centers (B, K, 11, 2) and where they count (B, K, 11).
+        center (B, K, 11, 2), box size (B, K, 11, 2), target centers (B, K, 11, 2) and where
+        they count (B, K, 11).
     """
     end = shift + INPUT_FRAMES
     # slots are filled from the first: cut the empty tail shared by the whole batch (pairs of
@@ -110,7 +111,7 @@ def window(batch: dict[str, torch.Tensor], shift: int) -> tuple[torch.Tensor, ..
     frames = FRAMES - end
     target[:, :, :frames] = batch["center"][:, :, end:]
     counts[:, :, :frames] = batch["whole"][:, :, end:] & valid.unsqueeze(-1)
-    return classes, present, batch["center"][:, :, shift:end], target, counts
+    return classes, present, batch["center"][:, :, shift:end], batch["size"][:, :, shift:end], target, counts
 
 
 def mirrored(center: torch.Tensor, width: float) -> torch.Tensor:
@@ -153,26 +154,27 @@ class DynamicsModule(TrainModule):
             a = {k: v[~a["pseudo"]] for k, v in a.items()}
         self.model.plane.fit(a["classes"].numpy(), a["center"].numpy(), a["size"].numpy(),
                              a["whole"].numpy())
-        classes, present, center, target, counts = window(a, 0)
+        classes, present, center, size, target, counts = window(a, 0)
+        center = self.model.plane.uncut(classes, present, center, size)
         filled = fill_gaps(present, self.model.to_space(center))
 
         def error(forecast: torch.Tensor) -> torch.Tensor:
             distance = (self.model.to_pixels(forecast) - target).norm(dim=-1)
             return (distance * counts).sum() / counts.sum().clamp_min(1)
 
-        frames, damping, _ = fit_constant_velocity(filled, error, steps=FUTURE_FRAMES)
+        frames, damping, _ = fit_constant_velocity(filled, error, steps=FUTURE_FRAMES, present=present)
         self.model.set_constant_velocity(frames=frames, damping=damping)
         diameter = float(self.model.plane.shape_size.median()) / float(self.model.plane.frame[0])
         with torch.enable_grad():
-            scores = self.model.physics.fit(classes, filled, error, diameter=diameter,
+            scores = self.model.physics.fit(classes, filled, error, diameter=diameter, present=present,
                                             iterations=self.config.fit_iterations)
         print("fitted physics: forecast error " + ", ".join(f"{k} {v:.3f} px" for k, v in scores.items()),
               file=sys.stderr)
 
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
-                *, learned: bool = True) -> torch.Tensor:
+                size: torch.Tensor, *, learned: bool = True) -> torch.Tensor:
         """Forecast centers (B, K, 11, 2) in pixels."""
-        return self.model(classes, present, center, learned=learned)
+        return self.model(classes, present, center, size=size, learned=learned)
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         distance = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)
@@ -181,20 +183,20 @@ class DynamicsModule(TrainModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         shift = int(torch.randint(0, self.config.window_shift + 1, ()))
-        classes, present, center, target, counts = window(batch, shift)
+        classes, present, center, size, target, counts = window(batch, shift)
         if self.config.mirror and bool(torch.rand(()) < 0.5):
             width = float(self.config.model.image_size[1])
             center, target = mirrored(center, width), mirrored(target, width)
-        loss = self._loss(self(classes, present, center), target, counts)
+        loss = self._loss(self(classes, present, center, size), target, counts)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(classes))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        classes, present, center, target, counts = window(batch, 0)
+        classes, present, center, size, target, counts = window(batch, 0)
         n = len(classes)
         last = counts[:, :, TARGET_IN_FUTURE]
         for name, learned in (("error", True), ("error_cv", False)):
-            pred = self(classes, present, center, learned=learned)
+            pred = self(classes, present, center, size, learned=learned)
             distance = (pred[:, :, TARGET_IN_FUTURE] - target[:, :, TARGET_IN_FUTURE]).norm(dim=-1)
             error = (distance * last).sum() / last.sum().clamp_min(1)
             self.log(f"val/{name}", error, prog_bar=learned, sync_dist=True, batch_size=n)
