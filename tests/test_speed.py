@@ -222,3 +222,17 @@ def test_cpu_features_of_this_machine():
     assert "AVX2" in f.summary() and "native bf16" in f.summary()
     if f.avx512_bf16 or f.amx:
         assert f.avx512 or f.amx
+
+
+def test_keep_freed_memory_applies_on_glibc_and_can_be_turned_off():
+    """The allocator setting `simvp-unet` makes at start (a real process each: it is global)."""
+    import platform
+
+    code = "from simvp_unet.hardware import keep_freed_memory\nprint(keep_freed_memory(), keep_freed_memory())"
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    env = {k: v for k, v in os.environ.items() if k != "SIMVP_UNET_DEFAULT_MALLOC"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(glibc)] * 2
+    env["SIMVP_UNET_DEFAULT_MALLOC"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run the command, turn user-facing failures into one line and an exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..hardware import keep_freed_memory
+
+    keep_freed_memory()  # large activations reused, not zero-filled again (hardware.py)
     try:
         result = args.handler(args)
     except (Exception, KeyboardInterrupt) as exc:

@@ -211,6 +211,9 @@ def _replace(model: nn.Module, kinds: tuple[type, ...], make) -> None:
 def _fold_simvp(model: SimVP) -> None:
     _replace(model, (GSTABlock,), FoldedGSTABlock)
     _replace(model, (nn.Conv2d, nn.ConvTranspose2d), FoldedConv)
+    for module in model.modules():
+        if isinstance(module, nn.LeakyReLU):  # after a GroupNorm, whose output is new: overwrite it
+            module.inplace = True
 
 
 def fold_for_inference(model: nn.Module) -> nn.Module:
