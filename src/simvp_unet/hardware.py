@@ -174,9 +174,11 @@ def keep_freed_memory(*, mmap_threshold: int = 1 << 30, trim_threshold: int = 1 
     By default glibc serves every block over 32 MiB with a fresh mmap and gives it back to the
     system when freed, so each large activation (a SimVP decoder's is 108 MB at 11 x 64 x 160 x
     240) is zero-filled page by page again by the kernel. Raising the mmap and trim thresholds
-    keeps them in the heap: the paper's SimVP infers 1.12-1.18x faster (eager and folded) on 2
-    cores limited to AVX2 (benchmarks/allocator.py); the numbers are the same. The cost is a
-    process that keeps its peak memory until it exits. A no-op where the C library is not glibc.
+    keeps them in the heap: on 2 cores limited to AVX2 a float32 training step of the paper's
+    SimVP is 1.43x faster, its inference 1.16x (eager) and 1.08-1.11x (folded)
+    (benchmarks/allocator.py); the numbers are the same. The cost is a process that keeps its
+    peak memory until it exits. A no-op where the C library is not glibc, or with the environment
+    variable SIMVP_UNET_DEFAULT_MALLOC set.
     """
     if platform.system() != "Linux" or os.environ.get("SIMVP_UNET_DEFAULT_MALLOC"):
         return False
