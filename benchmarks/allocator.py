@@ -4,9 +4,9 @@
 
 The setting is global to a process, so each measurement runs in a fresh child process, the two
 settings alternating (default, kept, default, kept, ...); each child times eager and folded
-inference (after one warm-up call), with --train also float32 training steps with fused Adam
-(after one warm-up step), and the report gives the medians over the rounds, as ratios to the
-eager model (or training) with glibc's default. Prints the CPU's features and the torch build.
+inference (after one warm-up call), with --train also float32 training steps with plain and
+fused Adam, alternating (after one warm-up step each), and the report gives the medians over the
+rounds, as ratios to the eager model (or training with plain Adam) with glibc's default. Prints the CPU's features and the torch build.
 """
 
 from __future__ import annotations
@@ -48,19 +48,22 @@ def child(case_name: str, keep: bool, repeats: int, train: bool) -> dict[str, fl
                 start = time.perf_counter()
                 net(x)
                 times[name].append(time.perf_counter() - start)
-    if train:  # one training step as `simvp-unet train` takes it: float32, fused Adam
+    if train:  # training steps as `simvp-unet train` takes them (float32), with plain and fused Adam
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
         target = torch.rand_like(model(x).detach())
-        times["train"] = []
+        optimizers = {"train, Adam": torch.optim.Adam(model.parameters(), lr=1e-4),
+                      "train, fused Adam": torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)}
+        for name in optimizers:
+            times[name] = []
         for i in range(repeats + 1):
-            start = time.perf_counter()
-            loss = torch.nn.functional.mse_loss(model(x), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if i:  # the first step warms up
-                times["train"].append(time.perf_counter() - start)
+            for name, optimizer in optimizers.items():
+                start = time.perf_counter()
+                loss = torch.nn.functional.mse_loss(model(x), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if i:  # the first step of each warms up
+                    times[name].append(time.perf_counter() - start)
     return {"applied": applied, **{k: statistics.median(v) for k, v in times.items()}}
 
 
@@ -90,19 +93,19 @@ def main() -> None:
             results[setting].append(json.loads(out.stdout.strip().splitlines()[-1]))
     probe = subprocess.run([sys.executable, "-c", "from simvp_unet.hardware import cpu_features; "
                             "print(cpu_features().summary())"], env=env, check=True, capture_output=True, text=True)
-    base = {model: statistics.median(r[model] for r in results["default"]) for model in ("eager", "train")
+    base = {model: statistics.median(r[model] for r in results["default"]) for model in ("eager", "train, Adam")
             if model in results["default"][0]}
     print(f"CPU: {probe.stdout.strip()}; {os.environ.get('THREADS', '2')} threads")
     print(f"case {args.case}, {args.rounds} child processes per setting, medians; kept applied: "
           f"{all(r['applied'] for r in results['keep'])}")
-    print("| allocator | what | seconds per call | x eager (inference) or training, default allocator |")
+    print("| allocator | what | seconds per call | x eager (inference) or training with Adam, default allocator |")
     print("|---|---|---:|---:|")
     for setting, rows in results.items():
-        for model in ("eager", "folded", "train"):
+        for model in ("eager", "folded", "train, Adam", "train, fused Adam"):
             if model not in rows[0]:
                 continue
             seconds = statistics.median(r[model] for r in rows)
-            reference = base["train" if model == "train" else "eager"]
+            reference = base["train, Adam" if model.startswith("train") else "eager"]
             print(f"| {setting} | {model} | {seconds:.3f} | {reference / seconds:.2f}x |")
 
 
