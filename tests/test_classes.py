@@ -13,6 +13,7 @@ from simvp_unet.classes import (
     attributes,
     class_id,
     class_name,
+    shape_and_material,
 )
 
 
@@ -57,3 +58,14 @@ def test_palette_is_distinct_and_tells_the_material():
             rubber = PALETTE[class_id(shape, "rubber", color)].astype(int).sum()
             assert metal > rubber  # metal drawn brighter, rubber darker
     assert PALETTE[0].astype(int).sum() < PALETTE[1:].astype(int).sum(axis=1).min()
+
+
+def test_shape_and_material_of_arrays_match_the_names():
+    import torch
+
+    ids = np.arange(1, 49)
+    for array in (ids, torch.from_numpy(ids)):
+        shape, material = shape_and_material(array)
+        names = [(SHAPES[s], MATERIALS[m]) for s, m in zip(shape.tolist(), material.tolist(), strict=True)]
+        assert names == [attributes(int(c))[:2] for c in ids]
+    assert [int(v) for v in shape_and_material(torch.tensor(0))] == [0, 0]  # background

@@ -53,6 +53,13 @@ def attributes(cid: int) -> tuple[str, str, str]:
     return SHAPES[s], MATERIALS[m], COLORS[c]
 
 
+def shape_and_material(classes):
+    """Shape and material indices (into SHAPES, MATERIALS) of an array or tensor of class ids,
+    elementwise; background (0) gives 0 and 0."""
+    index = (classes - 1).clip(0, NUM_CLASSES - 2)
+    return index // (len(MATERIALS) * len(COLORS)), (index // len(COLORS)) % len(MATERIALS)
+
+
 def class_name(cid: int) -> str:
     """Readable name: 'background' for 0, else e.g. 'red metal cube'."""
     if int(cid) == BACKGROUND:

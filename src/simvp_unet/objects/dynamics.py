@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..classes import BACKGROUND, MATERIALS, SHAPES
+from ..classes import BACKGROUND, MATERIALS, SHAPES, shape_and_material
 from .ground import GroundPlane
 from .motion import constant_velocity, fill_gaps
 from .physics import Physics
@@ -77,9 +77,9 @@ def mlp(n_in: int, hidden: int, n_out: int, *, zero_last: bool = False) -> nn.Se
 
 def attributes(classes: torch.Tensor) -> torch.Tensor:
     """One-hot shape and material of class ids (B, K) -> (B, K, 5); zeros for empty slots."""
-    index = (classes - 1).clamp_min(0)
-    shape = nn.functional.one_hot(index // 16, len(SHAPES))
-    material = nn.functional.one_hot((index // 8) % 2, len(MATERIALS))
+    shape, material = shape_and_material(classes)
+    shape = nn.functional.one_hot(shape, len(SHAPES))
+    material = nn.functional.one_hot(material, len(MATERIALS))
     return torch.cat([shape, material], -1).float() * (classes != BACKGROUND).unsqueeze(-1)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..classes import BACKGROUND, SHAPES
+from ..classes import BACKGROUND, SHAPES, shape_and_material
 
 
 class GroundPlane(nn.Module):
@@ -55,7 +55,7 @@ class GroundPlane(nn.Module):
     def expected_size(self, classes: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
         """The box size (..., 2) (width, height, pixels) of whole objects of class ids `classes`
         (...) at pixel positions `xy` (..., 2)."""
-        shape = ((classes - 1).clamp_min(0) // 16).clamp_max(len(SHAPES) - 1)
+        shape = shape_and_material(classes)[0]
         side = self.shape_size[shape] * self.inverse_depth(xy).clamp_min(1e-3)
         root = self.shape_aspect[shape].sqrt()
         return torch.stack([side * root, side / root], -1)
@@ -93,7 +93,7 @@ class GroundPlane(nn.Module):
         Args:
             classes: (N, K) class ids; center, size: (N, K, T, 2) pixels; whole: (N, K, T).
         """
-        shape = np.broadcast_to(((classes - 1) // 16)[:, :, None], whole.shape)
+        shape = np.broadcast_to(shape_and_material(classes)[0][:, :, None], whole.shape)
         use = whole & (classes[:, :, None] != BACKGROUND)
         if use.sum() < 10:
             return self  # too few whole views: keep a flat plane (image = ground, up to scale)

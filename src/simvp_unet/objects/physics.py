@@ -1,8 +1,8 @@
 """Rigid objects sliding on the floor: Coulomb friction and collisions, with fitted numbers.
 
     physics = Physics()
-    physics.fit(classes, filled, error)          # on training tracks, before training
-    p, v = physics.start(q, classes)             # q: past positions (B, K, T, 2), metric space
+    physics.fit(classes, filled, error, diameter=0.1)  # on training tracks, before training
+    p, v = physics.start(q, classes, present)    # q: past positions (B, K, T, 2), metric space
     p, v = physics.advance(p, v, classes, valid) # one frame later
 
 The objects of these scenes slide on a floor. Sliding friction slows an object by the same
@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..classes import BACKGROUND, MATERIALS, SHAPES
+from ..classes import BACKGROUND, MATERIALS, SHAPES, shape_and_material
 from .motion import velocity, velocity_span
 
 _EPS = 1e-12
@@ -40,12 +40,6 @@ _EPS = 1e-12
 def _length(v: torch.Tensor) -> torch.Tensor:
     """|v| over the last dimension, keepdim, with a gradient defined at 0."""
     return (v.square().sum(-1, keepdim=True) + _EPS).sqrt()
-
-
-def shape_and_material(classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shape and material indices (into `SHAPES`, `MATERIALS`) of class ids; 0 for empty slots."""
-    index = (classes - 1).clamp_min(0)
-    return index // 16, (index // 8) % 2
 
 
 class Physics(nn.Module):
