@@ -70,8 +70,25 @@ def test_a_checkpoint_whose_weights_do_not_fit_is_a_data_error(tiny_config, tmp_
     trainer = SegmenterModule(tiny_config("segmenter"))
     trainer.hparams["config"]["model"]["base_channels"] = 8
     write_run(tmp_path / "seg", trainer)
-    with pytest.raises(DataError, match="weights do not fit the stored config"):
+    with pytest.raises(DataError, match="weights do not fit the stored config") as error:
         load_run(tmp_path / "seg")
+    assert "\n" not in str(error.value)
+
+
+def test_a_run_of_another_version_names_the_missing_weights(tiny_config, tmp_path):
+    """A dynamics run from before the model gained a part: one line naming what is missing."""
+    from simvp_unet.train.dynamics import DynamicsModule
+
+    trainer = DynamicsModule(tiny_config("dynamics"))
+    write_run(tmp_path / "dyn", trainer)
+    path = tmp_path / "dyn" / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if ".physics." not in k}
+    torch.save(ckpt, path)
+    with pytest.raises(DataError, match=r"missing physics\.metric, .* and \d+ more\): a run made by another "
+                                        "version") as error:
+        load_run(tmp_path / "dyn")
+    assert "\n" not in str(error.value)
 
 
 def test_served_modules_check_the_network_for_their_role():

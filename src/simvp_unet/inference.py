@@ -401,10 +401,23 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: stored config is not valid here: {exc}") from None
     weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    expected = module.model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+        parts = ([f"missing {some(missing)}"] if missing else []) + \
+                ([f"unexpected {some(unexpected)}"] if unexpected else [])
+        raise DataError(f"{path}: weights do not fit the stored config ({'; '.join(parts)}): a run made by "
+                        "another version of simvp-unet? Train it again")
     try:
         module.model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise DataError(f"{path}: weights do not fit the stored config: {exc}") from None
+        reason = " ".join(str(exc).split())  # one line
+        raise DataError(f"{path}: weights do not fit the stored config: {reason}") from None
     module = module.eval()
     if fold and isinstance(module.model, (UNet, SimVP)):
         module.model = fold_for_inference(module.model)
