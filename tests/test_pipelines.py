@@ -238,3 +238,26 @@ def test_results_table_reads_the_row_descriptions():
 
     table = results_table({"videos": 1, "split": "val", "jaccard": {"masks": 0.5}, "skill": {"masks": None}})
     assert f"| masks | {pipelines.PIPELINES['masks'].description} | 0.5000 | n/a |" in table
+
+
+@pytest.mark.gpu
+def test_objects_forecast_on_cuda_equals_the_cpu_one():
+    """The simulator and the network (friction, collisions, random corrections) on a GPU give the
+    CPU's forecast."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from simvp_unet.objects import MotionConfig, MotionForecaster
+    from simvp_unet.objects.serve import ObjectForecaster
+
+    torch.manual_seed(0)
+    model = MotionForecaster(MotionConfig(space="image", image_size=(16, 80)))
+    with torch.no_grad():
+        model.physics.radius.fill_(0.2)  # squares 8 px apart touch: collisions happen
+        for p in model.net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    masks = world_masks()[:, :INPUT_FRAMES].long()
+    on_cpu = ObjectForecaster(model).forecast_objects(masks)
+    on_gpu = ObjectForecaster(model.cuda()).forecast_objects(masks.cuda())
+    assert on_gpu.mask.is_cuda
+    assert torch.allclose(on_gpu.centers, on_cpu.centers, atol=1e-3)
+    assert torch.equal(on_gpu.mask.cpu(), on_cpu.mask)
