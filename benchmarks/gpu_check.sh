@@ -24,7 +24,7 @@ export SIMVP_UNET_TINY_DATA=$DATA
 echo "== tests ($((SECONDS - S)) s)"
 python3 -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_train_ddp.py tests/test_train_resume.py \
     tests/test_inference.py tests/test_pipelines.py tests/test_models.py tests/test_segmenter.py \
-    tests/test_evaluate.py tests/test_evaluate_runs.py tests/test_objects.py tests/test_metrics.py \
+    tests/test_evaluate.py tests/test_evaluate_runs.py tests/test_objects.py tests/test_physics.py tests/test_metrics.py \
     tests/test_speed.py > "$OUT/pytest.txt" 2>&1
 echo "pytest exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/pytest.txt" | tail -15
 
