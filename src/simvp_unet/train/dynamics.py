@@ -144,6 +144,14 @@ class DynamicsModule(TrainModule):
     def setup(self, stage: str) -> None:
         pass  # no convolutions: the memory format of the base class does not apply
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The simulator's fitted numbers without weight decay: it would pull the logarithms of
+        frictions and masses toward 0 (friction toward 1) and the metric toward 0."""
+        physics = list(self.model.physics.parameters())
+        ids = {id(p) for p in physics}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest}, {"params": physics, "weight_decay": 0.0}]
+
     @torch.no_grad()
     def fit_to_data(self, train_set: TrackDataset) -> None:
         """Fit the ground plane, the constant-velocity forecast and the physics to the training
