@@ -285,7 +285,7 @@ PIPELINES: dict[str, Row] = {row.name: row for row in (
         "paint frame 22"),
 )}
 # What `simvp-unet predict` uses when no row is named: the first of these the models allow.
-# On bench val, objects 0.6597 from segmented frames and 0.7330 from true masks, objects-cv
+# On bench val, objects 0.6667 from segmented frames and 0.7324 from true masks, objects-cv
 # 0.5722 and 0.6005 (benchmarks/results/pipelines.md).
 SUBMISSION_PREFERENCE = ("objects", "objects-cv", "masks", "frames", "copy-last")
 
