@@ -118,3 +118,23 @@ def test_training_does_not_decay_the_fitted_physics(tiny_config):
     assert groups[1]["weight_decay"] == 0.0 and "weight_decay" not in groups[0]
     counted = [id(p) for g in groups for p in g["params"]]
     assert sorted(counted) == sorted(id(p) for p in module.parameters())
+
+
+def test_fits_before_training_use_at_most_fit_videos(tiny_config, monkeypatch):
+    import numpy as np
+
+    import simvp_unet.train.dynamics as dynamics
+
+    n, k, t = 12, 3, 22
+    rng = np.random.default_rng(0)
+    start = rng.uniform(30, 130, (n, k, 1, 2))
+    arrays = {"classes": np.tile(np.array([METAL_CUBE, RUBBER_CUBE, METAL_SPHERE]), (n, 1)),
+              "present": np.ones((n, k, t), bool), "whole": np.ones((n, k, t), bool),
+              "center": (start + np.arange(t)[None, None, :, None] * rng.uniform(-1, 1, (n, k, 1, 2))
+                         ).astype(np.float32),
+              "size": np.full((n, k, t, 2), 20.0, np.float32), "pseudo": np.zeros(n, bool)}
+    seen = []
+    monkeypatch.setattr(dynamics, "FIT_VIDEOS", 5)
+    monkeypatch.setattr(Physics, "fit", lambda self, classes, *a, **kw: seen.append(len(classes)) or {})
+    dynamics.DynamicsModule(tiny_config("dynamics")).fit_to_data(dynamics.TrackDataset(arrays))
+    assert seen == [5]
