@@ -29,12 +29,13 @@ log forecaster
 [ -f "$RUNS/fc/checkpoints/best.ckpt" ] || timed forecaster simvp-unet train forecaster --data "$DATA" --preset cpu --out "$RUNS/fc"
 log dynamics
 [ -f "$RUNS/dyn/checkpoints/best.ckpt" ] || timed dynamics simvp-unet train dynamics --data "$DATA" --preset cpu --out "$RUNS/dyn"
+# the last checkpoints: `best` is chosen on val, the split scored here
 log evaluate
 timed evaluate simvp-unet evaluate --data "$DATA" --split val --segmenter "$RUNS/seg" --predictor "$RUNS/pred" \
-    --forecaster "$RUNS/fc" --dynamics "$RUNS/dyn" --out "$EVAL"
+    --forecaster "$RUNS/fc" --dynamics "$RUNS/dyn" --checkpoint last --out "$EVAL"
 log "evaluate from the true input masks"
 timed evaluate-true simvp-unet evaluate --data "$DATA" --split val --segmenter "$RUNS/seg" \
-    --forecaster "$RUNS/fc" --dynamics "$RUNS/dyn" --input-masks true --out "$RUNS/eval-true"
+    --forecaster "$RUNS/fc" --dynamics "$RUNS/dyn" --checkpoint last --input-masks true --out "$RUNS/eval-true"
 python - "$EVAL/results.json" "$RUNS/eval-true/results.json" benchmarks/results/pipelines.json <<'PY'
 import json, sys
 segmented, true = (json.load(open(p)) for p in sys.argv[1:3])
