@@ -161,6 +161,16 @@ class MotionForecaster(nn.Module):
             return self.plane.to_image(u)
         return (u + 0.5) * self.plane.frame
 
+    def past(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
+             size: torch.Tensor | None = None) -> torch.Tensor:
+        """Past positions in motion space, gaps filled: (B, K, T, 2) from pixel centers read where
+        present, corrected first for boxes cut by the image border when `size` is given
+        (`GroundPlane.uncut`)."""
+        center = center.float()
+        if size is not None:
+            center = self.plane.uncut(classes, present, center, size.float())
+        return fill_gaps(present, self.to_space(center))
+
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
                 *, size: torch.Tensor | None = None, learned: bool = True) -> torch.Tensor:
         """Forecast centers.
@@ -176,9 +186,7 @@ class MotionForecaster(nn.Module):
         Returns:
             (B, K, steps, 2) forecast centers in pixels (empty slots: meaningless).
         """
-        if size is not None:
-            center = self.plane.uncut(classes, present, center.float(), size.float())
-        filled = fill_gaps(present, self.to_space(center.float()))
+        filled = self.past(classes, present, center, size)
         if not learned:
             return self.to_pixels(constant_velocity(filled, frames=int(self.cv_frames), damping=self.cv_damping,
                                                     steps=self.config.steps, present=present))

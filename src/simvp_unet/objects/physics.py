@@ -85,10 +85,11 @@ class Physics(nn.Module):
         fewer, given `present` (B, K, T): see `motion.velocity`), slowed by the friction of the
         (span - 1) / 2 frames between the middle of that span and its end.
         """
+        if present is None:
+            present = torch.ones(q.shape[:-1], dtype=torch.bool, device=q.device)
         frames = int(self.frames)
         mean = velocity(q, frames, present)
-        steps = (velocity_span(present, frames) if present is not None
-                 else torch.full(q.shape[:-2], min(frames, q.shape[-2] - 1), device=q.device))
+        steps = velocity_span(present, frames)
         speed = _length(mean)
         lag = ((steps - 1).clamp_min(0).to(q.dtype) / 2).unsqueeze(-1)
         slower = (speed - self.friction(classes) * lag).clamp_min(0)

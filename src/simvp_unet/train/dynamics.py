@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from ..classes import BACKGROUND
 from ..data.layout import FRAMES, FUTURE_FRAMES, INPUT_FRAMES, TARGET_IN_FUTURE
 from ..objects.dynamics import MotionConfig, MotionForecaster
-from ..objects.motion import fill_gaps, fit_constant_velocity
+from ..objects.motion import fit_constant_velocity
 from ..objects.serve import ObjectForecaster
 from ..viz import draw_path
 from .common import TrainModule, TrainSettings, picture_rows
@@ -170,8 +170,7 @@ class DynamicsModule(TrainModule):
         self.model.plane.fit(a["classes"].numpy(), a["center"].numpy(), a["size"].numpy(),
                              a["whole"].numpy())
         classes, present, center, size, target, counts = window(a, 0)
-        center = self.model.plane.uncut(classes, present, center, size)
-        filled = fill_gaps(present, self.model.to_space(center))
+        filled = self.model.past(classes, present, center, size)
 
         def error(forecast: torch.Tensor) -> torch.Tensor:
             distance = (self.model.to_pixels(forecast) - target).norm(dim=-1)
