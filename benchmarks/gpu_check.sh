@@ -6,9 +6,9 @@
 # 1. the test files that train, load, forecast and evaluate, with the GPU present (the CUDA-only
 #    tests run too); a machine without PyBullet needs SIMVP_UNET_TINY_DATA pointing at a dataset
 #    made elsewhere with `simvp-unet data generate --preset tiny --out DIR`;
-# 2. benchmarks/models.py --device cuda --batch 4 (written to benchmarks/results/models_cuda.md);
-# 3. the paper presets of the segmenter and predictor for 2 epochs on the tiny data, then
-#    `evaluate` with them (bf16-mixed is chosen automatically on a bf16 GPU).
+# 2. benchmarks/models.py --device cuda --batch 4 (written to benchmarks/results/models_cuda_<gpu>.md, e.g. models_cuda_h100.md);
+# 3. the paper presets of the segmenter and predictor for 2 epochs and the dynamics for 100 steps on the
+#    tiny data, then `evaluate` with them (bf16-mixed is chosen automatically on a bf16 GPU).
 # Needs the package installed (`pip install -e .`; `--no-deps` where torch and the rest are there).
 set -u
 OUT=${1:-gpu-check}
@@ -30,14 +30,16 @@ echo "pytest exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/pytest.txt" | 
 
 echo "== speed ($((SECONDS - S)) s)"
 python3 benchmarks/models.py --device cuda --batch 4 > "$OUT/models_cuda.txt" 2>&1
-echo "models.py exit $?: benchmarks/results/models_cuda.md"
+echo "models.py exit $?: benchmarks/results/models_cuda_*.md"
 
 echo "== cli ($((SECONDS - S)) s)"
 RUNS=$OUT/runs
 rm -rf "$RUNS"
 { simvp-unet train segmenter --data "$DATA" --preset paper --set epochs=2 --out "$RUNS/seg" &&
   simvp-unet train predictor --data "$DATA" --preset paper --set epochs=2 --out "$RUNS/pred" &&
-  simvp-unet evaluate --data "$DATA" --segmenter "$RUNS/seg" --predictor "$RUNS/pred" --out "$RUNS/eval"; } \
+  simvp-unet train dynamics --data "$DATA" --preset cpu --set max_steps=100 --out "$RUNS/dyn" &&
+  simvp-unet evaluate --data "$DATA" --segmenter "$RUNS/seg" --predictor "$RUNS/pred" --dynamics "$RUNS/dyn" \
+      --checkpoint last --out "$RUNS/eval"; } \
     > "$OUT/cli.txt" 2>&1
-echo "cli exit $?"; grep -E "GPU available|Precision|best val|^\| (copy-last|frames|oracle) " "$OUT/cli.txt"
+echo "cli exit $?"; tr '\r' '\n' < "$OUT/cli.txt" | grep -a -E "GPU available|Precision|best val|fitted physics|^\| (copy-last|frames|oracle|objects)"
 echo "== done ($((SECONDS - S)) s)"

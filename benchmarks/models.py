@@ -4,7 +4,7 @@
     python benchmarks/models.py --isa avx2       # what a CPU with AVX2 and no AVX-512 sees
     python benchmarks/models.py --case paper     # one case (the paper's SimVP: slow, few repeats)
     python benchmarks/models.py --quick          # tiny sizes, a smoke test of the script (seconds)
-    python benchmarks/models.py --device cuda --batch 4   # a CUDA GPU (results/models_cuda.md)
+    python benchmarks/models.py --device cuda --batch 4   # a CUDA GPU (results/models_cuda_<gpu>.md)
 
 Every setting of a case is timed in one loop: each repeat runs every setting once, so that the
 load of other jobs on a shared machine falls on all of them alike, and the median over the
@@ -22,8 +22,9 @@ where the CPU has them), so it is measured only without --isa.
 --device cuda times the models on the GPU (each call synchronised), in float32 (cuDNN's default
 TF32 convolutions), bf16 autocast and channels_last, with --batch for a GPU-sized batch.
 
-Results go to benchmarks/results/models_<isa>.md (models_cuda.md on a GPU), one section per case (a run of some cases
-keeps the other sections of the file), with the CPU's features and the load average.
+Results go to benchmarks/results/models_<isa>.md (models_cuda_<gpu>.md on a GPU, e.g.
+models_cuda_h100.md), one section per case (a run of some cases keeps the other sections of the
+file), with the CPU's features and the load average.
 """
 
 from __future__ import annotations
@@ -353,7 +354,12 @@ def main() -> None:
         print(f"- {note}")
     if args.quick:
         return  # a smoke test: the numbers of tiny models are not worth keeping
-    path = RESULTS / f"models_{'cuda' if args.device == 'cuda' else args.isa}.md"
+    if args.device == "cuda":  # one file per GPU model: "NVIDIA H100 80GB HBM3" -> models_cuda_h100.md
+        words = torch.cuda.get_device_name().split()
+        gpu = (words[1] if len(words) > 1 and words[0] == "NVIDIA" else words[0]).lower()
+        path = RESULTS / f"models_cuda_{''.join(c for c in gpu if c.isalnum())}.md"
+    else:
+        path = RESULTS / f"models_{args.isa}.md"
     write_report(path, sections, header)
     print(f"\nwritten to {path}")
 

@@ -216,6 +216,20 @@ def test_channels_last_choice(cpu_is):
     assert channels_last(paper_incep(), "train")
 
 
+@pytest.mark.parametrize("gpu_bf16", [True, False])
+def test_gpu_memory_format_and_folding_choice(monkeypatch, gpu_bf16):
+    """On a bf16 GPU the SimVP serves and trains as it is (measured faster under bf16 autocast);
+    on a CPU, or a GPU in float32, it is folded and channels_last; the U-Net is everywhere."""
+    monkeypatch.setattr(hardware, "has_native_bf16", lambda device_type="auto": gpu_bf16)
+    simvp, unet = paper_incep(), UNet(UNetConfig(base_channels=8))
+    for direction in ("train", "infer"):
+        assert channels_last(simvp, direction, "cuda") is not gpu_bf16
+        assert channels_last(unet, direction, "cuda")
+    assert hardware.folding_helps(simvp, "cuda") is not gpu_bf16
+    assert hardware.folding_helps(unet, "cuda")
+    assert hardware.folding_helps(simvp, "cpu")
+
+
 def test_cpu_features_of_this_machine():
     f = hardware.cpu_features()
     assert f.torch_isa == torch.backends.cpu.get_cpu_capability()

@@ -1,9 +1,10 @@
 """The machine in hand: CPU features, whether bf16 is native, and the memory format that is faster.
 
-    from simvp_unet.hardware import channels_last, cpu_features, has_native_bf16
+    from simvp_unet.hardware import channels_last, cpu_features, folding_helps, has_native_bf16
     print(cpu_features().summary())       # "Intel(R) Xeon(R) ...: AVX2 yes, AVX-512 no, ..."
     has_native_bf16("cpu")                # False on an AVX2 CPU: bf16 is emulated there
     channels_last(model, "train", "cpu")  # the memory format to train `model` with here
+    folding_helps(model, "cuda")          # whether the folded network serves faster there
 
 bf16 is only worth it where the hardware computes it: a CUDA GPU that supports it, or a CPU with
 AVX512-BF16 or AMX. On an AVX2 CPU, bf16 autocast emulates every bf16 operation and a training
@@ -145,20 +146,38 @@ def channels_last(model: nn.Module, direction: Literal["train", "infer"],
     SimVP and the narrower U-Nets (a training step of width 8 at 160x240: 0.74x, of width 12 on
     96x96 crops: 0.87x, with torch and oneDNN limited to AVX2, 2 threads, issue 10).
     """
-    if device_type != "cpu" or direction == "infer":
-        # GPUs (results/models_cuda.md, an H200 at batch 4): training in channels_last is 1.35x
-        # (paper SimVP) and 1.16x (paper U-Net) in float32, the same in bf16 and for small models
-        return True
-    if cpu_features().avx512_in_use:
-        return True
     from .models.simvp import SimVP
     from .models.unet import UNet
 
+    if device_type != "cpu":
+        # GPUs at batch 4 (results/models_cuda_h200.md and models_cuda_h100.md): channels_last
+        # is faster in float32 (a paper SimVP's training 1.35-1.37x, its inference 2.1x), but the
+        # SimVP under bf16 autocast, which a bf16 GPU runs, is faster as it is (H100: training
+        # 2.00x against 1.64x in channels_last, inference 2.88x against 2.20x); the U-Net gains
+        # in bf16 too (training 1.49x against 1.22x)
+        return not (isinstance(model, SimVP) and has_native_bf16(device_type))
+    if direction == "infer":
+        return True
+    if cpu_features().avx512_in_use:
+        return True
     if isinstance(model, SimVP):
         return model.config.translator == "incep" and model.config.temporal_channels < 512
     if isinstance(model, UNet):
         return model.config.base_channels >= 16
     return True
+
+
+def folding_helps(model: nn.Module, device_type: str = "cpu") -> bool:
+    """Whether `models.fold.fold_for_inference` makes `model` faster on `device_type`.
+
+    On a CPU it does for every model (results/models_avx2.md, models_native.md). On a GPU that
+    computes bf16, which serves under bf16 autocast, the folded paper SimVP is slower than the
+    original (H100 at batch 4, results/models_cuda_h100.md: 2.20x against 2.88x the float32
+    baseline), while the folded paper U-Net is faster (1.76x against 1.16x).
+    """
+    from .models.simvp import SimVP
+
+    return device_type == "cpu" or not (isinstance(model, SimVP) and has_native_bf16(device_type))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from .classes import NUM_CLASSES
 from .config import from_dict
 from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
 from .errors import ConfigError, DataError, short_reason
-from .hardware import channels_last, has_native_bf16
+from .hardware import channels_last, folding_helps, has_native_bf16
 from .models import export as exporters
 from .models.fold import fold_for_inference, upsampled_argmax
 from .models.simvp import SimVP, SimVPConfig
@@ -382,8 +382,8 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
         which: "best" (best validation score) or "last" (latest state).
         device: where to put the module (it can be moved later; precision follows the device).
         fold: replace a U-Net's or SimVP's network by its inference-only equivalent
-            (`models.fold`: the same function up to float rounding, faster); not for export or
-            training.
+            (`models.fold`: the same function up to float rounding) where that is faster on
+            `device` (`hardware.folding_helps`); not for export or training.
 
     Returns:
         A `Segmenter`, `FramePredictor` or `MaskForecaster`, according to the run's kind.
@@ -419,10 +419,11 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
         reason = " ".join(str(exc).split())  # one line
         raise DataError(f"{path}: weights do not fit the stored config: {reason}") from None
     module = module.eval()
-    if fold and isinstance(module.model, (UNet, SimVP)):
+    device_type = torch.device(device).type
+    if fold and isinstance(module.model, (UNet, SimVP)) and folding_helps(module.model, device_type):
         module.model = fold_for_inference(module.model)
     module = module.to(device)
-    if channels_last(module.model, "infer", torch.device(device).type):
+    if channels_last(module.model, "infer", device_type):
         module = module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
     return module
 
