@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from simvp_unet import hardware
 from simvp_unet.hardware import CPUFeatures, channels_last, has_native_bf16
 from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig
-from simvp_unet.models.fold import fold_for_inference, upsampled_argmax
+from simvp_unet.models.fold import fold_for_inference
+from simvp_unet.models.layers import bilinear_at, upsampled_argmax
 from simvp_unet.train.runner import resolve_precision
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +138,16 @@ def test_upsampled_argmax_equals_upsampling_then_argmax(sizes):
     assert torch.equal(upsampled_argmax(logits, size), expected)
     cl = logits.contiguous(memory_format=torch.channels_last)
     assert torch.equal(upsampled_argmax(cl, size), expected)
+
+
+def test_bilinear_at_equals_upsampling_at_those_pixels():
+    torch.manual_seed(0)
+    for size in ((42, 61), (42, 60)):
+        x = torch.randn(2, 13, 21, 30).contiguous(memory_format=torch.channels_last)
+        full = F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # (2, 13, *size)
+        flat = torch.randperm(2 * size[0] * size[1])[:500]
+        expected = full.permute(0, 2, 3, 1).reshape(-1, 13)[flat]
+        assert torch.allclose(bilinear_at(x, size, flat), expected, rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
 from .errors import ConfigError, DataError, short_reason
 from .hardware import channels_last, folding_helps, has_native_bf16
 from .models import export as exporters
-from .models.fold import fold_for_inference, upsampled_argmax
+from .models.fold import fold_for_inference
+from .models.layers import upsampled_argmax
 from .models.simvp import SimVP, SimVPConfig
 from .models.unet import UNet, UNetConfig
 from .objects.serve import ObjectForecaster

@@ -1,7 +1,6 @@
 """Inference-only rewrites of the models: the same function up to float rounding, faster.
 
     fast = fold_for_inference(model)             # an eval-only copy; `model` is left as it was
-    mask = upsampled_argmax(logits, (160, 240))  # == bilinear upsampling, then argmax(1)
 
 What is folded (each kept because benchmarks/models.py measured it faster; tests check that
 the outputs stay within 1e-5 of the original's):
@@ -28,7 +27,6 @@ the outputs stay within 1e-5 of the original's):
 from __future__ import annotations
 
 import copy
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -229,70 +227,3 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
             _fold_simvp(folded)
     folded.requires_grad_(False)
     return folded.to(memory_format=torch.channels_last)
-
-
-# ---------------------------------------------------------------------------------------------
-# Argmax of upsampled logits
-
-
-@functools.lru_cache(maxsize=8)
-def _source_pixels(out_size: int, in_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For every output row (or column) of bilinear upsampling with align_corners=False: the two
-    input rows it mixes and the weight of the second, computed as PyTorch's CPU kernel does."""
-    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
-    src = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
-    first = src.floor().long().clamp(max=in_size - 1)
-    second = (first + 1).clamp(max=in_size - 1)
-    return first, second, (src - first).clamp(0, 1)
-
-
-@functools.lru_cache(maxsize=8)
-def _sources(size: tuple[int, int], low_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-    """Per output pixel (flattened): the flat indices of its four source pixels (top-left,
-    top-right, bottom-left, bottom-right) and its vertical and horizontal weights."""
-    (height, width), (h, w) = size, low_size
-    rows0, rows1, wy = _source_pixels(height, h)
-    cols0, cols1, wx = _source_pixels(width, w)
-    corners = [(r[:, None] * w + c[None, :]).flatten() for r in (rows0, rows1) for c in (cols0, cols1)]
-    fy = wy[:, None].expand(height, width).flatten()
-    fx = wx[None, :].expand(height, width).flatten()
-    return (*corners, fy, fx)
-
-
-def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`F.interpolate(logits, size, mode="bilinear").argmax(1)` without upsampling every logit.
-
-    An upsampled pixel is a convex combination of (at most) four neighbouring input pixels, so
-    where those four agree on the winning class, so does the mix: only the pixels on a class
-    boundary are interpolated, from the logits of their four sources. (N, K, h, w) logits ->
-    long (N, *size).
-    """
-    n, k, h, w = logits.shape
-    size = (int(size[0]), int(size[1]))
-    if (h, w) == size:
-        return logits.argmax(1)
-    logits = logits.float()  # as the full upsampling computes it (a no-op for float32)
-    low = logits.argmax(1)  # (N, h, w)
-    # a low-resolution pixel whose 2 x 2 block (it, right, below, below-right) holds one class
-    agree = torch.ones_like(low, dtype=torch.bool)
-    agree[:, :, :-1] &= low[:, :, :-1] == low[:, :, 1:]
-    agree[:, :-1, :] &= low[:, :-1, :] == low[:, 1:, :]
-    agree[:, :-1, :-1] &= low[:, :-1, :-1] == low[:, 1:, 1:]
-    top_left, top_right, bottom_left, bottom_right, fy, fx = (
-        t.to(logits.device) for t in _sources(size, (h, w)))
-    out = low.flatten(1).index_select(1, top_left)  # (N, H * W): the top-left source's class
-    boundary = ~agree.flatten(1).index_select(1, top_left)
-    flat = boundary.flatten().nonzero().squeeze(1)
-    if len(flat):
-        sample, pixel = flat // out.shape[1], flat % out.shape[1]
-        base = sample * (h * w)
-        pixels = logits.permute(0, 2, 3, 1).reshape(-1, k)  # (N * h * w, K), a view if channels_last
-
-        def source(corner: torch.Tensor) -> torch.Tensor:
-            return pixels.index_select(0, base + corner[pixel])  # (M, K)
-
-        wy, wx = fy[pixel, None], fx[pixel, None]
-        mixed = (1 - wy) * ((1 - wx) * source(top_left) + wx * source(top_right)) + wy * (
-            (1 - wx) * source(bottom_left) + wx * source(bottom_right))
-        out.view(-1)[flat] = mixed.argmax(1)
-    return out.view(n, *size)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from .layers import crop_to, pad_to_multiple
+from .layers import bilinear_at, crop_to, pad_to_multiple
 
 # ---------------------------------------------------------------------------------------------
 # Config
@@ -176,22 +176,31 @@ class UNet(nn.Module):
     @torch.no_grad()
     def classes(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) floats -> long (B, H, W): `forward(x).argmax(1)`, computed for the
-        factored split head without its num_classes full-resolution log-probabilities: the
-        likeliest object class takes each factor's likeliest value, and it wins where it beats
-        the background."""
+        factored split head without its num_classes full-resolution log-probabilities, and only
+        where an object can win: the likeliest object class takes each factor's likeliest value,
+        and it wins where log p(object) + its log-probability beats log p(background). That
+        log-probability is at most 0, so wherever z <= 0 (p(object) <= 1/2) the background
+        wins; the object logits are upsampled (bilinearly, as `forward` does) at the other
+        pixels alone."""
         if not self.config.object_factors:
             return self(x).argmax(1)
-        z, objects = self.split_logits(x)
-        best, index = None, None
-        for part in objects.split(list(self.config.object_factors), dim=1):
-            value, arg = part.max(1)
-            # the factor's largest log-probability, max - logsumexp, reusing the max
-            value = -(part - value.unsqueeze(1)).exp().sum(1).log()
-            best = value if best is None else best + value
-            index = arg if index is None else index * part.shape[1] + arg
-        z = z[:, 0]
-        is_object = F.logsigmoid(z) + best > F.logsigmoid(-z)
-        return torch.where(is_object, index + 1, 0)
+        height, width = x.shape[-2:]
+        stages = self._stages(x)
+        z = self.head(stages[-1])[:, 0]  # (B, H, W) at the padded size
+        out = torch.zeros(z.shape, dtype=torch.long, device=z.device)
+        flat = (z > 0).flatten().nonzero().squeeze(1)
+        if len(flat):
+            objects = bilinear_at(self._half_object_logits(stages), z.shape[-2:], flat)  # (M, outputs)
+            best, index = None, None
+            for part in objects.split(list(self.config.object_factors), dim=1):
+                value, arg = part.max(1)
+                # the factor's largest log-probability, max - logsumexp, reusing the max
+                value = -(part - value.unsqueeze(1)).exp().sum(1).log()
+                best = value if best is None else best + value
+                index = arg if index is None else index * part.shape[1] + arg
+            z = z.flatten()[flat]
+            out.view(-1)[flat] = torch.where(F.logsigmoid(z) + best > F.logsigmoid(-z), index + 1, 0)
+        return crop_to(out, height, width)
 
     def split_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The split head's raw outputs: (B, C_in, H, W) floats -> z (B, 1, H, W), object vs
@@ -229,13 +238,18 @@ class UNet(nn.Module):
         """Decoder outputs -> z (B, 1, H, W), object or not, and the object logits (B, outputs,
         H, W), upsampled from half resolution."""
         z = self.head(stages[-1])
+        objects = F.interpolate(self._half_object_logits(stages), size=z.shape[-2:], mode="bilinear",
+                                align_corners=False)
+        return z, objects
+
+    def _half_object_logits(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder outputs -> the object logits at half resolution (B, outputs, H / 2, W / 2),
+        from the half-resolution stage and the coarser ones upsampled to it."""
         half = stages[-2]
         coarser = stages[len(stages) - 1 - self.config.object_stages:-2]
         features = torch.cat([half, *(F.interpolate(f, size=half.shape[-2:], mode="bilinear", align_corners=False)
                                       for f in reversed(coarser))], dim=1)
-        objects = F.interpolate(self.head_objects(features), size=z.shape[-2:], mode="bilinear",
-                                align_corners=False)
-        return z, objects
+        return self.head_objects(features)
 
     def _split_head(self, stages: list[torch.Tensor]) -> torch.Tensor:
         """Decoder outputs, coarse to fine -> (B, num_classes, H, W) log-probabilities."""
