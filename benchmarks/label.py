@@ -31,6 +31,7 @@ AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_EN
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from simvp_unet.data import layout  # noqa: E402
 from simvp_unet.hardware import cpu_features, keep_freed_memory  # noqa: E402
@@ -39,10 +40,22 @@ from simvp_unet.label import label  # noqa: E402
 
 
 class Before:
-    """The segmenter's `segment` as it was: full upsampling of the logits, then the argmax."""
+    """The segmenter's `segment` as it was: full upsampling of the logits, then the argmax; the
+    split head's half-resolution object logits from the concatenated features, as they were."""
 
     def __init__(self, module):
         self.module = module
+        model = module.model
+        if model.config.head == "split":
+
+            def half_object_logits(stages: list[torch.Tensor]) -> torch.Tensor:
+                half = stages[-2]
+                coarser = stages[len(stages) - 1 - model.config.object_stages:-2]
+                features = torch.cat([half, *(F.interpolate(f, size=half.shape[-2:], mode="bilinear",
+                                                            align_corners=False) for f in reversed(coarser))], dim=1)
+                return model.head_objects(features)
+
+            model._half_object_logits = half_object_logits
 
     @torch.inference_mode()
     def segment(self, images: torch.Tensor, *, chunk: int = 32) -> torch.Tensor:

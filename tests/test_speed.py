@@ -100,6 +100,13 @@ def test_folded_model_under_bf16_autocast_stays_close():
     folded = fold_for_inference(model)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(folded(x).float(), model(x).float(), rtol=0, atol=0.1)
+    # the U-Net's split decoder convolutions (the sum of two) outside oneDNN as well
+    unet = trained_looking(UNet(UNetConfig(base_channels=4, depth=2)))
+    x = torch.rand(2, 3, 16, 24)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(fold_for_inference(unet)(x).float(), unet(x).float(), rtol=0, atol=0.15)
+    with torch.inference_mode():  # float64 takes the same path, with float64 accuracy
+        torch.testing.assert_close(fold_for_inference(unet.double())(x.double()), unet(x.double()))
 
 
 def test_segment_with_the_folded_model_gives_the_same_masks(monkeypatch):

@@ -7,6 +7,8 @@ the outputs stay within 1e-5 of the original's):
 
 - U-Net: every BatchNorm goes into the convolution before it, and the ReLU after it runs
   inside that convolution (a oneDNN post-op): one pass over the activations instead of three.
+  The decoder's concatenations of skip and upsampled features are gone: the convolution after
+  each is two, one per input, the second adding the first's output as a post-op.
 - gSTA: the BatchNorm before each block's first 1x1 convolutions goes into them, the layer
   scales into the 1x1 convolutions they multiply, the attention's shortcut through the
   BatchNorm becomes a per-channel multiply-add, and GELU runs inside the convolution before it.
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .simvp import GSTABlock, SimVP
-from .unet import UNet
+from .unet import UNet, UpStage
 
 # ---------------------------------------------------------------------------------------------
 # Linear maps folded into convolutions
@@ -117,7 +119,9 @@ class FoldedConv(nn.Module):
     def _scalars(self) -> list[float]:
         return [self.negative_slope] if self.activation == "leaky_relu" else []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution of `x`, plus `add` (of the output's shape) when given, then the
+        activation; on oneDNN the addition is a post-op too (not for transposed convolutions)."""
         if not _packable(x):
             if self.transposed:
                 y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
@@ -125,10 +129,18 @@ class FoldedConv(nn.Module):
             else:
                 y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                              self.groups)
-            return self._act(y)
+            return self._act(y if add is None else y + add)
         x = x.contiguous(memory_format=torch.channels_last)
         mkldnn = torch.ops.mkldnn
         algorithm = "none" if self.activation == "gelu" else ""  # exact (erf) GELU
+        if add is not None and not self.transposed:
+            self._pack(x)
+            return mkldnn._convolution_pointwise.binary(
+                x, add.contiguous(memory_format=torch.channels_last), self._packed, self.bias,
+                self.padding, self.stride, self.dilation, self.groups, "add", 1.0,
+                None if self.activation == "none" else self.activation, self._scalars(), algorithm)
+        if add is not None:
+            raise ValueError("FoldedConv: add is for convolutions, not transposed ones")
         if self.transposed:
             if self._packed is None:
                 self._packed = mkldnn._reorder_convolution_transpose_weight(
@@ -137,12 +149,15 @@ class FoldedConv(nn.Module):
             return mkldnn._convolution_transpose_pointwise(
                 x, self._packed, self.bias, self.padding, self.output_padding, self.stride,
                 self.dilation, self.groups, self.activation, self._scalars(), algorithm)
-        if self._packed is None:
-            self._packed = mkldnn._reorder_convolution_weight(
-                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        self._pack(x)
         return mkldnn._convolution_pointwise(
             x, self._packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
             self.activation, self._scalars(), algorithm)
+
+    def _pack(self, x: torch.Tensor) -> None:
+        if self._packed is None:
+            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,19 +198,35 @@ class FoldedGSTABlock(nn.Module):
         return self.reduce(x)
 
 
+class FoldedUpStage(nn.Module):
+    """`UpStage` without its concatenation: the first convolution of cat(skip, up(x)) is split by
+    input channels, conv(cat(skip, u)) = conv_skip(skip) + conv_up(u), the sum and the ReLU
+    computed inside the second one (copying both inputs into one tensor cost as much as the
+    convolution itself at 160 x 240)."""
+
+    def __init__(self, stage: UpStage):
+        super().__init__()
+        conv1, bn1, _, conv2, bn2, _ = stage.conv.layers
+        weight, bias = fold_bn_after(conv1, bn1)
+        skip_channels = weight.shape[1] - stage.up.out_channels
+        self.up = FoldedConv(stage.up)
+        self.from_up = FoldedConv(conv1, weight[:, skip_channels:], bias)
+        self.from_skip = FoldedConv(conv1, weight[:, :skip_channels], torch.zeros_like(bias), activation="relu")
+        self.conv2 = FoldedConv(conv2, *fold_bn_after(conv2, bn2), activation="relu")
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.from_skip(skip, add=self.from_up(self.up(x))))
+
+
 def _fold_unet(model: UNet) -> None:
-    stages = [*model.encoder, model.bottleneck, *(stage.conv for stage in model.decoder)]
-    for stage in stages:
+    for stage in [*model.encoder, model.bottleneck]:
         conv1, bn1, _, conv2, bn2, _ = stage.layers
         stage.layers = nn.Sequential(
             FoldedConv(conv1, *fold_bn_after(conv1, bn1), activation="relu"),
             FoldedConv(conv2, *fold_bn_after(conv2, bn2), activation="relu"),
         )
-    for stage in model.decoder:
-        stage.up = FoldedConv(stage.up)
-    model.head = FoldedConv(model.head)
-    if model.config.head == "split":
-        model.head_objects = FoldedConv(model.head_objects)
+    model.decoder = nn.ModuleList(FoldedUpStage(stage) for stage in model.decoder)
+    model.head = FoldedConv(model.head)  # head_objects is used by its weights (UNet._half_object_logits)
 
 
 def _replace(model: nn.Module, kinds: tuple[type, ...], make) -> None:

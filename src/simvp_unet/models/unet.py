@@ -243,13 +243,19 @@ class UNet(nn.Module):
         return z, objects
 
     def _half_object_logits(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        """Decoder outputs -> the object logits at half resolution (B, outputs, H / 2, W / 2),
-        from the half-resolution stage and the coarser ones upsampled to it."""
+        """Decoder outputs -> the object logits at half resolution (B, outputs, H / 2, W / 2):
+        `head_objects` (1x1) of the half-resolution stage concatenated with the coarser ones
+        upsampled to it. A 1x1 convolution commutes with bilinear upsampling (both linear, the
+        upsampling's weights sum to 1), so each coarser stage goes through its slice of the
+        weights first and only `outputs` channels are upsampled, with no concatenation."""
         half = stages[-2]
-        coarser = stages[len(stages) - 1 - self.config.object_stages:-2]
-        features = torch.cat([half, *(F.interpolate(f, size=half.shape[-2:], mode="bilinear", align_corners=False)
-                                      for f in reversed(coarser))], dim=1)
-        return self.head_objects(features)
+        parts = [half, *reversed(stages[len(stages) - 1 - self.config.object_stages:-2])]
+        weights = self.head_objects.weight.split([part.shape[1] for part in parts], dim=1)
+        out = F.conv2d(half, weights[0], self.head_objects.bias)
+        for part, weight in zip(parts[1:], weights[1:], strict=True):
+            out = out + F.interpolate(F.conv2d(part, weight), size=half.shape[-2:], mode="bilinear",
+                                      align_corners=False)
+        return out
 
     def _split_head(self, stages: list[torch.Tensor]) -> torch.Tensor:
         """Decoder outputs, coarse to fine -> (B, num_classes, H, W) log-probabilities."""
