@@ -6,7 +6,8 @@
 # 1. the test files that train, load, forecast and evaluate, with the GPU present (the CUDA-only
 #    tests run too); a machine without PyBullet needs SIMVP_UNET_TINY_DATA pointing at a dataset
 #    made elsewhere with `simvp-unet data generate --preset tiny --out DIR`;
-# 2. benchmarks/models.py --device cuda --batch 4 (written to benchmarks/results/models_cuda_<gpu>.md, e.g. models_cuda_h100.md);
+# 2. benchmarks/models.py --device cuda --batch 4 (written to benchmarks/results/models_cuda_<gpu>.md,
+#    named after the device, e.g. models_cuda_h100_80gb_hbm3.md);
 # 3. the paper presets of the segmenter and predictor for 2 epochs and the dynamics for 100 steps on the
 #    tiny data, then `evaluate` with them (bf16-mixed is chosen automatically on a bf16 GPU).
 # Needs the package installed (`pip install -e .`; `--no-deps` where torch and the rest are there).

@@ -22,9 +22,9 @@ where the CPU has them), so it is measured only without --isa.
 --device cuda times the models on the GPU (each call synchronised), in float32 (cuDNN's default
 TF32 convolutions), bf16 autocast and channels_last, with --batch for a GPU-sized batch.
 
-Results go to benchmarks/results/models_<isa>.md (models_cuda_<gpu>.md on a GPU, e.g.
-models_cuda_h100.md), one section per case (a run of some cases keeps the other sections of the
-file), with the CPU's features and the load average.
+Results go to benchmarks/results/models_<isa>.md (models_cuda_<gpu>.md on a GPU, named after
+the device, e.g. models_cuda_h100_80gb_hbm3.md), one section per case (a run of some cases keeps
+the other sections of the file), with the CPU's features and the load average.
 """
 
 from __future__ import annotations
@@ -354,10 +354,10 @@ def main() -> None:
         print(f"- {note}")
     if args.quick:
         return  # a smoke test: the numbers of tiny models are not worth keeping
-    if args.device == "cuda":  # one file per GPU model: "NVIDIA H100 80GB HBM3" -> models_cuda_h100.md
-        words = torch.cuda.get_device_name().split()
-        gpu = (words[1] if len(words) > 1 and words[0] == "NVIDIA" else words[0]).lower()
-        path = RESULTS / f"models_cuda_{''.join(c for c in gpu if c.isalnum())}.md"
+    if args.device == "cuda":  # one file per GPU model: "NVIDIA H100 80GB HBM3" -> models_cuda_h100_80gb_hbm3.md
+        name = torch.cuda.get_device_name().removeprefix("NVIDIA ").lower()
+        gpu = "_".join("".join(c if c.isalnum() else " " for c in name).split())
+        path = RESULTS / f"models_cuda_{gpu}.md"
     else:
         path = RESULTS / f"models_{args.isa}.md"
     write_report(path, sections, header)

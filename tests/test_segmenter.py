@@ -179,6 +179,28 @@ def test_crop_trained_segmenter_segments_whole_frames(tiny_data, tmp_path, tiny_
 
 
 
+def decisive(model: UNet, x: torch.Tensor) -> UNet:
+    """Scale a fresh split head so that, on `x`, it answers like a trained one: z spread over
+    about +-10 around 2, the object logits far apart (confident factors). Then some pixels are objects, some background
+    with z > 0 (the object's own log-probability decides) and some have z <= 0 (`classes`
+    skips them); the caller checks that all three happen."""
+    with torch.no_grad():
+        z, objects = model.split_logits(x)
+        model.head.weight.mul_(5 / z.std())
+        model.head.bias.mul_(5 / z.std())
+        spread = (objects - objects.mean((0, 2, 3), keepdim=True)).std()  # across pixels
+        model.head_objects.weight.mul_(10 / spread)
+        model.head.bias.add_(2 - model.split_logits(x)[0].median())
+    return model
+
+
+def assert_every_case(model: UNet, x: torch.Tensor, expected: torch.Tensor) -> None:
+    with torch.no_grad():
+        z = model.split_logits(x)[0][:, 0]
+    assert (expected > 0).any() and (expected[z > 0] == 0).any() and (z <= 0).any()
+    assert len(expected.unique()) >= 3  # background and at least two object classes
+
+
 @pytest.mark.parametrize("config", [
     UNetConfig(base_channels=4, depth=2),
     UNetConfig(base_channels=4, depth=2, head="split"),
@@ -187,20 +209,30 @@ def test_crop_trained_segmenter_segments_whole_frames(tiny_data, tmp_path, tiny_
 def test_classes_is_the_argmax_of_the_logits(config):
     torch.manual_seed(0)
     model = UNet(config).eval()
-    x = torch.rand(2, 3, 37, 50)
+    x = torch.rand(2, 3, 37, 50)  # padded to 40 x 56 inside, cropped back
+    if config.object_factors:  # `classes` has its own computation only for factored heads
+        decisive(model, x)
     with torch.no_grad():
-        assert torch.equal(model.classes(x), model(x).argmax(1))
+        expected = model(x).argmax(1)
+        if config.object_factors:
+            assert_every_case(model, x, expected)
+        assert torch.equal(model.classes(x), expected)
 
 
-def test_segment_at_the_working_resolution_uses_the_networks_argmax():
+def test_segment_at_the_working_resolution_uses_the_networks_argmax(monkeypatch):
+    from simvp_unet import inference
     from simvp_unet.inference import Segmenter
     from simvp_unet.models.fold import fold_for_inference
 
+    monkeypatch.setattr(inference, "has_native_bf16", lambda device_type: False)  # float32 both
     torch.manual_seed(0)
     model = UNet(UNetConfig(base_channels=4, depth=3, head="split", object_factors=[3, 2, 8],
                             object_stages=2)).eval()
     images = torch.randint(0, 256, (3, 3, 32, 48), dtype=torch.uint8)
+    x = images.float() / 255
+    decisive(model, x)
     segmenter = Segmenter(fold_for_inference(model), resolution=(32, 48))
     with torch.no_grad():
-        expected = model(images.float() / 255).argmax(1)
+        expected = model(x).argmax(1)
+    assert_every_case(model, x, expected)
     assert torch.equal(segmenter.segment(images), expected)

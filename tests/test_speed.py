@@ -246,6 +246,9 @@ def test_gpu_memory_format_and_folding_choice(monkeypatch, gpu_bf16):
     assert hardware.folding_helps(simvp, "cuda") is not gpu_bf16
     assert hardware.folding_helps(unet, "cuda")
     assert hardware.folding_helps(simvp, "cpu")
+    # a trainer in float32 on a bf16 GPU (--precision 32-true): channels_last again
+    assert channels_last(simvp, "train", "cuda", bf16=False)
+    assert not channels_last(simvp, "train", "cuda", bf16=True)
 
 
 def test_cpu_features_of_this_machine():

@@ -1,4 +1,5 @@
-"""The machine in hand: CPU features, whether bf16 is native, and the memory format that is faster.
+"""The machine in hand: CPU features, whether bf16 is native, the memory format that is faster,
+and whether folding a model for inference pays.
 
     from simvp_unet.hardware import channels_last, cpu_features, folding_helps, has_native_bf16
     print(cpu_features().summary())       # "Intel(R) Xeon(R) ...: AVX2 yes, AVX-512 no, ..."
@@ -133,9 +134,11 @@ def has_native_bf16(device_type: str = "auto") -> bool:
 
 
 def channels_last(model: nn.Module, direction: Literal["train", "infer"],
-                  device_type: str = "cpu") -> bool:
+                  device_type: str = "cpu", *, bf16: bool | None = None) -> bool:
     """Whether `model` runs faster in channels_last than in the default memory format, for
-    training or inference on `device_type`; the numbers are the same either way.
+    training or inference on `device_type`; the numbers are the same either way. `bf16`: whether
+    it runs under bf16 autocast (None: where `device_type` computes bf16 natively, as served
+    modules do; a trainer passes its precision).
 
     Measured in benchmarks/models.py (results/models_native.md and models_avx2.md): inference is
     faster in channels_last for every model, with AVX2 and with AVX-512 (oneDNN's channels_last
@@ -144,18 +147,14 @@ def channels_last(model: nn.Module, direction: Literal["train", "infer"],
     are slower: training in channels_last is faster for the small Inception SimVP and the U-Net
     of width 16 and more, and slower for the paper-size Inception SimVP (hid_T 512), the gSTA
     SimVP and the narrower U-Nets (a training step of width 8 at 160x240: 0.74x, of width 12 on
-    96x96 crops: 0.87x, with torch and oneDNN limited to AVX2, 2 threads, issue 10).
+    96x96 crops: 0.87x, with torch and oneDNN limited to AVX2, 2 threads, issue 10). On a GPU:
+    see `_simvp_in_gpu_bf16`.
     """
     from .models.simvp import SimVP
     from .models.unet import UNet
 
     if device_type != "cpu":
-        # GPUs at batch 4 (results/models_cuda_h200.md and models_cuda_h100.md): channels_last
-        # is faster in float32 (a paper SimVP's training 1.35-1.37x, its inference 2.1x), but the
-        # SimVP under bf16 autocast, which a bf16 GPU runs, is faster as it is (H100: training
-        # 2.00x against 1.64x in channels_last, inference 2.88x against 2.20x); the U-Net gains
-        # in bf16 too (training 1.49x against 1.22x)
-        return not (isinstance(model, SimVP) and has_native_bf16(device_type))
+        return not _simvp_in_gpu_bf16(model, device_type, bf16)
     if direction == "infer":
         return True
     if cpu_features().avx512_in_use:
@@ -167,17 +166,25 @@ def channels_last(model: nn.Module, direction: Literal["train", "infer"],
     return True
 
 
-def folding_helps(model: nn.Module, device_type: str = "cpu") -> bool:
-    """Whether `models.fold.fold_for_inference` makes `model` faster on `device_type`.
+def folding_helps(model: nn.Module, device_type: str = "cpu", *, bf16: bool | None = None) -> bool:
+    """Whether `models.fold.fold_for_inference` makes `model` faster on `device_type` (`bf16` as
+    in `channels_last`): everywhere (results/models_avx2.md, models_native.md, the GPU tables)
+    except for a SimVP under bf16 autocast on a GPU (`_simvp_in_gpu_bf16`)."""
+    return device_type == "cpu" or not _simvp_in_gpu_bf16(model, device_type, bf16)
 
-    On a CPU it does for every model (results/models_avx2.md, models_native.md). On a GPU that
-    computes bf16, which serves under bf16 autocast, the folded paper SimVP is slower than the
-    original (H100 at batch 4, results/models_cuda_h100.md: 2.20x against 2.88x the float32
-    baseline), while the folded paper U-Net is faster (1.76x against 1.16x).
-    """
+
+def _simvp_in_gpu_bf16(model: nn.Module, device_type: str, bf16: bool | None) -> bool:
+    """A SimVP under bf16 autocast on a GPU, which runs faster as it is: neither channels_last
+    nor folded. GPUs at batch 4 (results/models_cuda_h200.md, models_cuda_h100_80gb_hbm3.md):
+    in float32 channels_last and folding are faster (the paper SimVP's training 1.35-1.37x, its
+    inference 2.1x), but in bf16 the SimVP is faster as it is (H100: training 2.00x against 1.64x
+    in channels_last, inference 2.88x against 2.20x folded or channels_last), while the paper
+    U-Net still gains (training 1.49x against 1.22x, inference folded 1.76x against 1.16x)."""
     from .models.simvp import SimVP
 
-    return device_type == "cpu" or not (isinstance(model, SimVP) and has_native_bf16(device_type))
+    if bf16 is None:
+        bf16 = has_native_bf16(device_type)
+    return device_type != "cpu" and bf16 and isinstance(model, SimVP)
 
 
 # ---------------------------------------------------------------------------------------------

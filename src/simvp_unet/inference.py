@@ -381,7 +381,8 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
     Args:
         run_dir: a folder written by `simvp-unet train`.
         which: "best" (best validation score) or "last" (latest state).
-        device: where to put the module (it can be moved later; precision follows the device).
+        device: where to put the module (it can be moved later; precision follows the device,
+            but folding and the memory format are chosen here, for `device`).
         fold: replace a U-Net's or SimVP's network by its inference-only equivalent
             (`models.fold`: the same function up to float rounding) where that is faster on
             `device` (`hardware.folding_helps`); not for export or training.

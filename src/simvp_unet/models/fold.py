@@ -122,6 +122,8 @@ class FoldedConv(nn.Module):
     def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
         """The convolution of `x`, plus `add` (of the output's shape) when given, then the
         activation; on oneDNN the addition is a post-op too (not for transposed convolutions)."""
+        if add is not None and self.transposed:
+            raise ValueError("FoldedConv: add is for convolutions, not transposed ones")
         if not _packable(x):
             if self.transposed:
                 y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
@@ -133,14 +135,12 @@ class FoldedConv(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         mkldnn = torch.ops.mkldnn
         algorithm = "none" if self.activation == "gelu" else ""  # exact (erf) GELU
-        if add is not None and not self.transposed:
+        if add is not None:
             self._pack(x)
             return mkldnn._convolution_pointwise.binary(
                 x, add.contiguous(memory_format=torch.channels_last), self._packed, self.bias,
                 self.padding, self.stride, self.dilation, self.groups, "add", 1.0,
                 None if self.activation == "none" else self.activation, self._scalars(), algorithm)
-        if add is not None:
-            raise ValueError("FoldedConv: add is for convolutions, not transposed ones")
         if self.transposed:
             if self._packed is None:
                 self._packed = mkldnn._reorder_convolution_transpose_weight(
@@ -215,6 +215,7 @@ class FoldedUpStage(nn.Module):
         self.conv2 = FoldedConv(conv2, *fold_bn_after(conv2, bn2), activation="relu")
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """`UpStage.forward`: the coarser features `x` and the encoder's `skip` -> this stage's output."""
         return self.conv2(self.from_skip(skip, add=self.from_up(self.up(x))))
 
 

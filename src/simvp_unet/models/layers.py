@@ -46,16 +46,16 @@ def _source_pixels(out_size: int, in_size: int) -> tuple[torch.Tensor, torch.Ten
 
 
 @functools.lru_cache(maxsize=8)
-def _sources(size: tuple[int, int], low_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-    """Per output pixel (flattened): the flat indices of its four source pixels (top-left,
-    top-right, bottom-left, bottom-right) and its vertical and horizontal weights."""
+def _sources(size: tuple[int, int], low_size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Per output pixel (flattened), on `device`: the flat indices of its four source pixels
+    (top-left, top-right, bottom-left, bottom-right) and its vertical and horizontal weights."""
     (height, width), (h, w) = size, low_size
     rows0, rows1, wy = _source_pixels(height, h)
     cols0, cols1, wx = _source_pixels(width, w)
     corners = [(r[:, None] * w + c[None, :]).flatten() for r in (rows0, rows1) for c in (cols0, cols1)]
     fy = wy[:, None].expand(height, width).flatten()
     fx = wx[None, :].expand(height, width).flatten()
-    return (*corners, fy, fx)
+    return tuple(t.to(device) for t in (*corners, fy, fx))
 
 
 def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -77,7 +77,7 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     agree[:, :, :-1] &= low[:, :, :-1] == low[:, :, 1:]
     agree[:, :-1, :] &= low[:, :-1, :] == low[:, 1:, :]
     agree[:, :-1, :-1] &= low[:, :-1, :-1] == low[:, 1:, 1:]
-    top_left = _sources(size, (h, w))[0].to(logits.device)
+    top_left = _sources(size, (h, w), logits.device)[0]
     out = low.flatten(1).index_select(1, top_left)  # (N, H * W): the top-left source's class
     boundary = ~agree.flatten(1).index_select(1, top_left)
     flat = boundary.flatten().nonzero().squeeze(1)
@@ -93,7 +93,7 @@ def bilinear_at(x: torch.Tensor, size: tuple[int, int], flat: torch.Tensor) -> t
     (within 2e-6 for values of size 1; 5e-7 at the factor 2 the segmenter upsamples by)."""
     n, k, h, w = x.shape
     size = (int(size[0]), int(size[1]))
-    top_left, top_right, bottom_left, bottom_right, fy, fx = (t.to(x.device) for t in _sources(size, (h, w)))
+    top_left, top_right, bottom_left, bottom_right, fy, fx = _sources(size, (h, w), x.device)
     sample, pixel = flat // (size[0] * size[1]), flat % (size[0] * size[1])
     base = sample * (h * w)
     pixels = x.float().permute(0, 2, 3, 1).reshape(-1, k)  # (N * h * w, K), a view if channels_last

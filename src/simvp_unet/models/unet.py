@@ -200,7 +200,7 @@ class UNet(nn.Module):
                 index = arg if index is None else index * part.shape[1] + arg
             z = z.flatten()[flat]
             out.view(-1)[flat] = torch.where(F.logsigmoid(z) + best > F.logsigmoid(-z), index + 1, 0)
-        return crop_to(out, height, width)
+        return crop_to(out, height, width).contiguous()
 
     def split_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The split head's raw outputs: (B, C_in, H, W) floats -> z (B, 1, H, W), object vs

@@ -135,7 +135,8 @@ class TrainModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         # same numbers in either memory format; hardware.channels_last says which is faster here
-        if channels_last(self.model, "train", self.trainer.strategy.root_device.type):
+        if channels_last(self.model, "train", self.trainer.strategy.root_device.type,
+                         bf16=str(self.trainer.precision).startswith("bf16")):
             self.to(memory_format=torch.channels_last)
 
     @property
