@@ -84,12 +84,18 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                        ("crop=64", "batch_size=24", "epochs=20", "val_every_epochs=20")),
     "crop64-batch24-seed1": ("crop64-batch24 again with another seed (the spread of one recipe)",
                              ("crop=64", "batch_size=24", "epochs=20", "val_every_epochs=20", "seed=1")),
-    "crop48-batch32": ("the cpu preset as shipped: 48x48 crops in batches of 32 (1.9x the crops per "
-                       "second of 64x64 in 24s), 34 epochs", ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34")),
+    "crop48-batch32": ("48x48 crops in batches of 32 (1.9x the crops per second of 64x64 in 24s), 34 "
+                       "epochs (the cpu preset before the shape weight)",
+                       ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34", "factor_weights=[]")),
     "crop48-batch32-seed1": ("crop48-batch32 again with another seed",
-                             ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34", "seed=1")),
+                             ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34", "factor_weights=[]",
+                              "seed=1")),
     "crop48-batch32-seed2": ("crop48-batch32 with a third seed",
-                             ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34", "seed=2")),
+                             ("crop=48", "batch_size=32", "epochs=34", "val_every_epochs=34", "factor_weights=[]",
+                              "seed=2")),
+    "shape2": ("the cpu preset as shipped: crop48-batch32 with the shape factor's cross-entropy weighted 2 "
+               "(factor_weights [2, 1, 1])", ("factor_weights=[2, 1, 1]",)),
+    "shape2-seed1": ("shape2 with another seed", ("factor_weights=[2, 1, 1]", "seed=1")),
     "kept+jaccard": ("the preset + soft Jaccard loss (weight 1), 6 epochs: about the minutes of 8 "
                      "(the loss costs 1.3x per step)", (*_CROP96, "jaccard_weight=1", "epochs=6", "val_every_epochs=3")),
 }
@@ -253,7 +259,7 @@ def main() -> None:
     t.add_argument("variants", nargs="+", help=f"any of: {', '.join(VARIANTS)}")
     t.add_argument("--isa", choices=("native", "avx2"), default="avx2")
     r = sub.add_parser("report", help="score every trained variant, write results/segmenter.*")
-    r.add_argument("--kept", default="crop48-batch32", help="the variant whose per-class IoU and confusions are reported")
+    r.add_argument("--kept", default="shape2", help="the variant whose per-class IoU and confusions are reported")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--isa", choices=("native", "avx2"), default="avx2",
                    help="kernels the speed is measured with (default avx2: a CPU without AVX-512)")

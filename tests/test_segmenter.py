@@ -133,6 +133,35 @@ def test_factored_classes_follow_the_class_ids():
         assert math.isclose(float(log_probs[cid - 1]), float(expected), rel_tol=0, abs_tol=1e-5)
 
 
+def test_factor_weights_scale_each_factors_term():
+    """weights [1, 1, 1] are the plain loss; raising one factor's weight adds exactly that
+    factor's cross-entropy on object pixels."""
+    from simvp_unet.train.segmenter import split_cross_entropy
+
+    torch.manual_seed(0)
+    z, objects = torch.randn(2, 1, 7, 9), torch.randn(2, 13, 7, 9)
+    target = torch.randint(0, 49, (2, 7, 9))
+    plain = split_cross_entropy(z, objects, target, [3, 2, 8])
+    torch.testing.assert_close(split_cross_entropy(z, objects, target, [3, 2, 8], [1, 1, 1]), plain)
+    shape = torch.where(target > 0, (target - 1) // 16, -100)
+    shape_term = F.cross_entropy(objects[:, :3], shape, ignore_index=-100, reduction="sum") / target.numel()
+    torch.testing.assert_close(split_cross_entropy(z, objects, target, [3, 2, 8], [2, 1, 1]), plain + shape_term)
+
+
+@pytest.mark.parametrize(("preset", "overrides", "message"), [
+    ("cpu", ["factor_weights=[2, 1]"], "factor_weights must be 3 positive numbers"),
+    ("cpu", ["factor_weights=[2, 1, 0]"], "factor_weights must be 3 positive numbers"),
+    ("cpu", ["factor_weights=[2, 1, 1]", "jaccard_weight=1"], "needs a factored split head"),
+    (None, ["factor_weights=[2]"], "needs a factored split head"),  # the default model: plain head
+])
+def test_bad_factor_weights(preset, overrides, message):
+    from simvp_unet.config import resolve
+    from simvp_unet.train.segmenter import SegmenterConfig
+
+    with pytest.raises(ConfigError, match=message):
+        resolve(SegmenterConfig, "segmenter", preset, overrides)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"head": "softmax"}, "head must be"),
     ({"head": "split", "object_factors": [3, 2, 7]}, "product is num_classes - 1 = 48"),

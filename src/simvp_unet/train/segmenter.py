@@ -11,6 +11,7 @@ fully convolutional: trained on crops, it segments whole frames.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,9 @@ class SegmenterConfig(TrainSettings):
             others anywhere); a frame without objects gets a crop anywhere.
         jaccard_weight: weight of the soft Jaccard loss (`soft_jaccard_loss`) added to the
             cross-entropy (0: cross-entropy alone).
+        factor_weights: for a factored split head, one weight per factor of
+            `model.object_factors` (shape, material, color) multiplying that factor's
+            cross-entropy (`split_cross_entropy`); empty: all 1, the plain cross-entropy.
         model: the U-Net (3 input channels, 49 classes).
     """
 
@@ -44,6 +48,7 @@ class SegmenterConfig(TrainSettings):
     crop: int = 0
     crop_on_objects: float = 0.75
     jaccard_weight: float = 0.0
+    factor_weights: list[float] = field(default_factory=list)
     model: UNetConfig = field(default_factory=UNetConfig)
 
     def __post_init__(self) -> None:
@@ -58,6 +63,15 @@ class SegmenterConfig(TrainSettings):
             raise ValueError(f"crop_on_objects must be in [0, 1], got {self.crop_on_objects}")
         if self.jaccard_weight < 0:
             raise ValueError(f"jaccard_weight must be >= 0, got {self.jaccard_weight}")
+        if self.factor_weights:
+            factors = self.model.object_factors
+            if not factors or self.jaccard_weight:
+                raise ValueError("factor_weights needs a factored split head (model.object_factors) "
+                                 "and jaccard_weight 0")
+            if len(self.factor_weights) != len(factors) or not all(
+                    math.isfinite(w) and w > 0 for w in self.factor_weights):
+                raise ValueError(f"factor_weights must be {len(factors)} positive numbers, one per factor "
+                                 f"of model.object_factors {list(factors)}, got {self.factor_weights}")
 
 
 # ---------------------------------------------------------------------------- crops, loss
@@ -120,7 +134,7 @@ def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: flo
 
 
 def split_cross_entropy(z: torch.Tensor, objects: torch.Tensor, target: torch.Tensor,
-                        factors: list[int]) -> torch.Tensor:
+                        factors: list[int], weights: list[float] | None = None) -> torch.Tensor:
     """The split head's mean cross-entropy from its raw outputs (`UNet.split_logits`).
 
     The same number as the cross-entropy of the num_classes log-probabilities that the head's
@@ -128,17 +142,19 @@ def split_cross_entropy(z: torch.Tensor, objects: torch.Tensor, target: torch.Te
     z) plus, on object pixels, each factor's cross-entropy for its part of the class id
     (row-major: the last factor varies fastest), averaged over every pixel. Without the
     full-resolution num_classes channels a training step runs 1.14x faster (width-8 U-Net,
-    16 crops of 96x96, 2 cores, AVX2). z (B, 1, H, W), objects (B, sum(factors), H, W), target
-    long (B, H, W) -> scalar.
+    16 crops of 96x96, 2 cores, AVX2). `weights` (one per factor, default all 1) multiply the
+    factors' terms. z (B, 1, H, W), objects (B, sum(factors), H, W), target long (B, H, W) ->
+    scalar.
     """
+    weights = list(weights) if weights else [1.0] * len(factors)
     is_object = target > 0
     total = F.binary_cross_entropy_with_logits(z[:, 0].float(), is_object.float(), reduction="sum")
     rest = (target - 1).clamp(min=0)  # the object class id, 0-based
     parts = objects.float().split(list(factors), dim=1)
-    for part, size in zip(reversed(parts), reversed(factors), strict=True):
+    for part, size, weight in zip(reversed(parts), reversed(factors), reversed(weights), strict=True):
         value = torch.where(is_object, rest % size, -100)  # -100: ignored (background)
         rest = rest // size
-        total = total + F.cross_entropy(part, value, ignore_index=-100, reduction="sum")
+        total = total + weight * F.cross_entropy(part, value, ignore_index=-100, reduction="sum")
     return total / target.numel()
 
 
@@ -183,7 +199,7 @@ class SegmenterModule(TrainModule):
             images, masks = random_crops(images, masks, cfg.crop, on_objects=cfg.crop_on_objects)
         if cfg.model.head == "split" and not cfg.jaccard_weight:
             z, objects = self.model.split_logits(images)
-            loss = split_cross_entropy(z, objects, masks, cfg.model.factor_sizes)
+            loss = split_cross_entropy(z, objects, masks, cfg.model.factor_sizes, cfg.factor_weights)
             self.log("train/cross_entropy", loss, batch_size=len(images))
         else:
             logits = self.model(images).float()
