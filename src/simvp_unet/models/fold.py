@@ -198,6 +198,11 @@ class FoldedGSTABlock(nn.Module):
         return self.reduce(x)
 
 
+def _conv_bn_relu(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> FoldedConv:
+    """conv -> BatchNorm -> ReLU of a U-Net block as one folded convolution."""
+    return FoldedConv(conv, *fold_bn_after(conv, bn), activation="relu")
+
+
 class FoldedUpStage(nn.Module):
     """`UpStage` without its concatenation: the first convolution of cat(skip, up(x)) is split by
     input channels, conv(cat(skip, u)) = conv_skip(skip) + conv_up(u), the sum and the ReLU
@@ -212,7 +217,7 @@ class FoldedUpStage(nn.Module):
         self.up = FoldedConv(stage.up)
         self.from_up = FoldedConv(conv1, weight[:, skip_channels:], bias)
         self.from_skip = FoldedConv(conv1, weight[:, :skip_channels], torch.zeros_like(bias), activation="relu")
-        self.conv2 = FoldedConv(conv2, *fold_bn_after(conv2, bn2), activation="relu")
+        self.conv2 = _conv_bn_relu(conv2, bn2)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """`UpStage.forward`: the coarser features `x` and the encoder's `skip` -> this stage's output."""
@@ -222,10 +227,7 @@ class FoldedUpStage(nn.Module):
 def _fold_unet(model: UNet) -> None:
     for stage in [*model.encoder, model.bottleneck]:
         conv1, bn1, _, conv2, bn2, _ = stage.layers
-        stage.layers = nn.Sequential(
-            FoldedConv(conv1, *fold_bn_after(conv1, bn1), activation="relu"),
-            FoldedConv(conv2, *fold_bn_after(conv2, bn2), activation="relu"),
-        )
+        stage.layers = nn.Sequential(_conv_bn_relu(conv1, bn1), _conv_bn_relu(conv2, bn2))
     model.decoder = nn.ModuleList(FoldedUpStage(stage) for stage in model.decoder)
     model.head = FoldedConv(model.head)  # head_objects is used by its weights (UNet._half_object_logits)
 
