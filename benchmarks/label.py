@@ -35,8 +35,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from simvp_unet.data import layout  # noqa: E402
 from simvp_unet.hardware import cpu_features, keep_freed_memory  # noqa: E402
-from simvp_unet.inference import in_chunks, load_run, logits_to_size  # noqa: E402
+from simvp_unet.inference import in_chunks, logits_to_size  # noqa: E402
 from simvp_unet.label import label  # noqa: E402
+from simvp_unet.runs import load_run  # noqa: E402
 
 
 class Before:

@@ -19,9 +19,9 @@ import torch
 
 from simvp_unet.data import layout
 from simvp_unet.hardware import cpu_features
-from simvp_unet.inference import load_run
-from simvp_unet.objects import MotionConfig, MotionForecaster, extract_tracks, render
-from simvp_unet.objects.serve import ObjectForecaster
+from simvp_unet.objects import DynamicsNet, DynamicsNetConfig, extract_tracks, render
+from simvp_unet.objects.serve import Dynamics
+from simvp_unet.runs import load_run
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
 
     videos = layout.list_videos(args.data, "val")[: args.videos]
     masks = torch.from_numpy(np.stack([layout.read_mask(f)[: layout.INPUT_FRAMES] for _, f in videos]))
-    served = load_run(args.run) if args.run else ObjectForecaster(MotionForecaster(MotionConfig()).eval())
+    served = load_run(args.run) if args.run else Dynamics(DynamicsNet(DynamicsNetConfig()).eval())
     model = served.model
     times: dict[str, list[float]] = {"tracks": [], "dynamics": [], "render": [], "total": [],
                                      "forecast_objects": []}

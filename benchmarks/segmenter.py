@@ -32,8 +32,8 @@ from simvp_unet.classes import CLASS_NAMES, attributes
 from simvp_unet.data.datasets import FrameDataset
 from simvp_unet.data.layout import TARGET
 from simvp_unet.hardware import cpu_features
-from simvp_unet.inference import load_run
 from simvp_unet.metrics import MaskScore
+from simvp_unet.runs import load_run
 
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 RESULTS = Path(__file__).parent / "results"

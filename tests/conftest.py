@@ -31,10 +31,10 @@ TINY: dict[str, tuple[str, ...]] = {
 def tiny_config() -> Callable[..., Any]:
     """`tiny_config(kind, *overrides)`: the resolved config of the shrunk `cpu` preset."""
     from simvp_unet.config import resolve
-    from simvp_unet.train.runner import CONFIGS
+    from simvp_unet.kinds import KINDS
 
     def make(kind: str, *overrides: str) -> Any:
-        return resolve(CONFIGS[kind], kind, "cpu", [*TINY[kind], *overrides])
+        return resolve(KINDS[kind].trainer().config_class, kind, "cpu", [*TINY[kind], *overrides])
 
     return make
 

@@ -20,7 +20,7 @@ def test_fast_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
             assert (out / "steps" / f"{step}.json").is_file()
     results = json.loads((out / "eval" / "results.json").read_text())
     assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
-                                        "masks+blobs", "objects-cv", "objects"]
+                                        "objects-cv", "objects"]
     assert "| masks+absent |" in printed and "demo finished" in printed
     pictures = sorted((out / "eval" / "pictures").iterdir())
     assert pictures and all(f"picture: {p}" in printed for p in pictures)
@@ -57,11 +57,12 @@ def test_full_demo_settings_resolve_and_shorten_the_cpu_presets():
     segmenter and the two SimVP baselines train less than their presets (the 15-minute budget)."""
     from simvp_unet.config import resolve
     from simvp_unet.demo import FULL
-    from simvp_unet.train.runner import CONFIGS
+    from simvp_unet.kinds import KINDS
 
-    assert FULL.train == "cpu" and set(FULL.overrides) <= set(CONFIGS)
-    demo = {kind: resolve(CONFIGS[kind], kind, "cpu", list(o)) for kind, o in FULL.overrides.items()}
-    preset = {kind: resolve(CONFIGS[kind], kind, "cpu", []) for kind in FULL.overrides}
+    assert FULL.train == "cpu" and set(FULL.overrides) <= set(KINDS)
+    configs = {kind: KINDS[kind].trainer().config_class for kind in FULL.overrides}
+    demo = {kind: resolve(configs[kind], kind, "cpu", list(o)) for kind, o in FULL.overrides.items()}
+    preset = {kind: resolve(configs[kind], kind, "cpu", []) for kind in FULL.overrides}
     assert demo["segmenter"].epochs < preset["segmenter"].epochs
     assert demo["segmenter"].val_every_epochs == demo["segmenter"].epochs  # one validation, at the end
     for kind in ("predictor", "forecaster"):

@@ -10,9 +10,10 @@ import torch
 
 from simvp_unet import inference
 from simvp_unet.errors import ConfigError, DataError
-from simvp_unet.inference import MaskForecaster, Segmenter, load_run
+from simvp_unet.inference import MaskForecaster, Segmenter
 from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig
 from simvp_unet.pipelines import Models
+from simvp_unet.runs import load_run
 
 
 def test_serving_imports_no_lightning():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from simvp_unet.objects import MotionConfig, MotionForecaster, extract_tracks, render
+from simvp_unet.objects import DynamicsNet, DynamicsNetConfig, extract_tracks, render
 from simvp_unet.objects.motion import constant_velocity, fill_gaps, fit_constant_velocity
 from simvp_unet.objects.tracks import drop_small_blobs
 
@@ -27,8 +27,8 @@ def square_video(frames: int, start: tuple[float, float], step: tuple[float, flo
     return out
 
 
-def cv_forecaster() -> MotionForecaster:
-    forecaster = MotionForecaster(MotionConfig(space="image"))
+def cv_forecaster() -> DynamicsNet:
+    forecaster = DynamicsNet(DynamicsNetConfig())
     forecaster.set_constant_velocity(frames=1, damping=1.0)
     return forecaster
 
@@ -51,7 +51,7 @@ def test_untrained_network_equals_the_simulation():
     video = np.stack([square_video(11, (40, 50), (3, 1)), square_video(11, (150, 90), (-2, 0.5),
                                                                           class_id=BLUE_SPHERE)])
     tracks = extract_tracks(torch.from_numpy(video))
-    forecaster = MotionForecaster(MotionConfig(space="ground"))
+    forecaster = DynamicsNet(DynamicsNetConfig())
     with torch.no_grad():
         learned = forecaster(tracks.classes, tracks.present, tracks.center, learned=True)
         filled = fill_gaps(tracks.present, forecaster.to_space(tracks.center))
@@ -61,48 +61,6 @@ def test_untrained_network_equals_the_simulation():
     assert torch.allclose(learned[valid], forecaster.to_pixels(simulated)[valid], atol=1e-3)
     assert not torch.allclose(learned[valid], forecaster(tracks.classes, tracks.present, tracks.center,
                                                          learned=False)[valid], atol=0.1)  # friction
-
-
-def test_near_another_finds_objects_whose_paths_meet():
-    from simvp_unet.objects.motion import near_another
-
-    steps = torch.arange(11.0)[:, None]
-    paths = torch.stack([torch.cat([10 + 5 * steps, 50 + 0 * steps], 1),     # moves right...
-                         torch.cat([100 - 4 * steps, 52 + 0 * steps], 1),    # ...meets this one
-                         torch.cat([10 + 0 * steps, 150 + 0 * steps], 1),    # far from both
-                         torch.cat([12 + 0 * steps, 152 + 0 * steps], 1)])[None]  # an empty slot
-    valid = torch.tensor([[True, True, True, False]])
-    assert near_another(paths, valid, 10.0).tolist() == [[True, True, False, False]]
-    assert near_another(paths, valid, 0.5).tolist() == [[False, False, False, False]]
-
-
-def test_learned_forecast_moves_only_objects_that_come_close():
-    """forecast_objects: the network's forecast where constant-velocity paths meet, constant
-    velocity elsewhere (learned_near_px); 0 gives every object the network's forecast."""
-    from simvp_unet.objects.serve import ObjectForecaster
-
-    video = square_video(11, (40, 40), (4, 0))                                   # these two meet
-    video = square_video(11, (130, 42), (-4, 0), class_id=BLUE_SPHERE, masks=video)
-    video = square_video(11, (60, 130), (1, 0), class_id=GREEN_CYL, masks=video)  # far below
-    masks = torch.from_numpy(video[None]).long()
-    forecasts = {}
-    for near_px in (0.0, 20.0):
-        torch.manual_seed(0)
-        model = MotionForecaster(MotionConfig(space="image", learned_near_px=near_px))
-        with torch.no_grad():  # a network that does move things: random last layers
-            for p in model.net.parameters():
-                p.add_(0.1 * torch.randn_like(p))
-        forecasts[near_px] = ObjectForecaster(model).forecast_objects(masks).centers[0]
-        cv = ObjectForecaster(model).forecast_objects(masks, learned=False).centers[0]
-    tracks = extract_tracks(masks)
-    slot = {int(c): k for k, c in enumerate(tracks.classes[0]) if c}
-    for cid in (RED_CUBE, BLUE_SPHERE):
-        assert torch.equal(forecasts[20.0][slot[cid]], forecasts[0.0][slot[cid]])
-        assert not torch.allclose(forecasts[20.0][slot[cid]], cv[slot[cid]], atol=0.5)
-    assert torch.equal(forecasts[20.0][slot[GREEN_CYL]], cv[slot[GREEN_CYL]])
-    assert not torch.allclose(forecasts[0.0][slot[GREEN_CYL]], cv[slot[GREEN_CYL]], atol=0.5)
-    with pytest.raises(ValueError, match="learned_near_px"):
-        MotionConfig(learned_near_px=-1.0)
 
 
 def test_occluded_object_keeps_its_track():
@@ -139,7 +97,7 @@ def test_entering_object_cut_in_every_frame_gets_its_whole_center():
     tracks = extract_tracks(torch.from_numpy(video[None]))
     slot = int((tracks.classes[0] == RED_CUBE).nonzero()[0, 0])
     assert bool(tracks.present[0, slot].all()) and bool(tracks.cut[0, slot].all())
-    plane = MotionForecaster(MotionConfig(space="image")).plane
+    plane = DynamicsNet(DynamicsNetConfig()).plane
     plane.shape_size.fill_(20.0)  # whole objects are 20 x 20 pixels everywhere (flat plane)
     fixed = plane.uncut(tracks.classes, tracks.present, tracks.center, tracks.size)
     true_x = torch.tensor([-8 + 1.5 * t for t in range(11)])
@@ -245,7 +203,7 @@ def test_fit_constant_velocity_finds_the_damping():
 
 
 def test_ground_plane_recovers_inverse_depth():
-    forecaster = MotionForecaster(MotionConfig(space="ground"))
+    forecaster = DynamicsNet(DynamicsNetConfig())
     plane = forecaster.plane
     rng = np.random.default_rng(0)
     n = 200
@@ -270,7 +228,7 @@ def test_dynamics_learns_a_constant_velocity_toy():
     center = start.unsqueeze(2) + vel.unsqueeze(2) * t
     classes = torch.tensor([RED_CUBE, BLUE_SPHERE, GREEN_CYL]).expand(n, k)
     present = torch.ones(n, k, 11, dtype=torch.bool)
-    forecaster = MotionForecaster(MotionConfig(space="image", hidden=32))
+    forecaster = DynamicsNet(DynamicsNetConfig(hidden=32))
     with torch.no_grad():
         forecaster.physics.log_friction.fill_(math.log(3e-3))
         forecaster.physics.radius.zero_()  # no collisions

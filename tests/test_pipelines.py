@@ -7,13 +7,12 @@ from standins import Forecaster, Predictor, Segmenter, masks_to_frames, world_ma
 from simvp_unet import pipelines
 from simvp_unet.data.layout import INPUT_FRAMES, TARGET
 from simvp_unet.errors import ConfigError
+from simvp_unet.kinds import KINDS
 from simvp_unet.metrics import jaccard, skill
 from simvp_unet.pipelines import (
     Batch,
     Models,
-    component_sizes,
     drop_absent_classes,
-    drop_small_blobs,
 )
 
 
@@ -32,8 +31,8 @@ def scores(models: Models) -> dict[str, float]:
 
 def test_perfect_models_score_one_and_copy_last_does_not():
     j = scores(Models(Segmenter(), Predictor(), Forecaster()))
-    assert list(j) == ["copy-last", "frames", "oracle", "masks", "masks+absent", "masks+blobs"]
-    for name in ("frames", "oracle", "masks", "masks+absent", "masks+blobs"):
+    assert list(j) == ["copy-last", "frames", "oracle", "masks", "masks+absent"]
+    for name in ("frames", "oracle", "masks", "masks+absent"):
         assert j[name] == pytest.approx(1.0), name
     # objects moved 33 pixels, more than their size: copying frame 11 only gets background right
     assert j["copy-last"] < 0.5
@@ -43,16 +42,16 @@ def test_perfect_models_score_one_and_copy_last_does_not():
 def constant_velocity_dynamics():
     """An untrained dynamics run with constant velocity, its simulator without friction or
     collisions (exact for the squares world)."""
-    from simvp_unet.objects import MotionConfig, MotionForecaster
-    from simvp_unet.objects.serve import ObjectForecaster
+    from simvp_unet.objects import DynamicsNet, DynamicsNetConfig
+    from simvp_unet.objects.serve import Dynamics
 
-    model = MotionForecaster(MotionConfig(space="image", image_size=(16, 80)))
+    model = DynamicsNet(DynamicsNetConfig(image_size=(16, 80)))
     model.set_constant_velocity(frames=1, damping=1.0)
     with torch.no_grad():
         model.physics.log_friction.fill_(-30.0)
         model.physics.radius.zero_()
         model.physics.frames.fill_(1)
-    return ObjectForecaster(model)
+    return Dynamics(model)
 
 
 def test_objects_rows_forecast_the_squares_exactly():
@@ -89,7 +88,7 @@ def test_rows_answer_frame_22_with_the_right_shape_and_dtype():
 def test_masks_are_segmented_once_per_batch():
     segmenter, forecaster = Segmenter(), Forecaster()
     batch, _ = make_batch(Models(segmenter, forecaster=forecaster))
-    for name in ("copy-last", "masks", "masks+absent", "masks+blobs"):
+    for name in ("copy-last", "masks", "masks+absent"):
         pipelines.run(name, batch)
     assert segmenter.images == 2 * 11  # the 11 input frames of 2 videos, nothing more
     assert forecaster.calls == 1
@@ -118,64 +117,6 @@ def test_drop_absent_classes_hand_case():
     reference = torch.tensor([[[1, 1], [0, 0]], [[2, 3], [3, 3]]])
     expected = torch.tensor([[[1, 0], [0, 0]], [[0, 2], [3, 0]]])
     assert torch.equal(drop_absent_classes(mask, reference), expected)
-
-
-def test_component_sizes_and_small_blobs_hand_case():
-    mask = torch.tensor([[
-        [2, 2, 2, 0, 0, 0],
-        [0, 0, 2, 0, 0, 3],
-        [5, 0, 0, 0, 0, 0],
-        [5, 0, 0, 0, 2, 0],
-        [5, 5, 0, 0, 0, 0],
-    ]])
-    expected = torch.tensor([[
-        [4, 4, 4, 0, 0, 0],
-        [0, 0, 4, 0, 0, 1],
-        [4, 0, 0, 0, 0, 0],
-        [4, 0, 0, 0, 1, 0],
-        [4, 4, 0, 0, 0, 0],
-    ]])
-    assert torch.equal(component_sizes(mask), expected)
-    # diagonal contact does not join blobs; a different class next door does not either
-    assert component_sizes(torch.tensor([[[1, 0], [0, 1]]])).tolist() == [[[1, 0], [0, 1]]]
-    assert component_sizes(torch.tensor([[[1, 2], [1, 2]]])).tolist() == [[[2, 2], [2, 2]]]
-    # the two one-pixel blobs (class 3 and a lone class 2) go, the two 4-pixel blobs stay
-    kept = mask.clone()
-    kept[0, 1, 5] = kept[0, 3, 4] = 0
-    assert torch.equal(drop_small_blobs(mask, min_pixels=2), kept)
-    assert torch.equal(drop_small_blobs(mask, min_pixels=5), torch.zeros_like(mask))
-
-
-def _blob_sizes_by_search(mask: torch.Tensor) -> torch.Tensor:
-    """Reference: flood fill from every unvisited foreground pixel."""
-    out = torch.zeros_like(mask)
-    b_, h, w = mask.shape
-    for b in range(b_):
-        seen = set()
-        for y0 in range(h):
-            for x0 in range(w):
-                if mask[b, y0, x0] == 0 or (y0, x0) in seen:
-                    continue
-                blob, todo = [], [(y0, x0)]
-                seen.add((y0, x0))
-                while todo:
-                    y, x = todo.pop()
-                    blob.append((y, x))
-                    for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
-                        if (0 <= yy < h and 0 <= xx < w and (yy, xx) not in seen
-                                and mask[b, yy, xx] == mask[b, y0, x0]):
-                            seen.add((yy, xx))
-                            todo.append((yy, xx))
-                for y, x in blob:
-                    out[b, y, x] = len(blob)
-    return out
-
-
-def test_component_sizes_match_flood_fill_on_random_masks():
-    generator = torch.Generator().manual_seed(0)
-    # few classes and dense masks: long, winding blobs that need several spreading rounds
-    mask = torch.randint(0, 3, (3, 24, 32), generator=generator)
-    assert torch.equal(component_sizes(mask), _blob_sizes_by_search(mask))
 
 
 def test_errors_name_what_is_missing():
@@ -210,17 +151,14 @@ def test_pipelines_and_metric_run_on_cuda():
         score.update(answer, masks[:, TARGET])
         expected = jaccard(answer.cpu(), masks[:, TARGET].cpu())
         assert score.jaccard() == pytest.approx(expected), name
-    blobs = torch.randint(0, 3, (2, 24, 32), generator=torch.Generator().manual_seed(1))
-    assert torch.equal(component_sizes(blobs.cuda()).cpu(), _blob_sizes_by_search(blobs))
 
 
 def test_one_table_of_rows_names_what_each_row_needs():
-    assert pipelines.MODEL_KINDS == ("segmenter", "predictor", "forecaster", "dynamics")
     assert list(pipelines.PIPELINES) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
-                                         "masks+blobs", "objects-cv", "objects"]
+                                         "objects-cv", "objects"]
     for name, row in pipelines.PIPELINES.items():
         assert row.name == name and row.description and callable(row.function)
-        assert "segmenter" in row.needs and set(row.needs) <= set(pipelines.MODEL_KINDS), name
+        assert "segmenter" in row.needs and set(row.needs) <= set(KINDS), name
     assert [n for n, row in pipelines.PIPELINES.items() if row.reads_frame22] == ["oracle"]
 
 
@@ -231,6 +169,10 @@ def test_default_row_is_the_best_the_models_allow():
     assert pipelines.default_row(Models(Segmenter(), Predictor(), Forecaster(), object())) == "objects"
     with pytest.raises(ConfigError, match="segmenter"):
         pipelines.default_row(Models())
+    with pytest.raises(ConfigError, match="unknown kind of run 'tracker'"):
+        Models(tracker=object())
+    with pytest.raises(AttributeError, match="the kinds are"):
+        Models().tracker  # noqa: B018 - the attribute lookup is what fails
 
 
 def test_results_table_reads_the_row_descriptions():
@@ -246,23 +188,23 @@ def test_objects_forecast_on_cuda_equals_the_cpu_one():
     CPU's forecast."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    from simvp_unet.objects import MotionConfig, MotionForecaster
-    from simvp_unet.objects.serve import ObjectForecaster
+    from simvp_unet.objects import DynamicsNet, DynamicsNetConfig
+    from simvp_unet.objects.serve import Dynamics
 
     torch.manual_seed(0)
-    model = MotionForecaster(MotionConfig(space="image", image_size=(16, 80)))
+    model = DynamicsNet(DynamicsNetConfig(image_size=(16, 80)))
     with torch.no_grad():
         model.physics.radius.fill_(0.2)  # squares 8 px apart touch: collisions happen
         for p in model.net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     masks = world_masks()[:, :INPUT_FRAMES].long()
-    on_cpu = ObjectForecaster(model).forecast_objects(masks)
+    on_cpu = Dynamics(model).forecast_objects(masks)
     # full float32 matrix products: a trainer earlier in this process allows TF32 (10-bit
     # mantissas), which moved the centers by up to 5e-3 px here on an H100 after 11 steps
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
-        on_gpu = ObjectForecaster(model.cuda()).forecast_objects(masks.cuda())
+        on_gpu = Dynamics(model.cuda()).forecast_objects(masks.cuda())
     finally:
         torch.set_float32_matmul_precision(precision)
     assert on_gpu.mask.is_cuda

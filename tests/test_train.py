@@ -17,9 +17,8 @@ import yaml
 from simvp_unet.cli import main
 from simvp_unet.data import layout
 from simvp_unet.errors import DataError
-from simvp_unet.inference import load_run
+from simvp_unet.runs import load_run
 from simvp_unet.train.forecaster import ForecasterModule
-from simvp_unet.train.runner import build_datasets
 
 H, W = layout.HEIGHT, layout.WIDTH
 
@@ -171,14 +170,14 @@ def test_forecaster_uses_pseudo_labels_when_present(tiny_config: Callable[..., A
     config = tiny_config("forecaster")
     n_train = len(layout.list_videos(root, "train"))
     unlabeled = layout.list_videos(root, "unlabeled")
-    train, _ = build_datasets("forecaster", config, root)
+    train, _ = ForecasterModule.datasets(config, root)
     assert len(train) == n_train
     layout.write_mask(unlabeled[0][1] / layout.PRED_MASK_FILE, np.zeros((22, H, W), np.uint8))
     with pytest.raises(DataError, match="finish `simvp-unet label` first"):
-        build_datasets("forecaster", config, root)
+        ForecasterModule.datasets(config, root)
     for _, folder in unlabeled[1:]:
         layout.write_mask(folder / layout.PRED_MASK_FILE, np.ones((22, H, W), np.uint8))
-    train, _ = build_datasets("forecaster", config, root)
+    train, _ = ForecasterModule.datasets(config, root)
     assert len(train) == n_train + len(unlabeled)
     assert int(train[n_train + 1]["masks"].max()) == 1  # a pseudo-label, not a true mask
 

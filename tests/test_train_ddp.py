@@ -45,7 +45,7 @@ def test_gpu_training_and_load_run(tiny_args: Callable[[str], list[str]], tiny_d
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device here: GPU training is checked on a GPU machine (-m gpu)")
     from simvp_unet.cli import main
-    from simvp_unet.inference import load_run
+    from simvp_unet.runs import load_run
 
     out = tmp_path / "gpu"
     assert main(["train", "forecaster", "--data", str(tiny_data), "--out", str(out), *tiny_args("forecaster"),

@@ -1,16 +1,14 @@
 """`simvp-unet demo`: the whole method end to end, on freshly generated data.
 
-    simvp-unet demo --out demo            # CPU presets, about 15 minutes on 2 cores
-    simvp-unet demo --out /tmp/d --fast   # tiny sizes, a smoke test in about a minute
+    simvp-unet demo --out demo            # CPU presets, sized for a quarter of an hour on 2 cores
+    simvp-unet demo --out /tmp/d --fast   # tiny sizes, a smoke test
 
 Steps (each skipped when its output is complete, so an interrupted demo resumes):
-  1. data        generate the demo dataset (`simvp-unet data generate --preset demo`)
-  2. segmenter   train the U-Net on the labeled frames
-  3. label       pseudo-label the unlabeled videos with it (mask_pred.npy)
-  4. predictor   train SimVP on frames (the paper's pipeline)
-  5. forecaster  train SimVP on masks (true masks + pseudo-labels)
-  6. dynamics    train the object dynamics on the tracks of the true masks
-  7. evaluate    every row on the val split: results table and pictures
+  data        generate the demo dataset (`simvp-unet data generate --preset demo`)
+  segmenter   train the U-Net on the labeled frames
+  label       pseudo-label the unlabeled videos with it (mask_pred.npy)
+  then one training per other kind of run (`kinds.KINDS`: predictor, forecaster, dynamics)
+  evaluate    every row on the val split: results table and pictures
 Training, labeling and evaluation use the GPU when there is one.
 """
 
@@ -26,11 +24,13 @@ from typing import Any
 
 from .errors import ConfigError
 from .evaluate import evaluate
-from .inference import default_device, load_run
+from .inference import default_device
 from .io import write_json
+from .kinds import KINDS
 from .label import label
-from .pipelines import MODEL_KINDS, Models
+from .pipelines import Models
 from .report import results_table
+from .runs import load_run
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,16 @@ class DemoPresets:
     pictures: int
     overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.overrides) - set(KINDS))
+        if unknown:
+            raise ValueError(f"demo overrides for unknown kinds {unknown}; the kinds are {', '.join(KINDS)}")
 
-# The cpu presets, shortened to fit 15 minutes on 2 cores without native bf16 (float32): the
-# segmenter 20 of its 34 epochs (2,060 steps on the demo's 150 training videos); the two SimVP
-# baselines (the paper's frames row and the masks row) 40 batches an epoch, 160 steps instead of
-# 1,000 (a step of each costs about 0.85 s there): their numbers at the presets' full length are
-# in benchmarks/results/pipelines.md.
+
+# The cpu presets, shortened to fit a quarter of an hour on 2 cores without native bf16
+# (float32): the segmenter fewer epochs, the two SimVP baselines (the paper's frames row and the
+# masks row) a fraction of each epoch, the dynamics half its steps. Their numbers at the presets'
+# full length are in benchmarks/results/pipelines.md.
 FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4, overrides={
     "segmenter": ("epochs=20", "val_every_epochs=20"),
     "predictor": ("limit_train_batches=40",),
@@ -127,20 +131,17 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
         write_json(size_file, {"size": size})
 
 
+    def trainer(kind: str) -> tuple[str, str, Callable[[], Any]]:
+        return (kind, f"train the {kind}: {KINDS[kind].title}", lambda: _train(kind, data, runs / kind, presets))
+
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         ("data", f"generate the dataset (preset {presets.data})",
          lambda: generate(data, resolve(GenerateConfig, "data", presets.data), workers=data_workers)),
-        ("segmenter", "train the U-Net on labeled frames",
-         lambda: _train("segmenter", data, runs / "segmenter", presets)),
+        trainer("segmenter"),
         ("label", "pseudo-label the unlabeled videos with the segmenter",
          lambda: label(data, load_run(runs / "segmenter", device=device, fold=True), splits=("unlabeled",),
                        device=device)),
-        ("predictor", "train SimVP on frames (the paper's pipeline)",
-         lambda: _train("predictor", data, runs / "predictor", presets)),
-        ("forecaster", "train SimVP on masks (true masks + pseudo-labels)",
-         lambda: _train("forecaster", data, runs / "forecaster", presets)),
-        ("dynamics", "train the object dynamics on the tracks of the true masks",
-         lambda: _train("dynamics", data, runs / "dynamics", presets)),
+        *(trainer(kind) for kind in KINDS if kind != "segmenter"),
     ]
     start = time.time()
     total = len(steps) + 1
@@ -156,7 +157,7 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
         print(f"{name} done in {time.time() - step_start:.0f} s: {json.dumps(summary, default=str)}")
 
     _header(total, total, "evaluate", "every pipeline on the val split", start)
-    run_dirs = {kind: str(runs / kind) for kind in MODEL_KINDS}
+    run_dirs = {kind: str(runs / kind) for kind in KINDS}
     models = Models.load(run_dirs, device=device)
     results = evaluate(data, "val", models, eval_dir, pictures=presets.pictures, runs=run_dirs,
                        device=device)

@@ -1,25 +1,22 @@
-"""Serving: from a run folder to forecasts, with plain nn.Modules and no Lightning.
+"""Served modules: one trained network each, with what serving it takes, and no Lightning.
 
     segmenter = load_run("runs/seg")                   # a Segmenter in eval mode, on the CPU
     masks = segmenter.segment(images)                  # uint8 (N, 3, 160, 240) -> long (N, 160, 240)
     forecaster = load_run("runs/fc", device="cuda")    # a MaskForecaster
     future = forecaster.forecast_masks(masks_1_to_11)  # long (B, 11, H, W) -> masks 12..22
 
-Each module wraps one network (`UNet` or `SimVP`) as `model`, with what serving it takes: the
-resolution the network works at (inputs are converted and resized on its device, outputs are
-resized back to the input's size), chunks that bound memory, and bf16 autocast where the device
-the network is on computes bf16 natively. `load_run` rebuilds the module from the config saved
-in the checkpoint (as nanoGPT rebuilds its model from the saved arguments) and loads its
-weights: serving a run needs no command line and no trainer. The trainers (`simvp_unet.train`)
-wrap the same modules with a loss, an optimizer and logging.
+Each module wraps one network (`UNet` or `SimVP`) as `model`, with the resolution it works at
+(inputs are converted and resized on its device, outputs are resized back to the input's size),
+chunks that bound memory, and bf16 autocast where the device computes bf16 natively. The object
+path's served module, `objects.serve.Dynamics`, shares the `Served` base. `runs.load_run` rebuilds
+any of them from a run folder; the trainers (`simvp_unet.train`) wrap the same modules with a
+loss, an optimizer and logging.
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -30,14 +27,11 @@ from torch import nn
 from .classes import NUM_CLASSES
 from .config import from_dict
 from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
-from .errors import ConfigError, DataError, short_reason
-from .hardware import channels_last, folding_helps, has_native_bf16
-from .models import export as exporters
-from .models.fold import fold_for_inference
+from .errors import ConfigError
+from .hardware import has_native_bf16
 from .models.layers import upsampled_argmax
 from .models.simvp import SimVP, SimVPConfig
 from .models.unet import UNet, UNetConfig
-from .objects.serve import ObjectForecaster
 
 # ---------------------------------------------------------------------------- resizing
 
@@ -124,16 +118,26 @@ class Served(nn.Module):
     """Base of the served modules: the network as `model`, its working resolution, its device.
 
     Subclasses set `NETWORK`, what their role requires of the network's config (checked here
-    and, before any training starts, by the trainers' configs).
+    and, before any training starts, by the trainers' configs), and build themselves from a
+    run's saved config with `from_config`.
+
+    Args:
+        model: the network; its `config` is the dataclass it was built from.
+        resolution: (H, W) the network works at; None for a network that reads no images.
     """
 
     NETWORK: ClassVar[dict[str, tuple[Any, str]]] = {}
 
-    def __init__(self, model: nn.Module, *, resolution: tuple[int, int]) -> None:
+    def __init__(self, model: nn.Module, *, resolution: tuple[int, int] | None = None) -> None:
         super().__init__()
         check_network(model.config, self.NETWORK)
         self.model = model
-        self.resolution = _resolution(resolution)
+        self.resolution = None if resolution is None else _resolution(resolution)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Served:
+        """Built (untrained) from a run's saved config (the trainer's settings as a plain dict)."""
+        raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
@@ -152,8 +156,10 @@ class Served(nn.Module):
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=has_native_bf16(device.type))
 
     def example_input(self) -> torch.Tensor:
-        """A zero input of batch 1 at the working resolution, in the network's input format."""
-        raise NotImplementedError
+        """A zero input of batch 1 at the working resolution, in the network's input format
+        (what an ONNX export traces with)."""
+        raise ConfigError(f"a {type(self).__name__} exports as safetensors only (its input is not "
+                          "an image tensor)")
 
 
 class Segmenter(Served):
@@ -186,14 +192,14 @@ class Segmenter(Served):
         """Masks of RGB frames: uint8 (N, 3, H, W) -> long (N, H, W), at the input's size.
 
         Logits are upsampled bilinearly from the working resolution before the argmax; at the
-        working resolution the U-Net's `classes` gives the argmax (faster for the split head).
+        working resolution the U-Net's `argmax` gives it (faster for the split head).
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"segment expects uint8 images (N, 3, H, W), got shape {tuple(images.shape)}")
         size = tuple(images.shape[-2:])
         def masks(part: torch.Tensor) -> torch.Tensor:
-            if size == self.resolution:  # no resizing: the network's argmax (`UNet.classes`)
-                return self.model.classes(self.model_input(part))
+            if size == self.resolution:  # no resizing: the network's own argmax (`UNet.argmax`)
+                return self.model.argmax(self.model_input(part))
             return upsampled_argmax(self(part), size)
 
         with self.autocast():
@@ -336,108 +342,3 @@ class MaskForecaster(Served):
 
     def example_input(self) -> torch.Tensor:
         return torch.zeros(1, self.model.config.in_frames, *self.resolution, dtype=torch.long)  # ids
-
-
-# ---------------------------------------------------------------------------- run folders
-
-# The served module of each kind of run, by the kind its checkpoint records. A kind's module
-# has `from_config(saved config)` and keeps its weights in `model`.
-KINDS: dict[str, type[nn.Module]] = {
-    "segmenter": Segmenter,
-    "predictor": FramePredictor,
-    "forecaster": MaskForecaster,
-    "dynamics": ObjectForecaster,
-}
-
-
-def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """RUN/checkpoints/<which>.ckpt."""
-    return Path(run_dir) / "checkpoints" / f"{which}.ckpt"
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A training checkpoint (weights_only=True): `hyper_parameters` {kind, config} and `state_dict`."""
-    if not path.is_file():
-        raise DataError(f"checkpoint not found: {path}")
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise DataError(f"{path} is not a readable checkpoint ({short_reason(exc)})") from None
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hparams, dict) or hparams.get("kind") not in KINDS or "state_dict" not in ckpt:
-        raise DataError(f"{path} is not a simvp-unet training checkpoint (no kind/config/state_dict)")
-    return ckpt
-
-
-def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device = "cpu",
-             fold: bool = False) -> nn.Module:
-    """The served module of a run folder, in eval mode, with its trained weights.
-
-    The checkpoint's `state_dict` is the trainer's, whose network is its `model`: the weights
-    under `model.` are those of the served module's `model`.
-
-    Args:
-        run_dir: a folder written by `simvp-unet train`.
-        which: "best" (best validation score) or "last" (latest state).
-        device: where to put the module (it can be moved later; precision follows the device,
-            but folding and the memory format are chosen here, for `device`).
-        fold: replace a U-Net's or SimVP's network by its inference-only equivalent
-            (`models.fold`: the same function up to float rounding) where that is faster on
-            `device` (`hardware.folding_helps`); not for export or training.
-
-    Returns:
-        A `Segmenter`, `FramePredictor` or `MaskForecaster`, according to the run's kind.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DataError(f"run folder not found: {run_dir}")
-    if which not in ("best", "last"):
-        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
-    path = checkpoint_path(run_dir, which)
-    ckpt = read_checkpoint(path)
-    hparams = ckpt["hyper_parameters"]
-    try:
-        module = KINDS[hparams["kind"]].from_config(hparams["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: stored config is not valid here: {exc}") from None
-    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    expected = module.model.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    if missing or unexpected:
-
-        def some(keys: list[str]) -> str:
-            return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-
-        parts = ([f"missing {some(missing)}"] if missing else []) + \
-                ([f"unexpected {some(unexpected)}"] if unexpected else [])
-        raise DataError(f"{path}: weights do not fit the stored config ({'; '.join(parts)}): a run made by "
-                        "another version of simvp-unet? Train it again")
-    try:
-        module.model.load_state_dict(weights)
-    except RuntimeError as exc:
-        reason = " ".join(str(exc).split())  # one line
-        raise DataError(f"{path}: weights do not fit the stored config: {reason}") from None
-    module = module.eval()
-    device_type = torch.device(device).type
-    if fold and isinstance(module.model, (UNet, SimVP)) and folding_helps(module.model, device_type):
-        module.model = fold_for_inference(module.model)
-    module = module.to(device)
-    if channels_last(module.model, "infer", device_type):
-        module = module.to(memory_format=torch.channels_last)  # same numbers, faster convolutions
-    return module
-
-
-def export(run: str | Path, fmt: str, out: str | Path | None = None, *, which: str = "best") -> Path:
-    """Export a run's network as safetensors (weights + config) or ONNX (graph at working size)."""
-    if fmt not in ("safetensors", "onnx"):
-        raise ConfigError(f"--format must be safetensors or onnx, got {fmt!r}")
-    module = load_run(run, which=which)
-    out = Path(out) if out is not None else Path(run) / f"model.{fmt}"
-    if fmt == "safetensors":
-        exporters.export_safetensors(module.model, module.model.config, out)
-    else:
-        exporters.export_onnx(module.model, module.example_input(), out)
-    return out

@@ -12,10 +12,8 @@ forecast) are computed once per batch and shared by the rows that use them.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +23,38 @@ from einops import rearrange
 from .classes import BACKGROUND, NUM_CLASSES
 from .data.layout import INPUT_FRAMES, LAST_INPUT, TARGET_IN_FUTURE
 from .errors import ConfigError
-from .inference import KINDS, load_run
-
-# Connected blobs smaller than this (in pixels, at 160 x 240) are treated as noise by masks+blobs.
-BLOB_MIN_PIXELS = 12
-# Images per call to the segmenter: bounds memory when B * 11 frames are segmented at once.
-SEGMENT_CHUNK = 32
+from .kinds import KINDS, kind_of
+from .runs import load_run
 
 
-@dataclass
 class Models:
-    """The trained models a row may use, one field per kind of run (None: not given).
+    """The trained models a row may use, one per kind of run (`kinds.KINDS`), None where not
+    given; read as attributes: `models.segmenter`, `models.dynamics`.
 
-    Any object with the helper method works (the tests use exact stand-ins).
+    Any object with the kind's serving method works (the tests use exact stand-ins):
+    segmenter `segment(images uint8 (N, 3, H, W)) -> long (N, H, W)`; predictor
+    `predict_frames(frames uint8 (B, 11, 3, H, W)) -> uint8 (B, 11, 3, H, W)`; forecaster
+    `forecast_masks(masks long (B, 11, H, W)) -> long (B, 11, H, W)`; dynamics
+    `forecast_objects(masks long (B, 11, H, W), learned=bool) -> ObjectForecast`.
 
     Args:
-        segmenter: has `segment(images uint8 (N, 3, H, W)) -> long (N, H, W)`.
-        predictor: has `predict_frames(frames uint8 (B, 11, 3, H, W)) -> uint8 (B, 11, 3, H, W)`.
-        forecaster: has `forecast_masks(masks long (B, 11, H, W)) -> long (B, 11, H, W)`.
-        dynamics: has `forecast_objects(masks long (B, 11, H, W), learned=bool) -> ObjectForecast`.
+        *in_order: served modules (or stand-ins) in the order of `kinds.KINDS`.
+        **by_kind: served modules (or stand-ins) by kind name.
     """
 
-    segmenter: Any = None
-    predictor: Any = None
-    forecaster: Any = None
-    dynamics: Any = None
+    def __init__(self, *in_order: Any, **by_kind: Any) -> None:
+        if len(in_order) > len(KINDS):
+            raise ConfigError(f"{len(in_order)} models given for {len(KINDS)} kinds of run")
+        unknown = [name for name in by_kind if name not in KINDS]
+        if unknown:
+            raise ConfigError(f"unknown kind of run {unknown[0]!r}; expected one of {', '.join(KINDS)}")
+        self._served = {**dict.fromkeys(KINDS), **dict(zip(KINDS, in_order, strict=False)), **by_kind}
+
+    def __getattr__(self, name: str) -> Any:
+        served = self.__dict__.get("_served", {})
+        if name in served:
+            return served[name]
+        raise AttributeError(f"{type(self).__name__} has no {name!r}; the kinds are {', '.join(KINDS)}")
 
     @classmethod
     def load(cls, runs: Mapping[str, str | Path | None], *, which: str = "best",
@@ -57,13 +62,13 @@ class Models:
         """Load run folders by kind, e.g. {"segmenter": "runs/seg", "forecaster": None}, onto `device`."""
         loaded = {}
         for kind, run in runs.items():
-            if kind not in MODEL_KINDS:
-                raise ConfigError(f"unknown kind of run {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+            if kind not in KINDS:
+                raise ConfigError(f"unknown kind of run {kind!r}; expected one of {', '.join(KINDS)}")
             if run is None:
                 continue
             module = load_run(run, which=which, device=device, fold=True)
-            if not isinstance(module, KINDS[kind]):
-                got = next((k for k, served in KINDS.items() if isinstance(module, served)), type(module).__name__)
+            got = kind_of(module)
+            if got != kind:
                 raise ConfigError(f"{run} is not a {kind} run, it is a {got} run; give it as --{got} (or "
                                   f"give a {kind} run as --{kind})")
             loaded[kind] = module
@@ -71,31 +76,24 @@ class Models:
 
     def have(self, kinds: tuple[str, ...]) -> bool:
         """Whether a model of every kind in `kinds` is given."""
-        return all(getattr(self, kind) is not None for kind in kinds)
-
-
-# The kinds of run a row can need, in the order of `Models`' fields.
-MODEL_KINDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Models))
-
-
-def segment(segmenter: Any, images: torch.Tensor, *, chunk: int = SEGMENT_CHUNK) -> torch.Tensor:
-    """Segment uint8 images (N, 3, H, W) in chunks -> long (N, H, W)."""
-    return torch.cat([segmenter.segment(part).long() for part in images.split(chunk)])
+        return all(self._served[kind] is not None for kind in kinds)
 
 
 def segment_videos(segmenter: Any, frames: torch.Tensor) -> torch.Tensor:
     """Segment every frame of uint8 videos (B, T, 3, H, W) -> long (B, T, H, W)."""
-    masks = segment(segmenter, rearrange(frames, "b t c h w -> (b t) c h w"))
+    masks = segmenter.segment(rearrange(frames, "b t c h w -> (b t) c h w")).long()
     return rearrange(masks, "(b t) h w -> b t h w", b=frames.shape[0])
 
 
 class Batch:
-    """The input of B videos and the models, with shared intermediate results cached.
+    """The input of B videos and the models, with shared intermediate results computed once.
 
     Args:
         models: the trained models.
         frames: uint8 (B, 11, 3, H, W), frames 1..11.
         frame22: uint8 (B, 3, H, W), the true frame 22; only the oracle row reads it.
+        input_masks: long (B, 11, H, W), masks of frames 1..11 (e.g. the true ones) that replace
+            the segmenter's.
     """
 
     def __init__(self, models: Models, frames: torch.Tensor, frame22: torch.Tensor | None = None, *,
@@ -107,48 +105,55 @@ class Batch:
         self.models = models
         self.frames = frames
         self.frame22 = frame22
-        if input_masks is not None:  # given masks of frames 1..11 (e.g. the true ones) replace the segmenter's
-            self.__dict__["input_masks"] = input_masks.long()
+        self._done: dict[str, Any] = {}
+        if input_masks is not None:
+            self._done["input_masks"] = input_masks.long()
+
+    def _once(self, name: str, make: Callable[[], Any]) -> Any:
+        if name not in self._done:
+            self._done[name] = make()
+        return self._done[name]
 
     def computed(self, name: str) -> Any:
         """An intermediate result ("input_masks", "predicted_frames", "forecast", "objects",
         "objects_cv") if some row computed it for this batch, else None (for pictures: nothing
         is computed twice)."""
-        return self.__dict__.get(name)
+        return self._done.get(name)
 
-    @cached_property
+    @property
     def input_masks(self) -> torch.Tensor:
         """Masks of frames 1..11 by the segmenter: long (B, 11, H, W) (or the masks given)."""
-        return segment_videos(self.models.segmenter, self.frames)
+        return self._once("input_masks", lambda: segment_videos(self.models.segmenter, self.frames))
 
-    @cached_property
+    @property
     def last_mask(self) -> torch.Tensor:
         """Mask of frame 11: long (B, H, W)."""
-        # with a forecaster every input frame gets segmented anyway: reuse its frame 11
+        # with a forecaster or dynamics every input frame gets segmented anyway: reuse its frame 11
         if (self.models.forecaster is not None or self.models.dynamics is not None
-                or "input_masks" in self.__dict__):
+                or "input_masks" in self._done):
             return self.input_masks[:, LAST_INPUT]
-        return segment(self.models.segmenter, self.frames[:, LAST_INPUT])
+        return self._once("last_mask", lambda: self.models.segmenter.segment(self.frames[:, LAST_INPUT]).long())
 
-    @cached_property
+    @property
     def predicted_frames(self) -> torch.Tensor:
         """Frames 12..22 by the predictor: uint8 (B, 11, 3, H, W)."""
-        return self.models.predictor.predict_frames(self.frames)
+        return self._once("predicted_frames", lambda: self.models.predictor.predict_frames(self.frames))
 
-    @cached_property
+    @property
     def forecast(self) -> torch.Tensor:
         """Masks 12..22 by the forecaster from the segmented inputs: long (B, 11, H, W)."""
-        return self.models.forecaster.forecast_masks(self.input_masks).long()
+        return self._once("forecast", lambda: self.models.forecaster.forecast_masks(self.input_masks).long())
 
-    @cached_property
+    @property
     def objects(self) -> Any:
         """The objects of the input masks and their learned forecast (an `ObjectForecast`)."""
-        return self.models.dynamics.forecast_objects(self.input_masks, learned=True)
+        return self._once("objects", lambda: self.models.dynamics.forecast_objects(self.input_masks, learned=True))
 
-    @cached_property
+    @property
     def objects_cv(self) -> Any:
         """The objects of the input masks and their constant-velocity forecast."""
-        return self.models.dynamics.forecast_objects(self.input_masks, learned=False)
+        return self._once("objects_cv",
+                          lambda: self.models.dynamics.forecast_objects(self.input_masks, learned=False))
 
 
 # ---- post-processing -----------------------------------------------------------------
@@ -166,86 +171,41 @@ def drop_absent_classes(mask: torch.Tensor, reference: torch.Tensor) -> torch.Te
     return torch.where(keep, mask, torch.full_like(mask, BACKGROUND))
 
 
-def _spread_along_rows(mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Give every pixel the largest label of its run of same-class pixels along its row (..., W)."""
-    starts = torch.ones_like(mask, dtype=torch.bool)
-    starts[..., 1:] = mask[..., 1:] != mask[..., :-1]
-    run = starts.flatten().cumsum(0) - 1  # run number of every pixel
-    best = torch.zeros(int(run[-1]) + 1, dtype=labels.dtype, device=labels.device)
-    best = best.scatter_reduce(0, run, labels.flatten(), reduce="amax")
-    return best[run].view_as(labels)
-
-
-def component_sizes(mask: torch.Tensor) -> torch.Tensor:
-    """Pixel count of the 4-connected same-class blob each pixel belongs to: long (B, H, W).
-
-    Background pixels get 0. Every pixel starts with its own label; the largest label is
-    spread along same-class runs of rows, then of columns, until nothing changes (a few
-    rounds for compact objects). Pure torch, so it runs on the GPU as well.
-    """
-    b, h, w = mask.shape
-    fg = mask != BACKGROUND
-    ids = torch.arange(1, b * h * w + 1, device=mask.device).view(b, h, w)
-    labels = torch.where(fg, ids, torch.zeros_like(ids))
-    mask_t = mask.transpose(1, 2).contiguous()  # (B, W, H): columns as rows
-    while True:
-        spread = _spread_along_rows(mask, labels)
-        spread = _spread_along_rows(mask_t, spread.transpose(1, 2).contiguous()).transpose(1, 2)
-        if torch.equal(spread, labels):
-            break
-        labels = spread.contiguous()
-    flat = labels.flatten()
-    counts = torch.bincount(flat, minlength=b * h * w + 1)
-    counts[0] = 0
-    return counts[flat].view(b, h, w)
-
-
-def drop_small_blobs(mask: torch.Tensor, *, min_pixels: int = BLOB_MIN_PIXELS) -> torch.Tensor:
-    """Blobs of one class smaller than `min_pixels` become background."""
-    small = component_sizes(mask) < min_pixels
-    return torch.where(small, torch.full_like(mask, BACKGROUND), mask)
-
-
 # ---- the rows -----------------------------------------------------------------------
 
 
-def copy_last(batch: Batch) -> torch.Tensor:
+def copy_last_row(batch: Batch) -> torch.Tensor:
     """The mask of frame 11 as the answer for frame 22."""
     return batch.last_mask
 
 
-def frames(batch: Batch) -> torch.Tensor:
+def frames_row(batch: Batch) -> torch.Tensor:
     """Paper pipeline: segment the predicted frame 22."""
-    return segment(batch.models.segmenter, batch.predicted_frames[:, TARGET_IN_FUTURE])
+    return batch.models.segmenter.segment(batch.predicted_frames[:, TARGET_IN_FUTURE]).long()
 
 
-def oracle(batch: Batch) -> torch.Tensor:
+def oracle_row(batch: Batch) -> torch.Tensor:
     """Segment the true frame 22 (upper bound of any pipeline built on this segmenter)."""
-    return segment(batch.models.segmenter, batch.frame22)
+    return batch.models.segmenter.segment(batch.frame22).long()
 
 
-def masks(batch: Batch) -> torch.Tensor:
+def masks_row(batch: Batch) -> torch.Tensor:
     """Forecast masks from segmented masks; the forecast of frame 22."""
     return batch.forecast[:, TARGET_IN_FUTURE]
 
 
-def masks_absent(batch: Batch) -> torch.Tensor:
+def masks_absent_row(batch: Batch) -> torch.Tensor:
     """`masks`, with classes absent from the frame-11 mask set to background."""
-    return drop_absent_classes(masks(batch), batch.last_mask)
+    return drop_absent_classes(masks_row(batch), batch.last_mask)
 
 
-def masks_blobs(batch: Batch) -> torch.Tensor:
-    """`masks`, with blobs under BLOB_MIN_PIXELS pixels set to background."""
-    return drop_small_blobs(masks(batch))
-
-
-def objects(batch: Batch) -> torch.Tensor:
+def objects_row(batch: Batch) -> torch.Tensor:
     """Objects tracked in the input masks, moved by the learned dynamics (the fitted physics of
     friction and collisions plus the network's corrections), painted at frame 22."""
     return batch.objects.mask
 
 
-def objects_cv(batch: Batch) -> torch.Tensor:
+def objects_cv_row(batch: Batch) -> torch.Tensor:
     """Objects tracked in the input masks, moved at fitted damped constant velocity."""
     return batch.objects_cv.mask
 
@@ -257,7 +217,7 @@ class Row:
     Args:
         name: what results, `--pipeline` and the table call it.
         function: Batch -> long (B, H, W), the mask of frame 22.
-        needs: the kinds of run it uses (fields of `Models`).
+        needs: the kinds of run it uses (names of `kinds.KINDS`).
         description: one line, in the words of the results table.
         reads_frame22: it reads the true frame 22, so it can score but never submit.
     """
@@ -271,22 +231,20 @@ class Row:
 
 # The rows, in table order. A new row is one entry here.
 PIPELINES: dict[str, Row] = {row.name: row for row in (
-    Row("copy-last", copy_last, ("segmenter",), "segment frame 11, use it as the answer"),
-    Row("frames", frames, ("segmenter", "predictor"), "predict frames 12..22, segment frame 22 (paper)"),
-    Row("oracle", oracle, ("segmenter",), "segment the true frame 22 (upper bound)", reads_frame22=True),
-    Row("masks", masks, ("segmenter", "forecaster"), "segment frames 1..11, forecast masks 12..22"),
-    Row("masks+absent", masks_absent, ("segmenter", "forecaster"),
+    Row("copy-last", copy_last_row, ("segmenter",), "segment frame 11, use it as the answer"),
+    Row("frames", frames_row, ("segmenter", "predictor"), "predict frames 12..22, segment frame 22 (paper)"),
+    Row("oracle", oracle_row, ("segmenter",), "segment the true frame 22 (upper bound)", reads_frame22=True),
+    Row("masks", masks_row, ("segmenter", "forecaster"), "segment frames 1..11, forecast masks 12..22"),
+    Row("masks+absent", masks_absent_row, ("segmenter", "forecaster"),
         "masks, classes absent at frame 11 -> background"),
-    Row("masks+blobs", masks_blobs, ("segmenter", "forecaster"), "masks, small blobs -> background"),
-    Row("objects-cv", objects_cv, ("segmenter", "dynamics"),
+    Row("objects-cv", objects_cv_row, ("segmenter", "dynamics"),
         "track objects in frames 1..11, move them at damped constant velocity, paint frame 22"),
-    Row("objects", objects, ("segmenter", "dynamics"),
+    Row("objects", objects_row, ("segmenter", "dynamics"),
         "track objects in frames 1..11, simulate friction and collisions (fitted) + learned corrections, "
         "paint frame 22"),
 )}
-# What `simvp-unet predict` uses when no row is named: the first of these the models allow.
-# On bench val, objects 0.6667 from segmented frames and 0.7324 from true masks, objects-cv
-# 0.5722 and 0.6005 (benchmarks/results/pipelines.md).
+# What `simvp-unet predict` uses when no row is named: the first of these the models allow, the
+# best first (benchmarks/results/pipelines.md).
 SUBMISSION_PREFERENCE = ("objects", "objects-cv", "masks", "frames", "copy-last")
 
 
@@ -296,7 +254,7 @@ def require(name: str, models: Models, *, with_frame22: bool) -> Row:
         raise ConfigError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
     row = PIPELINES[name]
     for kind in row.needs:
-        if getattr(models, kind) is None:
+        if not models.have((kind,)):
             raise ConfigError(f"pipeline {name!r} needs a {kind} run (--{kind} RUN)")
     if row.reads_frame22 and not with_frame22:
         raise ConfigError(f"pipeline {name!r} needs the true frame 22, which these videos do not have "

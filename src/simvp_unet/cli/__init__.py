@@ -5,7 +5,9 @@
     simvp-unet evaluate --data data/demo --segmenter runs/seg --predictor runs/pred --out eval
     simvp-unet demo
 
-Each command group lives in its own module and registers its sub-parsers here. Every failure
+Each command group lives in its own module (data, train, evaluate, predict and score, export,
+label, demo) and registers its sub-parsers here; the modules only parse and dispatch to the
+library. Every failure
 a user can cause or fix ends here as one line and an exit code (`errors.explain`): 2 for an
 error, 130 for Ctrl-C.
 """
@@ -14,8 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import explain
+from ..kinds import KINDS
+
+if TYPE_CHECKING:
+    from ..pipelines import Models
 
 
 def at_least(minimum: int):
@@ -34,9 +41,41 @@ def at_least(minimum: int):
     return parse
 
 
+def command_parser(commands: argparse._SubParsersAction, name: str, summary: str, example: str,
+                   description: str) -> argparse.ArgumentParser:
+    """A sub-command's parser whose --help gives the summary, the description and an example."""
+    return commands.add_parser(name, help=summary, description=f"{summary}\n\n{description}",
+                               epilog=f"example:\n  {example}",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """--segmenter RUN (required), then an optional --<kind> RUN per other kind of run, --checkpoint
+    and --batch-size."""
+    for kind in KINDS:
+        parser.add_argument(f"--{kind}", required=kind == "segmenter", metavar="RUN",
+                            help=f"run folder of `simvp-unet train {kind}`")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="which checkpoint of each run (default: best)")
+    parser.add_argument("--batch-size", type=at_least(1), default=4, help="videos per step (default: 4)")
+
+
+def given_runs(args: argparse.Namespace) -> dict[str, str]:
+    """The run folders given with `add_run_options`, by kind."""
+    return {kind: str(getattr(args, kind)) for kind in KINDS if getattr(args, kind, None) is not None}
+
+
+def load_models(args: argparse.Namespace) -> Models:
+    """The runs given with `add_run_options`, loaded onto the default device."""
+    from ..inference import default_device
+    from ..pipelines import Models
+
+    return Models.load(given_runs(args), which=args.checkpoint, device=default_device())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every command with its --help)."""
-    from . import data, demo, evaluate, train
+    from . import data, demo, evaluate, export, label, predict, train
 
     parser = argparse.ArgumentParser(
         prog="simvp-unet",
@@ -49,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"simvp-unet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for module in (data, train, evaluate, demo):
+    for module in (data, train, label, evaluate, predict, export, demo):
         module.register(commands)
     return parser
 

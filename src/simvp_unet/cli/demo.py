@@ -18,7 +18,7 @@ def _demo_command(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `demo` to the main parser."""
     p = commands.add_parser(
-        "demo", help="Generate data, train the three models, evaluate every pipeline.",
+        "demo", help="Generate data, train a model of every kind, evaluate every pipeline.",
         description=demo.__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  simvp-unet demo --out demo")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")

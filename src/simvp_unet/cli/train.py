@@ -1,4 +1,4 @@
-"""`simvp-unet train {predictor,segmenter,forecaster}`: train one model into a run folder.
+"""`simvp-unet train KIND`: train one model of a kind of `kinds.KINDS` into a run folder.
 
     simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg
     simvp-unet train segmenter --data data/demo --out runs/seg --resume
@@ -11,18 +11,8 @@ import argparse
 
 from ..config import preset_names
 from ..io import check_output_dir
+from ..kinds import KINDS
 from . import at_least
-
-KINDS = {
-    "predictor": "SimVP: RGB frames 1..11 -> frames 12..22 (MSE; validation MSE, SSIM, PSNR).",
-    "segmenter": "U-Net: one RGB frame -> its 49-class mask (cross-entropy; validation Jaccard).",
-    "forecaster": "SimVP on class ids: masks 1..11 -> masks 12..22 (cross-entropy; validation "
-                  "Jaccard of frame 22). Uses pseudo-labels of unlabeled videos when present.",
-    "dynamics": "Interaction network on object tracks: tracks of frames 1..11 -> box centers of "
-                "frames 12..22 (pixel distance; validation error at frame 22 vs constant velocity). "
-                "Tracks of the splits in train_splits (the cpu preset: train's true masks; add unlabeled to use "
-                "pseudo-labels) are cached in DIR/tracks/.",
-}
 
 EPILOG = """\
 The run folder receives config.yaml (resolved settings), checkpoints/last.ckpt and best.ckpt,
@@ -39,7 +29,7 @@ example:
 def _add_kind(commands: argparse._SubParsersAction, kind: str) -> None:
     presets = ", ".join(preset_names(kind)) or "none shipped"
     parser = commands.add_parser(
-        kind, help=KINDS[kind].split(":")[0], description=KINDS[kind],
+        kind, help=KINDS[kind].title, description=KINDS[kind].summary,
         epilog=EPILOG.format(kind=kind), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, metavar="DIR", help="dataset root (train/, val/, ...)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder to create (or resume)")
@@ -83,9 +73,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add `train {predictor,segmenter,forecaster}` to the main parser."""
+    """Add `train KIND`, one sub-command per kind of run, to the main parser."""
     parser = commands.add_parser(
-        "train", help="train the predictor, the segmenter or the forecaster",
+        "train", help=f"train one model: {', '.join(KINDS)}",
         description="Train one model into a run folder (Lightning: progress bar, checkpoints, "
                     "resume, multi-GPU/multi-node DDP, bf16).",
         epilog="example: simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg",

@@ -1,18 +1,19 @@
-"""Forecast objects, not pixels: masks -> tracks -> motion -> rendered masks.
+"""The object path: masks -> tracks -> dynamics -> rendered masks (the `objects` rows).
+Forecasts objects rather than pixels: their motion on the ground plane, then their shapes painted.
 
     tracks = extract_tracks(masks)                  # (B, 11, H, W) class ids -> objects
-    centers = forecaster(tracks.classes, tracks.present, tracks.center)   # (B, K, 11, 2)
-    mask22 = render(tracks, centers[:, :, -1], forecaster.plane)
+    centers = net(tracks.classes, tracks.present, tracks.center)   # a DynamicsNet: (B, K, 11, 2)
+    mask22 = render(tracks, centers[:, :, -1], net.plane)
 
 `tracks.py` finds the objects and measures them, `ground.py` estimates the floor from the
 objects' sizes, `motion.py` holds the constant-velocity forecast, `physics.py` the fitted
-simulation of friction and collisions, `dynamics.py` the learned model (the simulator plus an
-interaction network's corrections), `render.py` paints the forecast, `cache.py` stores the tracks of a
-dataset for training.
+simulation of friction and collisions, `dynamics.py` the dynamics network (the simulator plus an
+interaction network's corrections), `render.py` paints the forecast, `serve.py` serves a dynamics
+run, `cache.py` stores the tracks of a dataset for training.
 """
 
-from .dynamics import MotionConfig, MotionForecaster
+from .dynamics import DynamicsNet, DynamicsNetConfig
 from .render import render
 from .tracks import Tracks, extract_tracks
 
-__all__ = ["MotionConfig", "MotionForecaster", "Tracks", "extract_tracks", "render"]
+__all__ = ["DynamicsNet", "DynamicsNetConfig", "Tracks", "extract_tracks", "render"]

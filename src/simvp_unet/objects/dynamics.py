@@ -1,9 +1,9 @@
-"""Object motion over frames 12..22: constant velocity, and a learned interaction network.
+"""The dynamics network: object motion over frames 12..22, constant velocity or learned.
 
-    forecaster = MotionForecaster(MotionConfig())
-    forecaster.plane.fit(...); forecaster.set_constant_velocity(frames=2, damping=0.97)
-    forecaster.physics.fit(...)
-    centers = forecaster(classes, present, center, learned=True)   # (B, K, 11, 2) pixels
+    net = DynamicsNet(DynamicsNetConfig())
+    net.plane.fit(...); net.set_constant_velocity(frames=2, damping=0.97)
+    net.physics.fit(...)
+    centers = net(classes, present, center, learned=True)   # (B, K, 11, 2) pixels
 
 The learned model is a simulator (`physics.Physics`: Coulomb friction per material and
 collisions between objects of fitted masses, on the floor, numbers fitted to the training
@@ -11,13 +11,12 @@ tracks) plus a network that corrects it: each frame, every object's velocity is 
 an acceleration made of a self term (the object's own history) and the sum of pairwise
 terms from every other object, then the simulator advances one frame. The network's last
 layers start at zero, so before training the forecast is the fitted simulator's. Motion is
-simulated on the ground plane (or in image coordinates, `space`).
+simulated on the ground plane (`ground.py`); before the plane is fitted, that is the image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -33,37 +32,26 @@ POSITION_SCALE = 4.0
 
 
 @dataclass
-class MotionConfig:
-    """The dynamics model.
+class DynamicsNetConfig:
+    """The dynamics network.
 
     Args:
-        space: simulate on the ground plane ("ground") or in image coordinates ("image").
         hidden: width of every layer.
         history: past frame-to-frame displacements each object's encoder reads.
         steps: frames forecast (12..22).
         image_size: (H, W) of the frames.
         substeps: simulation steps (and collision checks) per frame.
-        learned_near_px: at inference (`ObjectForecaster.forecast_objects`), the learned forecast
-            moves only the objects whose constant-velocity path comes within this many pixels of
-            another object's at the same frame; the others keep the constant-velocity forecast.
-            0 (the default): the learned forecast for every object.
     """
 
-    space: Literal["ground", "image"] = "ground"
     hidden: int = 64
     history: int = 6
     steps: int = 11
     image_size: tuple[int, int] = (160, 240)
     substeps: int = 4
-    learned_near_px: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.space not in ("ground", "image"):
-            raise ValueError(f"space must be 'ground' or 'image', got {self.space!r}")
         if self.hidden <= 0 or self.history <= 0 or self.steps <= 0 or self.substeps <= 0:
             raise ValueError("hidden, history, steps and substeps must be positive")
-        if not self.learned_near_px >= 0:
-            raise ValueError(f"learned_near_px must be >= 0, got {self.learned_near_px}")
 
 
 def mlp(n_in: int, hidden: int, n_out: int, *, zero_last: bool = False) -> nn.Sequential:
@@ -125,17 +113,18 @@ class InteractionNet(nn.Module):
         return self.accel(torch.cat([v * VELOCITY_SCALE, h, pushes], -1)) / VELOCITY_SCALE
 
 
-# ---- the forecaster --------------------------------------------------------------------
+# ---- the dynamics network ---------------------------------------------------------------
 
 
-class MotionForecaster(nn.Module):
-    """Future box centers of tracked objects: constant velocity, or the learned network.
+class DynamicsNet(nn.Module):
+    """Future box centers of tracked objects: constant velocity, or the simulator plus the
+    interaction network's corrections.
 
     Args:
-        config: the model's settings.
+        config: the network's settings.
     """
 
-    def __init__(self, config: MotionConfig):
+    def __init__(self, config: DynamicsNetConfig):
         super().__init__()
         self.config = config
         self.plane = GroundPlane(image_size=config.image_size)
@@ -150,16 +139,12 @@ class MotionForecaster(nn.Module):
         self.cv_damping.fill_(damping)
 
     def to_space(self, xy: torch.Tensor) -> torch.Tensor:
-        """Pixels -> motion space."""
-        if self.config.space == "ground":
-            return self.plane.to_ground(xy)
-        return self.plane.normalized(xy)
+        """Pixels -> motion space (the ground plane)."""
+        return self.plane.to_ground(xy)
 
     def to_pixels(self, u: torch.Tensor) -> torch.Tensor:
-        """Motion space -> pixels."""
-        if self.config.space == "ground":
-            return self.plane.to_image(u)
-        return (u + 0.5) * self.plane.frame
+        """Motion space (the ground plane) -> pixels."""
+        return self.plane.to_image(u)
 
     def past(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
              size: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Track positions made whole, and the constant-velocity forecast (the `objects-cv` row).
 
-Positions here live in a "motion space" (image or ground coordinates, see `ground.py`);
-the forecasters convert pixels in and out.
+Positions here live in a "motion space" (the ground plane, see `ground.py`);
+the dynamics network converts pixels in and out.
 """
 
 from __future__ import annotations
@@ -116,12 +116,3 @@ def fit_constant_velocity(filled: torch.Tensor, error: callable, *, steps: int,
         if score < best[2]:
             best = (frames, damping, score)
     return best
-
-
-def near_another(paths: torch.Tensor, valid: torch.Tensor, distance: float) -> torch.Tensor:
-    """Which objects come within `distance` of another valid object at the same step: paths
-    (B, K, S, 2) and valid bool (B, K) -> bool (B, K) (False for invalid slots)."""
-    gap = (paths[:, :, None] - paths[:, None]).norm(dim=-1).amin(-1)  # (B, K, K): closest approach
-    k = paths.shape[1]
-    others = valid[:, None, :] & valid[:, :, None] & ~torch.eye(k, dtype=torch.bool, device=paths.device)
-    return ((gap < distance) & others).any(-1)

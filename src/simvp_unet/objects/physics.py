@@ -1,7 +1,7 @@
 """Rigid objects sliding on the floor: Coulomb friction and collisions, with fitted numbers.
 
     physics = Physics()
-    physics.fit(classes, filled, error, diameter=0.1)  # on training tracks, before training
+    physics.fit(classes, filled, error, diameter=0.1, steps=11)  # training tracks, before training
     p, v = physics.start(q, classes, present)    # q: past positions (B, K, T, 2), metric space
     p, v = physics.advance(p, v, classes, valid) # one frame later
 
@@ -64,11 +64,11 @@ class Physics(nn.Module):
     # -- coordinates ---------------------------------------------------------------------------
 
     def to_metric(self, g: torch.Tensor) -> torch.Tensor:
-        """Ground (or image) coordinates (..., 2) -> metric coordinates."""
+        """Ground coordinates (..., 2) -> metric coordinates."""
         return g @ self.metric
 
     def from_metric(self, q: torch.Tensor) -> torch.Tensor:
-        """Metric coordinates (..., 2) -> ground (or image) coordinates."""
+        """Metric coordinates (..., 2) -> ground coordinates."""
         return q @ torch.linalg.inv(self.metric)
 
     # -- the simulation ------------------------------------------------------------------------
@@ -138,23 +138,24 @@ class Physics(nn.Module):
     def fit(self, classes: torch.Tensor, filled: torch.Tensor,
             error: Callable[[torch.Tensor], torch.Tensor], *, diameter: float,
             present: torch.Tensor | None = None,
-            frames_grid: tuple[int, ...] = (2, 3, 4), iterations: int = 300) -> dict[str, float]:
+            steps: int, frames_grid: tuple[int, ...] = (2, 3, 4),
+            iterations: int = 300) -> dict[str, float]:
         """Fit every number to training tracks (see the module doc).
 
         Args:
             classes: long (N, K), 0 for empty slots.
-            filled: past positions (N, K, T, 2) in ground (or image) coordinates, gaps filled.
-            error: forecast (N, K, steps, 2) in ground (or image) coordinates -> mean error.
+            filled: past positions (N, K, T, 2) in ground coordinates, gaps filled.
+            error: forecast (N, K, steps, 2) in ground coordinates -> mean error.
             diameter: an object's width in ground units, about (the contact radius is searched
                 around half of it, in metric units).
             present: bool (N, K, T), where the objects were seen (see `start`).
+            steps: frames forecast, as many as `error` compares.
 
         Returns:
             the error after each stage ("free", "radius", "collisions") for the chosen span.
         """
         valid = classes != BACKGROUND
         classes = torch.where(valid, classes, BACKGROUND)
-        steps = 11
 
         def forecast(collide: bool) -> torch.Tensor:
             return self.from_metric(self.simulate(self.to_metric(filled), classes, steps, present=present,

@@ -1,7 +1,7 @@
 """Serving a dynamics run: masks of frames 1..11 in, objects and the mask of frame 22 out.
 
-    forecaster = load_run("runs/dyn")                 # an ObjectForecaster (simvp_unet.inference)
-    result = forecaster.forecast_objects(masks)       # long (B, 11, H, W)
+    dynamics = load_run("runs/dyn")                   # a Dynamics (simvp_unet.runs)
+    result = dynamics.forecast_objects(masks)         # long (B, 11, H, W)
     result.mask                                       # long (B, H, W), frame 22
     result.centers                                    # (B, K, 11, 2) forecast centers, pixels
 """
@@ -14,13 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..config import from_dict
-from ..data.layout import INPUT_FRAMES
-from ..errors import ConfigError
-from .dynamics import MotionConfig, MotionForecaster
-from .motion import near_another
+from ..data.layout import FUTURE_FRAMES, INPUT_FRAMES
+from ..inference import Served
+from .dynamics import DynamicsNet, DynamicsNetConfig
 from .render import render
 from .tracks import Tracks, extract_tracks
 
@@ -51,29 +49,19 @@ class ObjectForecast:
         return out
 
 
-class ObjectForecaster(nn.Module):
-    """Tracks + motion + rendering around a trained `MotionForecaster` (kept as `model`).
+class Dynamics(Served):
+    """Tracks + motion + rendering around a trained `DynamicsNet` (kept as `model`).
 
     Args:
-        model: the motion model, with its fitted ground plane and constant-velocity settings.
+        model: the dynamics network, with its fitted ground plane and constant-velocity settings.
     """
 
-    def __init__(self, model: MotionForecaster) -> None:
-        super().__init__()
-        self.model = model
+    NETWORK = {"steps": (FUTURE_FRAMES, "frames 12..22 are forecast")}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ObjectForecaster:
+    def from_config(cls, config: Mapping[str, Any]) -> Dynamics:
         """Built (untrained) from a run's saved config: its `model` section."""
-        return cls(MotionForecaster(from_dict(MotionConfig, config["model"], prefix="model.", stored=True)))
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def example_input(self) -> torch.Tensor:
-        raise ConfigError("a dynamics run exports as safetensors only (its input is a set of tracks, "
-                          "not an image tensor)")
+        return cls(DynamicsNet(from_dict(DynamicsNetConfig, config["model"], prefix="model.", stored=True)))
 
     @torch.inference_mode()
     def forecast_objects(self, masks: torch.Tensor, *, learned: bool = True) -> ObjectForecast:
@@ -87,12 +75,8 @@ class ObjectForecaster(nn.Module):
             raise ValueError(f"forecast_objects expects integer masks (B, 11, H, W), got {masks.dtype} "
                              f"of shape {tuple(masks.shape)}")
         tracks = extract_tracks(masks)
-        inputs = (tracks.classes.to(self.device), tracks.present.to(self.device), tracks.center.to(self.device))
-        size = tracks.size.to(self.device)
-        centers = self.model(*inputs, size=size, learned=learned).float().cpu()
-        near_px = self.model.config.learned_near_px
-        if learned and near_px > 0:  # the learned forecast only where objects may collide
-            cv = self.model(*inputs, size=size, learned=False).float().cpu()
-            centers = torch.where(near_another(cv, tracks.valid, near_px)[..., None, None], centers, cv)
+        device = self.device
+        centers = self.model(tracks.classes.to(device), tracks.present.to(device), tracks.center.to(device),
+                             size=tracks.size.to(device), learned=learned).float().cpu()
         mask = render(tracks, centers[:, :, -1], self.model.plane)
         return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device))

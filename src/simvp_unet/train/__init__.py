@@ -1,12 +1,10 @@
-"""Training: one LightningModule per thing trained, wrapping the served module of its kind.
+"""Training: one LightningModule per kind of run, wrapping the served module of its kind.
+Serving a run needs none of this (`simvp_unet.runs.load_run`).
 
     simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg
     summary = train("segmenter", "data/demo", "runs/seg", preset="cpu")
-
-Serving a run needs none of this: `simvp_unet.inference.load_run` (re-exported here).
 """
 
-from ..inference import load_run
-from .runner import MODULES, Runtime, train
+from .runner import Runtime, train
 
-__all__ = ["MODULES", "Runtime", "load_run", "train"]
+__all__ = ["Runtime", "train"]

@@ -1,4 +1,4 @@
-"""The object dynamics: an interaction network that forecasts where tracked objects go.
+"""Training the dynamics: the network that forecasts where tracked objects go (`objects.dynamics`).
 
     simvp-unet label --data data/bench --segmenter runs/seg         # pseudo-labels for unlabeled/
     simvp-unet train dynamics --data data/bench --preset cpu --out runs/dyn
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,16 +29,19 @@ from torch.utils.data import Dataset
 
 from ..classes import BACKGROUND
 from ..data.layout import FRAMES, FUTURE_FRAMES, INPUT_FRAMES, TARGET_IN_FUTURE
-from ..objects.dynamics import MotionConfig, MotionForecaster
+from ..inference import check_network
+from ..objects.cache import split_tracks
+from ..objects.dynamics import DynamicsNet, DynamicsNetConfig
 from ..objects.motion import fit_constant_velocity
-from ..objects.serve import ObjectForecaster
+from ..objects.serve import Dynamics
 from ..viz import draw_path
 from .common import TrainModule, TrainSettings, picture_rows
+from .splits import check_splits, masked_splits, require_true_masks
 
 TRACK_FIELDS = ("classes", "present", "center", "whole", "size", "pseudo")
 # Videos the fits before training use at most (a fixed random subset of larger training sets):
-# the physics fit simulates every one of them at each of its gradient steps (300 bench videos:
-# about 20 s on 2 cores).
+# the physics fit simulates every one of them at each of its gradient steps, so its time grows
+# with their number while the few fitted numbers stop changing long before.
 FIT_VIDEOS = 1000
 
 
@@ -52,7 +56,7 @@ class DynamicsConfig(TrainSettings):
         mirror: flip samples left-right at random.
         fit_iterations: gradient steps of each stage of fitting the physics before training
             (`objects.physics.Physics.fit`).
-        model: the motion model.
+        model: the dynamics network.
     """
 
     train_splits: list[str] = field(default_factory=lambda: ["train", "unlabeled"])
@@ -64,7 +68,7 @@ class DynamicsConfig(TrainSettings):
     weight_decay: float = 0.01
     pictures: int = 4
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
-    model: MotionConfig = field(default_factory=MotionConfig)
+    model: DynamicsNetConfig = field(default_factory=DynamicsNetConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,6 +78,7 @@ class DynamicsConfig(TrainSettings):
             raise ValueError("train_splits must name at least one split")
         if self.fit_iterations < 1:
             raise ValueError(f"fit_iterations must be >= 1, got {self.fit_iterations}")
+        check_network(self.model, Dynamics.NETWORK)
 
 
 class TrackDataset(Dataset):
@@ -131,19 +136,30 @@ class DynamicsModule(TrainModule):
     """
 
     kind = "dynamics"
+    config_class = DynamicsConfig
     monitor = "val/error"
     monitor_mode = "min"
 
     def __init__(self, config: DynamicsConfig) -> None:
         super().__init__(config)
-        self.model = MotionForecaster(config.model)
+        self.model = DynamicsNet(config.model)
         weights = torch.linspace(0.5, 1.5, FUTURE_FRAMES)  # later frames matter more
         self.register_buffer("frame_weights", weights / weights.mean(), persistent=False)
 
+    @staticmethod
+    def datasets(config: DynamicsConfig, root: Path) -> tuple[TrackDataset, TrackDataset]:
+        """(train, val): the tracks of the masked training splits and of the val split's true
+        masks, extracted once and cached beside the data (`objects.cache`)."""
+        check_splits(root, [*config.train_splits, config.val_split])
+        require_true_masks(root, config.val_split, "the dynamics validates on true masks")
+        parts = [split_tracks(root, split) for split in masked_splits(root, config.train_splits, "dynamics")]
+        train = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return TrackDataset(train), TrackDataset(split_tracks(root, config.val_split))
+
     @property
-    def served(self) -> ObjectForecaster:
-        """The inference module around `self.model` (`forecast_objects`)."""
-        return ObjectForecaster(self.model)
+    def served(self) -> Dynamics:
+        """The served module around `self.model` (`forecast_objects`)."""
+        return Dynamics(self.model)
 
     def setup(self, stage: str) -> None:
         pass  # no convolutions: the memory format of the base class does not apply
@@ -160,7 +176,7 @@ class DynamicsModule(TrainModule):
     def fit_to_data(self, train_set: TrackDataset) -> None:
         """Fit the ground plane, the constant-velocity forecast and the physics to the training
         tracks of true masks (all tracks when there are none): pseudo-label noise in the
-        velocities would pull the fitted damping down (bench: 0.85 with them, 0.975 without)."""
+        velocities pulls the fitted damping down (benchmarks/results/pipelines.md)."""
         a = train_set.arrays
         if not a["pseudo"].all():
             a = {k: v[~a["pseudo"]] for k, v in a.items()}
@@ -176,12 +192,13 @@ class DynamicsModule(TrainModule):
             distance = (self.model.to_pixels(forecast) - target).norm(dim=-1)
             return (distance * counts).sum() / counts.sum().clamp_min(1)
 
-        frames, damping, _ = fit_constant_velocity(filled, error, steps=FUTURE_FRAMES, present=present)
+        steps = self.config.model.steps
+        frames, damping, _ = fit_constant_velocity(filled, error, steps=steps, present=present)
         self.model.set_constant_velocity(frames=frames, damping=damping)
         diameter = float(self.model.plane.shape_size.median()) / float(self.model.plane.frame[0])
         with torch.enable_grad():
             scores = self.model.physics.fit(classes, filled, error, diameter=diameter, present=present,
-                                            iterations=self.config.fit_iterations)
+                                            steps=steps, iterations=self.config.fit_iterations)
         print("fitted physics: forecast error " + ", ".join(f"{k} {v:.3f} px" for k, v in scores.items()),
               file=sys.stderr)
 

@@ -21,20 +21,24 @@ model's own predictions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch.utils.data import ConcatDataset, Dataset
 
 from ..classes import NUM_CLASSES
+from ..data.datasets import VideoDataset
 from ..data.layout import FUTURE_FRAMES, INPUT_FRAMES, LAST_INPUT, TARGET, TARGET_IN_FUTURE
 from ..inference import MaskForecaster, check_network, logits_to_size, masks_to_size
 from ..metrics import task_metric
 from ..models.simvp import SimVP, SimVPConfig
 from ..viz import mask_to_rgb
 from .common import TrainModule, TrainSettings, picture_rows
+from .splits import check_splits, masked_splits, require_true_masks
 
 PICTURE_FRAMES = (0, 5, 10)  # of the 11 forecast ones: frames 12, 17 and 22
 
@@ -86,6 +90,7 @@ class ForecasterModule(TrainModule):
     """
 
     kind = "forecaster"
+    config_class = ForecasterConfig
     monitor = "val/jaccard"
     monitor_mode = "max"
 
@@ -103,6 +108,16 @@ class ForecasterModule(TrainModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         progress = min(self.global_step / total, 1.0)
         return cfg.sampling_start + (cfg.sampling_end - cfg.sampling_start) * progress
+
+    @staticmethod
+    def datasets(config: ForecasterConfig, root: Path) -> tuple[Dataset, Dataset]:
+        """(train, val): masks of the training splits (true masks, else complete pseudo-labels;
+        a split with neither is skipped) and the val split's true masks."""
+        check_splits(root, [*config.train_splits, config.val_split])
+        require_true_masks(root, config.val_split, "the forecaster validates on true masks")
+        splits = masked_splits(root, config.train_splits, "forecaster")
+        train = ConcatDataset([VideoDataset(root, split, masks="any", with_frames=False) for split in splits])
+        return train, VideoDataset(root, config.val_split, masks="true", with_frames=False)
 
     @property
     def served(self) -> MaskForecaster:

@@ -9,15 +9,18 @@ Validation reports MSE, SSIM and PSNR of the predicted frames at full size (160 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch.utils.data import ConcatDataset, Dataset
 from torchmetrics import MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from ..data.datasets import VideoDataset
 from ..data.layout import INPUT_FRAMES
 from ..inference import (
     FramePredictor,
@@ -28,6 +31,7 @@ from ..inference import (
 )
 from ..models.simvp import SimVP, SimVPConfig
 from .common import TrainModule, TrainSettings, picture_rows, to_hwc
+from .splits import check_splits
 
 PICTURE_FRAMES = (0, 5, 10)  # of the 11 predicted ones: frames 12, 17 and 22
 
@@ -59,6 +63,7 @@ class PredictorModule(TrainModule):
     """
 
     kind = "predictor"
+    config_class = PredictorConfig
     monitor = "val/mse"
     monitor_mode = "min"
 
@@ -68,6 +73,13 @@ class PredictorModule(TrainModule):
         self.val_mse = MeanSquaredError()
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
+
+    @staticmethod
+    def datasets(config: PredictorConfig, root: Path) -> tuple[Dataset, Dataset]:
+        """(train, val): every video of the training splits and of the val split (frames only)."""
+        check_splits(root, [*config.train_splits, config.val_split])
+        train = ConcatDataset([VideoDataset(root, split) for split in config.train_splits])
+        return train, VideoDataset(root, config.val_split)
 
     @property
     def served(self) -> FramePredictor:

@@ -1,4 +1,4 @@
-"""Run folders: start and resume a training run of any kind (`inference.load_run` serves one).
+"""Run folders: start and resume a training run of any kind (`runs.load_run` serves one).
 
     simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg
 
@@ -24,106 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from ..config import from_dict, read_yaml_mapping, resolve, to_dict
-from ..data import layout
-from ..data.datasets import FrameDataset, VideoDataset
 from ..errors import ConfigError, DataError
 from ..hardware import has_native_bf16
-from ..inference import checkpoint_path, read_checkpoint
 from ..io import write_yaml
-from ..objects.cache import split_tracks
+from ..kinds import KINDS
+from ..runs import checkpoint_path, read_checkpoint
 from .common import AtomicCheckpointIO, RNGState, TrainModule, ValidateLastEpoch
-from .dynamics import DynamicsConfig, DynamicsModule, TrackDataset
-from .forecaster import ForecasterConfig, ForecasterModule
-from .predictor import PredictorConfig, PredictorModule
-from .segmenter import SegmenterConfig, SegmenterModule
+from .dynamics import TrackDataset
 
-MODULES: dict[str, type[TrainModule]] = {
-    "predictor": PredictorModule,
-    "segmenter": SegmenterModule,
-    "forecaster": ForecasterModule,
-    "dynamics": DynamicsModule,
-}
-CONFIGS: dict[str, type] = {
-    "predictor": PredictorConfig,
-    "segmenter": SegmenterConfig,
-    "forecaster": ForecasterConfig,
-    "dynamics": DynamicsConfig,
-}
 CONFIG_FILE = "config.yaml"
-
-
-# ---------------------------------------------------------------------------- data
-
-
-def _check_data_root(root: Path) -> None:
-    if root.exists() and not root.is_dir():
-        raise DataError(f"--data {root} is a file, not a dataset folder (give the folder holding train/, val/, ...)")
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root}")
-
-
-def _pseudo_labeled(root: Path, split: str) -> bool:
-    """True when every video of a split without true masks has its pseudo-label."""
-    videos = layout.list_videos(root, split)
-    done = [(folder / layout.PRED_MASK_FILE).is_file() for _, folder in videos]
-    if not any(done):
-        return False
-    if not all(done):
-        missing = next(folder for (_, folder), ok in zip(videos, done, strict=True) if not ok)
-        raise DataError(f"{sum(done)} of {len(done)} {split} videos have {layout.PRED_MASK_FILE}; "
-                        f"missing {missing / layout.PRED_MASK_FILE} (finish `simvp-unet label` first)")
-    return True
-
-
-def _has_true_masks(root: Path, split: str) -> bool:
-    videos = layout.list_videos(root, split)
-    return bool(videos) and all((folder / layout.MASK_FILE).is_file() for _, folder in videos)
-
-
-def build_datasets(kind: str, config: Any, root: Path) -> tuple[Dataset, Dataset]:
-    """(train, val) datasets of one kind of run."""
-    _check_data_root(root)
-    for split in [*config.train_splits, config.val_split]:
-        if split not in layout.SPLITS or split == "hidden":
-            raise ConfigError(f"split {split!r} cannot train or validate; use train, val or unlabeled")
-    if kind == "predictor":
-        train = [VideoDataset(root, split) for split in config.train_splits]
-        return ConcatDataset(train), VideoDataset(root, config.val_split)
-    if kind == "segmenter":
-        for split in [*config.train_splits, config.val_split]:
-            if not _has_true_masks(root, split):
-                raise DataError(f"the segmenter needs labeled videos: {root / split} has videos "
-                                f"without {layout.MASK_FILE} (or none)")
-        train = [FrameDataset(root, split) for split in config.train_splits]
-        return ConcatDataset(train), FrameDataset(root, config.val_split)
-    # forecaster, dynamics: true masks where there are some, else complete pseudo-labels, else
-    # skip the split
-    if not _has_true_masks(root, config.val_split):
-        raise DataError(f"the {kind} validates on true masks: {root / config.val_split} has "
-                        f"videos without {layout.MASK_FILE} (or none)")
-    splits = []
-    for split in config.train_splits:
-        if _has_true_masks(root, split) or _pseudo_labeled(root, split):
-            splits.append(split)
-        elif layout.list_videos(root, split):
-            print(f"{kind}: skipping {root / split}: no masks or pseudo-labels "
-                  f"(run `simvp-unet label` to use it)")
-    if not splits:
-        raise DataError(f"the {kind} found no masks in {root} splits {', '.join(config.train_splits)}")
-    if kind == "dynamics":  # tracks, extracted once and cached beside the data
-        parts = [split_tracks(root, split) for split in splits]
-        train_arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return TrackDataset(train_arrays), TrackDataset(split_tracks(root, config.val_split))
-    train = [VideoDataset(root, split, masks="any", with_frames=False) for split in splits]
-    return ConcatDataset(train), VideoDataset(root, config.val_split, masks="true", with_frames=False)
 
 
 # ---------------------------------------------------------------------------- training
@@ -196,7 +112,7 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         if saved_kind != kind:
             raise ConfigError(f"cannot resume: {out} is a {saved_kind} run, not a {kind} run")
         try:
-            saved = from_dict(CONFIGS[kind], data, stored=True)
+            saved = from_dict(KINDS[kind].trainer().config_class, data, stored=True)
         except ConfigError as exc:
             raise ConfigError(f"{config_file}: {exc}") from None
         return saved, last
@@ -204,7 +120,7 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
     # starting again over it loses nothing.
     if _is_rank_zero_process() and _has_checkpoint(out):
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    config = resolve(CONFIGS[kind], kind, preset or "cpu", overrides)
+    config = resolve(KINDS[kind].trainer().config_class, kind, preset or "cpu", overrides)
     return config, None
 
 
@@ -281,7 +197,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     """Train one model into a run folder (see the module docstring); returns a summary dict.
 
     Args:
-        kind: "predictor", "segmenter" or "forecaster".
+        kind: a name of `kinds.KINDS`.
         data: dataset root.
         out: run folder (must not hold a run unless `resume`).
         preset: shipped preset name or YAML path (default "cpu"); not with `resume`.
@@ -290,21 +206,22 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         init: fine-tune from the best weights of this run (same as `init_from=RUN`).
         runtime: devices, precision and workers.
     """
-    if kind not in MODULES:
-        raise ConfigError(f"unknown kind {kind!r}; expected one of {', '.join(MODULES)}")
+    if kind not in KINDS:
+        raise ConfigError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     runtime = runtime or Runtime()
     if runtime.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {runtime.workers}")
     out, root = Path(out), Path(data)
     overrides = list(overrides) + ([f"init_from={init}"] if init else [])
     config, ckpt_path = _prepare_run(kind, out, preset, overrides, resume)
-    train_set, val_set = build_datasets(kind, config, root)
+    trainer_class = KINDS[kind].trainer()
+    train_set, val_set = trainer_class.datasets(config, root)
 
     _quiet_library_noise()
     L.seed_everything(config.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
-    module = MODULES[kind](config)
+    module = trainer_class(config)
     if config.init_from and ckpt_path is None:
         _init_weights(module, config.init_from)
     elif ckpt_path is None:
