@@ -60,8 +60,6 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                        (*_PROXY, *_NO_EXTRAS)),
     "proxy-factored-w12": ("900 steps: proxy-factored at width 12",
                            (*_PROXY, *_NO_EXTRAS, "model.base_channels=12")),
-    "proxy-jaccard": ("900 steps: proxy-factored + soft Jaccard loss (weight 1)",
-                      (*_PROXY, "jaccard_weight=1", "model.object_stages=1")),
     "proxy-stages2": ("900 steps: proxy-factored, object logits from 2 decoder stages",
                       (*_PROXY, "model.object_stages=2")),
     "proxy-stages3": ("900 steps: proxy-factored, object logits from 3 decoder stages",
@@ -99,8 +97,6 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "shape3": ("the cpu preset as shipped: the shape's cross-entropy weighted 3 (factor_weights [3, 1, 1])",
                ("factor_weights=[3, 1, 1]",)),
     "shape3-seed1": ("shape3 with another seed", ("factor_weights=[3, 1, 1]", "seed=1")),
-    "kept+jaccard": ("the preset + soft Jaccard loss (weight 1), 6 epochs: about the minutes of 8 "
-                     "(the loss costs 1.3x per step)", (*_CROP96, "jaccard_weight=1", "epochs=6", "val_every_epochs=3")),
 }
 
 

@@ -8,9 +8,10 @@ import yaml
 from simvp_unet.config import preset_dir, resolve, to_dict
 from simvp_unet.data.generate import GenerateConfig
 from simvp_unet.errors import ConfigError
+from simvp_unet.kinds import KINDS as RUN_KINDS
 from simvp_unet.train.forecaster import ForecasterConfig
-from simvp_unet.train.runner import CONFIGS
 
+CONFIGS = {name: kind.trainer().config_class for name, kind in RUN_KINDS.items()}
 KINDS = {**CONFIGS, "data": GenerateConfig}
 PRESETS = sorted(path.stem for path in preset_dir().glob("*.yaml"))
 

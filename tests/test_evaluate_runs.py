@@ -15,7 +15,7 @@ import torch
 from simvp_unet.cli import main
 from simvp_unet.data import layout
 from simvp_unet.models.export import load_safetensors
-from simvp_unet.runs import load_run
+from simvp_unet.runs import load_exported, load_run
 
 # training three tiny runs takes 10-30 s depending on the load of the machine
 pytestmark = pytest.mark.slow
@@ -99,7 +99,7 @@ def test_dynamics_run_loads_without_lightning_and_exports(runs, tmp_path):
     assert result.mask.shape == (len(masks), layout.HEIGHT, layout.WIDTH)
     assert result.centers.shape[2:] == (layout.FUTURE_FRAMES, 2)
     _cli("export", runs / "dynamics", "--format", "safetensors", "--out", tmp_path / "dyn.safetensors")
-    rebuilt = load_safetensors(tmp_path / "dyn.safetensors")
+    rebuilt = load_exported(tmp_path / "dyn.safetensors")
     assert torch.equal(rebuilt.plane.slope, forecaster.model.plane.slope)
     assert main(["export", str(runs / "dynamics"), "--format", "onnx", "--out", str(tmp_path / "d.onnx")]) == 2
     assert (runs / "data" / "tracks" / "unlabeled.npz").is_file()  # pseudo-label tracks were cached

@@ -19,7 +19,8 @@ from simvp_unet.runs import load_run
 def test_serving_imports_no_lightning():
     """Serving a forecast needs no trainer: these modules must not import Lightning."""
     code = ("import sys\n"
-            "import simvp_unet.pipelines, simvp_unet.inference, simvp_unet.evaluate\n"
+            "import simvp_unet.pipelines, simvp_unet.inference, simvp_unet.evaluate, simvp_unet.runs\n"
+            "import simvp_unet.kinds, simvp_unet.objects.serve\n"
             "import simvp_unet.submission, simvp_unet.label, simvp_unet.report\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -34,23 +35,17 @@ def write_run(folder, module) -> None:
     torch.save(ckpt, folder / "checkpoints" / "best.ckpt")
 
 
-def test_a_checkpoint_of_an_earlier_version_loads(tiny_config, tmp_path):
-    """Earlier checkpoints hold model.time_mode (retired): the served module loads them as they are."""
+def test_a_checkpoint_with_a_setting_this_version_lacks_is_refused_in_one_line(tiny_config, tmp_path):
+    """A run whose stored config holds a setting that no longer exists (an earlier version's,
+    e.g. the retired model.time_mode) is refused with one line naming the setting."""
     from simvp_unet.train.forecaster import ForecasterModule
 
     trainer = ForecasterModule(tiny_config("forecaster", "rollout_frames=6")).eval()
     trainer.hparams["config"]["model"]["time_mode"] = "rollout"
     write_run(tmp_path / "fc", trainer)
-    served = load_run(tmp_path / "fc")
-    assert isinstance(served, MaskForecaster) and not served.training
-    assert served.rollout_frames == 6 and served.resolution == (32, 48)
-    for name, value in served.model.state_dict().items():
-        assert torch.equal(value, trainer.model.state_dict()[name]), name
-    masks = torch.randint(0, 49, (2, 11, 32, 48))
-    with torch.no_grad():
-        # the same roll-out; channels_last (set by load_run) changes only rounding
-        torch.testing.assert_close(served(masks), trainer(masks), atol=1e-5, rtol=1e-4)
-    assert served.forecast_masks(torch.zeros(1, 11, 64, 96, dtype=torch.long)).shape == (1, 11, 64, 96)
+    with pytest.raises(DataError, match=r"unknown config key model\.time_mode.*another version") as info:
+        load_run(tmp_path / "fc")
+    assert "\n" not in str(info.value)
 
 
 def test_models_load_checks_the_kind_of_each_run(tiny_config, tmp_path):

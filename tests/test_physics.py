@@ -94,7 +94,7 @@ def test_fit_recovers_friction_metric_and_masses():
         return (forecast - future).norm(dim=-1).mean() * 100
 
     fitted = Physics(substeps=4)
-    scores = fitted.fit(classes, past, error, diameter=0.1, frames_grid=(1,), iterations=300)
+    scores = fitted.fit(classes, past, error, diameter=0.1, steps=11, frames_grid=(1,), iterations=300)
     assert scores["collisions"] < 0.4 * scores["free"]  # the collisions are simulated
     m = fitted.metric.detach()
     assert float(m[1].norm() / m[0].norm()) == pytest.approx(1.4, rel=0.15)  # the floor made isotropic

@@ -1,4 +1,4 @@
-"""The segmenter's training pieces: crops, the soft Jaccard loss, the split head, the preset."""
+"""The segmenter's training pieces: crops, the split head, its loss and argmax, the preset."""
 
 from __future__ import annotations
 
@@ -11,38 +11,7 @@ import torch.nn.functional as F
 from simvp_unet.classes import CLASS_NAMES, attributes
 from simvp_unet.errors import ConfigError
 from simvp_unet.models import UNet, UNetConfig
-from simvp_unet.train.segmenter import random_crops, soft_jaccard_loss
-
-# ---------------------------------------------------------------------------------------------
-# soft Jaccard loss
-
-
-def test_soft_jaccard_loss_of_a_certain_right_answer_is_zero():
-    target = torch.randint(0, 4, (2, 8, 8))
-    logits = F.one_hot(target, 4).movedim(-1, 1).float() * 100  # softmax = the one-hot target
-    assert soft_jaccard_loss(logits, target, smooth=0.0) == pytest.approx(0.0, abs=1e-6)
-
-
-def test_soft_jaccard_loss_of_a_known_case():
-    # one image, two classes, 4 pixels: target [0, 0, 1, 1], p(class 1) = 0.5 everywhere
-    target = torch.tensor([[[0, 0, 1, 1]]])
-    logits = torch.zeros(1, 2, 1, 4)
-    # each class: intersection = 2 * 0.5 = 1, union = 4 * 0.5 + 2 - 1 = 3 -> IoU 1/3
-    assert soft_jaccard_loss(logits, target, smooth=0.0) == pytest.approx(1 - 1 / 3)
-
-
-def test_soft_jaccard_loss_of_a_certain_wrong_answer_is_one():
-    target = torch.zeros(1, 4, 4, dtype=torch.long)
-    logits = torch.zeros(1, 3, 4, 4)
-    logits[:, 2] = 100  # certain of class 2, absent from the target: it counts, as in the metric
-    assert soft_jaccard_loss(logits, target, smooth=0.0) == pytest.approx(1.0, abs=1e-6)
-
-
-def test_soft_jaccard_loss_has_gradients():
-    logits = torch.randn(2, 5, 6, 6, requires_grad=True)
-    soft_jaccard_loss(logits, torch.randint(0, 5, (2, 6, 6))).backward()
-    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
-
+from simvp_unet.train.segmenter import random_crops
 
 # ---------------------------------------------------------------------------------------------
 # crops
@@ -151,7 +120,6 @@ def test_factor_weights_scale_each_factors_term():
 @pytest.mark.parametrize(("preset", "overrides", "message"), [
     ("cpu", ["factor_weights=[2, 1]"], "factor_weights must be 3 positive numbers"),
     ("cpu", ["factor_weights=[2, 1, 0]"], "factor_weights must be 3 positive numbers"),
-    ("cpu", ["factor_weights=[2, 1, 1]", "jaccard_weight=1"], "needs a factored split head"),
     (None, ["factor_weights=[2]"], "needs a factored split head"),  # the default model: plain head
 ])
 def test_bad_factor_weights(preset, overrides, message):
@@ -160,6 +128,16 @@ def test_bad_factor_weights(preset, overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         resolve(SegmenterConfig, "segmenter", preset, overrides)
+
+
+def test_the_removed_jaccard_weight_is_an_unknown_key():
+    """jaccard_weight (a soft Jaccard loss, retired: benchmarks/results/retired.md) is gone: a
+    preset or a saved config that sets it fails with the one-line unknown-key error."""
+    from simvp_unet.config import resolve
+    from simvp_unet.train.segmenter import SegmenterConfig
+
+    with pytest.raises(ConfigError, match="^unknown config key jaccard_weight; valid keys: [^\\n]*$"):
+        resolve(SegmenterConfig, "segmenter", "cpu", ["jaccard_weight=1"])
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -181,9 +159,9 @@ def test_bad_split_head_configs(overrides, message):
 
 def test_cpu_preset_trains_on_crops_at_full_resolution(tiny_config):
     from simvp_unet.config import resolve
-    from simvp_unet.train.runner import CONFIGS
+    from simvp_unet.train.segmenter import SegmenterConfig
 
-    config = resolve(CONFIGS["segmenter"], "segmenter", "cpu", [])
+    config = resolve(SegmenterConfig, "segmenter", "cpu", [])
     assert tuple(config.resolution) == (160, 240) and config.crop > 0
     assert config.model.head == "split" and math.prod(config.model.object_factors) == 48
     with pytest.raises(ValueError, match="crop must be 0"):
@@ -194,7 +172,7 @@ def test_crop_trained_segmenter_segments_whole_frames(tiny_data, tmp_path, tiny_
     """Also: 2 epochs with the preset validating every 4 still end validated (a best.ckpt)."""
     from simvp_unet.cli import main
     from simvp_unet.data.datasets import FrameDataset
-    from simvp_unet.inference import load_run
+    from simvp_unet.runs import load_run
 
     run = tmp_path / "seg"
     assert main(["train", "segmenter", "--data", str(tiny_data), "--out", str(run),
@@ -211,7 +189,7 @@ def test_crop_trained_segmenter_segments_whole_frames(tiny_data, tmp_path, tiny_
 def decisive(model: UNet, x: torch.Tensor) -> UNet:
     """Scale a fresh split head so that, on `x`, it answers like a trained one: z spread over
     about +-10 around 2, the object logits far apart (confident factors). Then some pixels are objects, some background
-    with z > 0 (the object's own log-probability decides) and some have z <= 0 (`classes`
+    with z > 0 (the object's own log-probability decides) and some have z <= 0 (`argmax`
     skips them); the caller checks that all three happen."""
     with torch.no_grad():
         z, objects = model.split_logits(x)
@@ -235,17 +213,17 @@ def assert_every_case(model: UNet, x: torch.Tensor, expected: torch.Tensor) -> N
     UNetConfig(base_channels=4, depth=2, head="split"),
     UNetConfig(base_channels=4, depth=3, head="split", object_factors=[3, 2, 8], object_stages=3),
 ])
-def test_classes_is_the_argmax_of_the_logits(config):
+def test_argmax_is_the_argmax_of_the_logits(config):
     torch.manual_seed(0)
     model = UNet(config).eval()
     x = torch.rand(2, 3, 37, 50)  # padded to 40 x 56 inside, cropped back
-    if config.object_factors:  # `classes` has its own computation only for factored heads
+    if config.object_factors:  # `argmax` has its own computation only for factored heads
         decisive(model, x)
     with torch.no_grad():
         expected = model(x).argmax(1)
         if config.object_factors:
             assert_every_case(model, x, expected)
-        assert torch.equal(model.classes(x), expected)
+        assert torch.equal(model.argmax(x), expected)
 
 
 def test_segment_at_the_working_resolution_uses_the_networks_argmax(monkeypatch):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from simvp_unet import hardware
 from simvp_unet.hardware import CPUFeatures, channels_last, has_native_bf16
-from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig
+from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig, fold
 from simvp_unet.models.fold import fold_for_inference
 from simvp_unet.models.layers import bilinear_at, upsampled_argmax
 from simvp_unet.train.runner import resolve_precision
@@ -111,7 +111,7 @@ def test_folded_model_under_bf16_autocast_stays_close():
 
 def test_segment_with_the_folded_model_gives_the_same_masks(monkeypatch):
     """The served segmenter as `load_run(..., fold=True)` sets it up equals the plain network's
-    answer before issue 12 (full upsampling of the logits, then argmax), in float32."""
+    answer computed the slow way (full upsampling of the logits, then argmax), in float32."""
     from simvp_unet import inference
     from simvp_unet.inference import Segmenter, logits_to_size
 
@@ -126,6 +126,90 @@ def test_segment_with_the_folded_model_gives_the_same_masks(monkeypatch):
         expected = logits_to_size(segmenter(images), (160, 240)).argmax(1)
     segmenter.model = fold_for_inference(model)
     assert torch.equal(segmenter.segment(images), expected)
+
+
+class Spy:
+    """A private oneDNN operator (all its overloads) that fails when called, as one whose
+    signature changed would, and records the call."""
+
+    def __init__(self, name: str, calls: list[str]):
+        self.name, self.calls = name, calls
+
+    def __getattr__(self, overload: str):
+        if overload in ("default", "binary"):
+            return self
+        raise AttributeError(overload)
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(self.name)
+        raise TypeError(f"{self.name}: not the signature this test's torch has")
+
+
+class Mkldnn:
+    """`torch.ops.mkldnn` as a torch without `missing` (None: with every operator, each a `Spy`)."""
+
+    def __init__(self, real, missing: str | None, calls: list[str]):
+        self.real, self.missing, self.calls = real, missing, calls
+
+    def __getattr__(self, name: str):
+        if name == self.missing:
+            raise AttributeError(f"'_OpNamespace' 'mkldnn' object has no attribute '{name}'")
+        if name in fold._PRIVATE_OPS:
+            return Spy(name, self.calls)
+        return getattr(self.real, name)
+
+
+@pytest.fixture
+def private_ops(monkeypatch):
+    """Replace torch's private oneDNN operators (see `Mkldnn`); returns the calls made to them.
+    The cached answer of `private_ops_available` is cleared before and after."""
+
+    def replace(missing: str | None) -> list[str]:
+        calls: list[str] = []
+        monkeypatch.setattr(torch.ops, "mkldnn", Mkldnn(torch.ops.mkldnn, missing, calls))
+        fold.private_ops_available.cache_clear()
+        return calls
+
+    yield replace
+    fold.private_ops_available.cache_clear()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+def test_the_private_operators_are_used_where_they_work():
+    """The torch range pyproject.toml accepts has them: folded models run on oneDNN here."""
+    fold.private_ops_available.cache_clear()
+    assert fold.private_ops_available()
+
+
+@pytest.mark.parametrize("missing", [*fold._PRIVATE_OPS, None])
+def test_folding_without_the_private_operators_gives_the_same_answers(private_ops, missing):
+    """A torch without one of the private operators (or with all of them, changed): folding
+    runs the public convolutions, with the answers of the unfolded models, and the service
+    does not fold on a CPU."""
+    torch.manual_seed(0)
+    unet = trained_looking(UNet(UNetConfig(base_channels=4, depth=3, head="split",
+                                           object_factors=[3, 2, 8], object_stages=2)))
+    simvp = trained_looking(SimVP(SimVPConfig(
+        in_frames=3, out_frames=3, input_classes=49, out_channels=49, spatial_channels=8,
+        temporal_channels=16, spatial_blocks=2, temporal_blocks=2, translator="gsta",
+        extra_downsample=True, copy_prior=4.0)))
+    images, ids = torch.rand(2, 3, 37, 50), torch.randint(0, 49, (2, 3, 29, 42))
+    with torch.inference_mode():
+        unet_logits, simvp_logits = unet(images), simvp(ids)
+
+    calls = private_ops(missing)
+    assert not fold.private_ops_available()
+    assert not hardware.folding_helps(unet, "cpu") and not hardware.folding_helps(simvp, "cpu")
+    calls.clear()  # calls made while checking are allowed: none may follow
+    with torch.inference_mode():
+        folded_unet, folded_simvp = fold_for_inference(unet), fold_for_inference(simvp)
+        for _ in range(2):
+            torch.testing.assert_close(folded_unet(images), unet_logits, rtol=0, atol=1e-5)
+            assert torch.equal(folded_unet.argmax(images), unet_logits.argmax(1))
+            out = folded_simvp(ids)
+            torch.testing.assert_close(out, simvp_logits, rtol=0, atol=1e-5)
+            assert torch.equal(out.argmax(2), simvp_logits.argmax(2))
+    assert calls == []
 
 
 def test_fold_refuses_other_modules():

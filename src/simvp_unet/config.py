@@ -122,17 +122,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "", stored: bool = False) -> T:
+def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     """Build dataclass `cls` from a (nested) dict, rejecting unknown keys and bad types.
 
-    `stored=True` reads a config this package wrote earlier (a checkpoint, a run's config.yaml,
-    an exported model): keys that a dataclass lists in its `RETIRED` class attribute are dropped
-    first, so that files of earlier versions keep loading. User input never passes it.
+    The same rules for user input and for configs this package wrote (a checkpoint, a run's
+    config.yaml, an exported model): a key that is not a field is an error, with the valid keys.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping")
-    if stored:
-        data = {k: v for k, v in data.items() if k not in getattr(cls, "RETIRED", ())}
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
@@ -150,7 +147,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "", stored: b
                 # a section lists what it changes from this field's default (e.g. the forecaster's
                 # model), not from the defaults of the section's own class
                 value = {**to_dict(default), **value}
-            kwargs[name] = from_dict(tp, value, prefix=key + ".", stored=stored)
+            kwargs[name] = from_dict(tp, value, prefix=key + ".")
         else:
             kwargs[name] = _coerce(value, tp, key)
     try:

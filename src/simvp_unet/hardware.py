@@ -8,8 +8,8 @@ and whether folding a model for inference pays.
     folding_helps(model, "cuda")          # whether the folded network serves faster there
 
 bf16 is only worth it where the hardware computes it: a CUDA GPU that supports it, or a CPU with
-AVX512-BF16 or AMX. On an AVX2 CPU, bf16 autocast emulates every bf16 operation and a training
-step of the paper's SimVP takes about 14 times as long as in float32 (issue 12).
+AVX512-BF16 or AMX. On an AVX2 CPU, bf16 autocast emulates every bf16 operation, and a training
+step takes many times as long as in float32 (benchmarks/results/models_avx2.md).
 
 Torch and oneDNN can be told to use fewer instructions than the CPU has (ATEN_CPU_CAPABILITY=avx2,
 ONEDNN_MAX_CPU_ISA=AVX2; benchmarks/models.py --isa avx2 does this to measure what an AVX2 CPU
@@ -146,9 +146,8 @@ def channels_last(model: nn.Module, direction: Literal["train", "infer"],
     and so is training with AVX-512. With AVX2 only, oneDNN's channels_last backward kernels
     are slower: training in channels_last is faster for the small Inception SimVP and the U-Net
     of width 16 and more, and slower for the paper-size Inception SimVP (hid_T 512), the gSTA
-    SimVP and the narrower U-Nets (a training step of width 8 at 160x240: 0.74x, of width 12 on
-    96x96 crops: 0.87x, with torch and oneDNN limited to AVX2, 2 threads, issue 10). On a GPU:
-    see `_simvp_in_gpu_bf16`.
+    SimVP and the narrower U-Nets (measured with torch and oneDNN limited to AVX2, 2 threads:
+    results/models_avx2.md). On a GPU: see `_simvp_in_gpu_bf16`.
     """
     from .models.simvp import SimVP
     from .models.unet import UNet
@@ -169,17 +168,24 @@ def channels_last(model: nn.Module, direction: Literal["train", "infer"],
 def folding_helps(model: nn.Module, device_type: str = "cpu", *, bf16: bool | None = None) -> bool:
     """Whether `models.fold.fold_for_inference` makes `model` faster on `device_type` (`bf16` as
     in `channels_last`): everywhere (results/models_avx2.md, models_native.md, the GPU tables)
-    except for a SimVP under bf16 autocast on a GPU (`_simvp_in_gpu_bf16`)."""
+    except for a SimVP under bf16 autocast on a GPU (`_simvp_in_gpu_bf16`), and except on a CPU
+    whose torch lacks the private oneDNN operators the folded convolutions call there
+    (`models.fold.private_ops_available`): the CPU gain was measured with them, so without them
+    the model serves as it was trained (the same outputs either way)."""
+    if device_type == "cpu":
+        from .models.fold import private_ops_available
+
+        if not private_ops_available():
+            return False
     return not _simvp_in_gpu_bf16(model, device_type, bf16)
 
 
 def _simvp_in_gpu_bf16(model: nn.Module, device_type: str, bf16: bool | None) -> bool:
     """A SimVP under bf16 autocast on a GPU, which runs faster as it is: neither channels_last
-    nor folded. GPUs at batch 4 (results/models_cuda_h200.md, models_cuda_h100_80gb_hbm3.md):
-    in float32 channels_last and folding are faster (the paper SimVP's training 1.35-1.37x, its
-    inference 2.1x), but in bf16 the SimVP is faster as it is (H100: training 2.00x against 1.64x
-    in channels_last, inference 2.88x against 2.20x folded or channels_last), while the paper
-    U-Net still gains (training 1.49x against 1.22x, inference folded 1.76x against 1.16x)."""
+    nor folded. Measured on GPUs at batch 4 (results/models_cuda_h200.md,
+    models_cuda_h100_80gb_hbm3.md): in float32, channels_last and folding make the paper SimVP
+    faster to train and to serve; under bf16 autocast it trains and serves fastest as it is,
+    while the paper U-Net still gains from both."""
     from .models.simvp import SimVP
 
     if device_type == "cpu" or not isinstance(model, SimVP):
@@ -200,9 +206,9 @@ def keep_freed_memory(*, mmap_threshold: int = 1 << 30, trim_threshold: int = 1 
     By default glibc serves every block over 32 MiB with a fresh mmap and gives it back to the
     system when freed, so each large activation (a SimVP decoder's is 108 MB at 11 x 64 x 160 x
     240) is zero-filled page by page again by the kernel. Raising the mmap and trim thresholds
-    keeps them in the heap: on 2 cores limited to AVX2 a float32 training step of the paper's
-    SimVP is 1.43x faster, its inference 1.16x (eager) and 1.08-1.11x (folded)
-    (benchmarks/allocator.py); the numbers are the same. The cost is a process that keeps its
+    keeps them in the heap, which made the paper SimVP's float32 training steps and inference
+    (eager and folded) faster on 2 cores limited to AVX2 (benchmarks/allocator.py:
+    benchmarks/results/allocator.md); the numbers are the same. The cost is a process that keeps its
     peak memory until it exits. A no-op where the C library is not glibc, or with the environment
     variable SIMVP_UNET_DEFAULT_MALLOC set.
     """

@@ -176,7 +176,7 @@ class Segmenter(Served):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Segmenter:
         """Built (untrained) from a run's saved config: `resolution` and the `model` section."""
-        model = UNet(from_dict(UNetConfig, config["model"], prefix="model.", stored=True))
+        model = UNet(from_dict(UNetConfig, config["model"], prefix="model."))
         return cls(model, resolution=config["resolution"])
 
     def model_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -227,7 +227,7 @@ class FramePredictor(Served):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FramePredictor:
         """Built (untrained) from a run's saved config: `resolution` and the `model` section."""
-        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model.", stored=True))
+        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model."))
         return cls(model, resolution=config["resolution"])
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -311,7 +311,7 @@ class MaskForecaster(Served):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MaskForecaster:
         """Built (untrained) from a run's saved config: `resolution`, `rollout_frames`, `model`."""
-        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model.", stored=True))
+        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model."))
         return cls(model, resolution=config["resolution"], rollout_frames=config.get("rollout_frames", 0))
 
     def forward(self, masks: torch.Tensor, future: torch.Tensor | None = None,

@@ -88,8 +88,9 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
     hparams = ckpt["hyper_parameters"]
     try:
         module = KINDS[hparams["kind"]].served.from_config(hparams["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: stored config is not valid here: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:  # e.g. a setting this version no longer has
+        raise DataError(f"{path}: stored config is not valid here ({exc}): a run made by another "
+                        "version of simvp-unet? Train it again") from None
     weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     expected = module.model.state_dict()
     missing = [k for k in expected if k not in weights]

@@ -1,8 +1,5 @@
-"""The networks: `SimVP` (frames or masks -> future frames or class logits) and `UNet` (segmenter).
-
-Each is built from a typed dataclass config (`SimVPConfig`, `UNetConfig`); `export` writes ONNX
-and safetensors files.
-"""
+"""The networks: `SimVP` (past frames or masks -> the future ones) and `UNet` (frame -> mask), each
+built from a dataclass config; `fold` serves them faster, `export` writes them to files."""
 
 from .simvp import SimVP, SimVPConfig
 from .unet import UNet, UNetConfig

@@ -3,8 +3,11 @@
     export_onnx(model, torch.rand(1, 11, 3, 160, 240), "simvp.onnx")
     export_safetensors(model, model.config, "simvp.safetensors")
     model = load_safetensors("simvp.safetensors")       # SimVP or UNet, in eval mode
+    net = load_safetensors("net.safetensors", classes={**MODELS, "Net": (Net, NetConfig)})
 
-Both writers go through a temporary file, so a failed export leaves no half-written file.
+Both writers go through a temporary file, so a failed export leaves no half-written file. The
+writers take any network built from a dataclass config; the reader rebuilds the classes it is
+given, by default this package's own (`MODELS`): a package above passes its networks too.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -22,15 +26,14 @@ from torch import nn
 from ..config import from_dict
 from ..errors import DataError, short_reason
 from ..io import atomic_path
-from ..objects.dynamics import MotionConfig, MotionForecaster
 from .simvp import SimVP, SimVPConfig
 from .unet import UNet, UNetConfig
 
-# The model classes a safetensors file may name, with the config each is built from.
+# This package's networks, by the class name a safetensors file records, with the config each
+# is built from: what `load_safetensors` rebuilds unless it is given more.
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "SimVP": (SimVP, SimVPConfig),
     "UNet": (UNet, UNetConfig),
-    "MotionForecaster": (MotionForecaster, MotionConfig),
 }
 
 
@@ -92,13 +95,17 @@ def export_safetensors(model: nn.Module, config, path: str | Path) -> Path:
     """Write the weights of `model` and its config (JSON in the file's metadata) as safetensors.
 
     Args:
-        model: a `SimVP`, `UNet` or `MotionForecaster` (its fitted plane and settings are buffers).
-        config: its `SimVPConfig`, `UNetConfig` or `MotionConfig`.
+        model: a network built as `type(model)(config)` whose state (parameters and buffers) is
+            all it learned or fitted: a `SimVP`, a `UNet`, or a network of a package above.
+        config: the dataclass instance it was built from (`model.config`).
         path: the `.safetensors` file to write.
+
+    The file records the class name; `load_safetensors` rebuilds it given that class.
     """
     name = type(model).__name__
-    if name not in MODELS:
-        raise TypeError(f"export_safetensors handles {', '.join(MODELS)}, not {name}")
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"export_safetensors needs the dataclass config {name} was built from, "
+                        f"got {type(config).__name__}")
     # safetensors refuses tensors that share memory, so every tensor gets its own copy
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"model": name, "config": json.dumps(dataclasses.asdict(config))}
@@ -108,8 +115,15 @@ def export_safetensors(model: nn.Module, config, path: str | Path) -> Path:
     return path
 
 
-def load_safetensors(path: str | Path) -> nn.Module:
-    """Rebuild the model saved by `export_safetensors` (on the CPU, in eval mode)."""
+def load_safetensors(path: str | Path, *,
+                     classes: Mapping[str, tuple[type[nn.Module], type]] = MODELS) -> nn.Module:
+    """Rebuild the model saved by `export_safetensors` (on the CPU, in eval mode).
+
+    Args:
+        path: the `.safetensors` file.
+        classes: the networks it may hold, by class name, each with its config class (as
+            `MODELS`, the default: SimVP and UNet); a caller above passes its own as well.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model file not found: {path}")
@@ -120,11 +134,12 @@ def load_safetensors(path: str | Path) -> nn.Module:
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"{path} is not a readable safetensors file ({short_reason(exc)})") from None
     name = metadata.get("model")
-    if name not in MODELS:
-        raise DataError(f"{path} does not name a known model in its metadata (got {name!r})")
-    model_cls, config_cls = MODELS[name]
+    if name not in classes:
+        raise DataError(f"{path} does not name a known model in its metadata (got {name!r}; "
+                        f"known here: {', '.join(classes)})")
+    model_cls, config_cls = classes[name]
     try:
-        config = from_dict(config_cls, json.loads(metadata["config"]), stored=True)
+        config = from_dict(config_cls, json.loads(metadata["config"]))
         model = model_cls(config)
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

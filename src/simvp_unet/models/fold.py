@@ -2,8 +2,9 @@
 
     fast = fold_for_inference(model)             # an eval-only copy; `model` is left as it was
 
-What is folded (each kept because benchmarks/models.py measured it faster; tests check that
-the outputs stay within 1e-5 of the original's):
+What is folded (each kept because benchmarks/models.py measured it faster:
+benchmarks/results/models_avx2.md, models_native.md and the GPU tables; tests/test_speed.py checks
+that the outputs agree with the original's up to float rounding):
 
 - U-Net: every BatchNorm goes into the convolution before it, and the ReLU after it runs
   inside that convolution (a oneDNN post-op): one pass over the activations instead of three.
@@ -22,13 +23,21 @@ the outputs stay within 1e-5 of the original's):
   they stay four convolutions. Their outputs are stacked so that one GroupNorm, one LeakyReLU
   and one sum do the work of four, four and three. Computing the branches as one grouped
   convolution with every kernel zero-padded to 11 x 11 is the same function too, but it does
-  2.4x the multiply-adds (4 x 121 taps instead of 9 + 25 + 49 + 121) and measured 0.88x the
-  speed of the original block on an AVX2 CPU; it is not used.
+  more than twice the multiply-adds (4 x 121 taps instead of 9 + 25 + 49 + 121) and measured
+  slower than the original block on an AVX2 CPU (benchmarks/results/models_avx2.md); it is not
+  used.
+
+The oneDNN calls go to private operators of torch (`torch.ops.mkldnn._convolution_pointwise`
+and the three others in `_PRIVATE_OPS`), which another torch version may lack or change.
+`private_ops_available` checks once per process that each exists and computes what the public
+convolutions compute; where one does not, every folded convolution goes through F.conv2d
+(F.conv_transpose2d) and its activation: the same outputs, without the oneDNN speed-up.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -66,14 +75,73 @@ def fold_bn_before(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> tuple[torch.Tensor, t
 # ---------------------------------------------------------------------------------------------
 # Convolutions with their weights in oneDNN's layout
 
+# The private oneDNN operators `FoldedConv` calls, each with the overloads it calls. torch does
+# not promise them from one version to the next; `private_ops_available` checks them.
+_PRIVATE_OPS: dict[str, tuple[str, ...]] = {
+    "_convolution_pointwise": ("default", "binary"),
+    "_reorder_convolution_weight": ("default",),
+    "_convolution_transpose_pointwise": ("default",),
+    "_reorder_convolution_transpose_weight": ("default",),
+}
+
+
+@functools.cache
+def private_ops_available() -> bool:
+    """Whether folded models may call the private oneDNN operators (checked once per process).
+
+    True where torch has oneDNN, every operator and overload in `_PRIVATE_OPS` resolves, and
+    each kind of call the folded models make computes, on a tiny float32 input, what F.conv2d
+    (F.conv_transpose2d) and the activation compute. Elsewhere folded models run their
+    convolutions through those public functions: the same outputs, without the speed-up.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        for name, overloads in _PRIVATE_OPS.items():
+            packet = getattr(torch.ops.mkldnn, name)
+            for overload in overloads:
+                getattr(packet, overload)
+        return _onednn_matches_plain()
+    except Exception:  # noqa: BLE001 - an operator missing, renamed or called otherwise: not used
+        return False
+
+
+def _onednn_matches_plain() -> bool:
+    """Every kind of call the folded models send to oneDNN (a convolution alone, with GELU or
+    ReLU, with an added input and ReLU; a transposed convolution) on a tiny input, against the
+    same call through F.conv2d (F.conv_transpose2d)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, dtype=torch.float32) - 0.5
+
+    # skip_init: the layers give their geometry only, and the global generator is not drawn from
+    conv = nn.utils.skip_init(nn.Conv2d, 4, 4, 3, padding=1)
+    up = nn.utils.skip_init(nn.ConvTranspose2d, 4, 4, 2, stride=2)
+    x, other = rand(1, 4, 6, 6), rand(1, 4, 6, 6)
+    cases = [
+        (FoldedConv(conv, rand(4, 4, 3, 3), rand(4)), None),
+        (FoldedConv(conv, rand(4, 4, 3, 3), rand(4), activation="gelu"), None),
+        (FoldedConv(conv, rand(4, 4, 3, 3), rand(4), activation="relu"), None),
+        (FoldedConv(conv, rand(4, 4, 3, 3), rand(4), activation="relu"), other),
+        (FoldedConv(up, rand(4, 4, 2, 2), rand(4)), None),
+    ]
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        for module, add in cases:
+            for _ in range(2):  # the first call packs the weights, the second uses them
+                if not torch.allclose(module._onednn(x, add), module._plain(x, add), rtol=0, atol=1e-5):
+                    return False
+    return True
+
 
 def _packable(x: torch.Tensor) -> bool:
-    """True where the oneDNN kernels run: float32 on a CPU, outside autocast."""
+    """True where the oneDNN kernels run: float32 on a CPU, outside autocast, with the private
+    operators at hand (`private_ops_available`)."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
         and not torch.is_autocast_enabled("cpu")
+        and private_ops_available()
     )
 
 
@@ -82,8 +150,8 @@ class FoldedConv(nn.Module):
     ("relu", "leaky_relu" or "gelu") computed inside it.
 
     On a float32 CPU input the weights are reordered once, at the first call, and the call goes
-    to oneDNN with the activation as a post-op; elsewhere it is F.conv2d (F.conv_transpose2d)
-    followed by the activation.
+    to oneDNN with the activation as a post-op; elsewhere, or without the private operators
+    (`private_ops_available`), it is F.conv2d (F.conv_transpose2d) followed by the activation.
     """
 
     def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, weight: torch.Tensor | None = None,
@@ -124,14 +192,20 @@ class FoldedConv(nn.Module):
         activation; on oneDNN the addition is a post-op too (not for transposed convolutions)."""
         if add is not None and self.transposed:
             raise ValueError("FoldedConv: add is for convolutions, not transposed ones")
-        if not _packable(x):
-            if self.transposed:
-                y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
-                                       self.output_padding, self.groups, self.dilation)
-            else:
-                y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                             self.groups)
-            return self._act(y if add is None else y + add)
+        return self._onednn(x, add) if _packable(x) else self._plain(x, add)
+
+    def _plain(self, x: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
+        """`forward` through the public convolutions (any device, dtype and autocast)."""
+        if self.transposed:
+            y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                   self.output_padding, self.groups, self.dilation)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                         self.groups)
+        return self._act(y if add is None else y + add)
+
+    def _onednn(self, x: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
+        """`forward` through the private oneDNN operators (float32 on a CPU, outside autocast)."""
         x = x.contiguous(memory_format=torch.channels_last)
         mkldnn = torch.ops.mkldnn
         algorithm = "none" if self.activation == "gelu" else ""  # exact (erf) GELU
@@ -143,20 +217,20 @@ class FoldedConv(nn.Module):
                 None if self.activation == "none" else self.activation, self._scalars(), algorithm)
         if self.transposed:
             if self._packed is None:
-                self._packed = mkldnn._reorder_convolution_transpose_weight(
+                self._packed = mkldnn._reorder_convolution_transpose_weight.default(
                     self.weight, self.padding, self.output_padding, self.stride, self.dilation,
                     self.groups, list(x.shape))
-            return mkldnn._convolution_transpose_pointwise(
+            return mkldnn._convolution_transpose_pointwise.default(
                 x, self._packed, self.bias, self.padding, self.output_padding, self.stride,
                 self.dilation, self.groups, self.activation, self._scalars(), algorithm)
         self._pack(x)
-        return mkldnn._convolution_pointwise(
+        return mkldnn._convolution_pointwise.default(
             x, self._packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
             self.activation, self._scalars(), algorithm)
 
     def _pack(self, x: torch.Tensor) -> None:
         if self._packed is None:
-            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
+            self._packed = torch.ops.mkldnn._reorder_convolution_weight.default(
                 self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
 
 
@@ -206,8 +280,9 @@ def _conv_bn_relu(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> FoldedConv:
 class FoldedUpStage(nn.Module):
     """`UpStage` without its concatenation: the first convolution of cat(skip, up(x)) is split by
     input channels, conv(cat(skip, u)) = conv_skip(skip) + conv_up(u), the sum and the ReLU
-    computed inside the second one (copying both inputs into one tensor cost as much as the
-    convolution itself at 160 x 240)."""
+    computed inside the second one: copying both inputs into one tensor cost about as much as
+    the convolution itself at full resolution (the segmenter's speed with and without it:
+    benchmarks/results/label.md)."""
 
     def __init__(self, stage: UpStage):
         super().__init__()

@@ -90,7 +90,7 @@ def bilinear_at(x: torch.Tensor, size: tuple[int, int], flat: torch.Tensor) -> t
     """Some pixels of `F.interpolate(x, size, mode="bilinear")` without upsampling the rest:
     (N, K, h, w) and long indices into the flattened (N, *size) output -> (M, K) float32. The
     same sources and weights as PyTorch's CPU kernel; the values agree up to float rounding
-    (within 2e-6 for values of size 1; 5e-7 at the factor 2 the segmenter upsamples by)."""
+    (tests/test_speed.py)."""
     n, k, h, w = x.shape
     size = (int(size[0]), int(size[1]))
     top_left, top_right, bottom_left, bottom_right, fy, fx = _sources(size, (h, w), x.device)

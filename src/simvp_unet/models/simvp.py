@@ -21,7 +21,7 @@ N_S = spatial_blocks, N_T = temporal_blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -83,11 +83,6 @@ class SimVPConfig:
     mlp_ratio: float = 8.0
     extra_downsample: bool = False
     copy_prior: float = 0.0
-
-    # Keys that files written by earlier versions hold, dropped when such a file is read
-    # (`config.from_dict(..., stored=True)`). time_mode ("rollout" or "project") built the same
-    # network whenever out_frames == in_frames, the only setting any trainer allowed.
-    RETIRED: ClassVar[tuple[str, ...]] = ("time_mode",)
 
     def __post_init__(self) -> None:
         self.incep_kernels = tuple(self.incep_kernels)

@@ -174,10 +174,10 @@ class UNet(nn.Module):
         return crop_to(self._split_head(stages), height, width)
 
     @torch.no_grad()
-    def classes(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) floats -> long (B, H, W): `forward(x).argmax(1)`, computed for the
-        factored split head without its num_classes full-resolution log-probabilities, and only
-        where an object can win: the likeliest object class takes each factor's likeliest value,
+    def argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) floats -> long (B, H, W) class ids: `forward(x).argmax(1)`, computed
+        for the factored split head without its num_classes full-resolution log-probabilities,
+        and only where an object can win: the likeliest object class takes each factor's likeliest value,
         and it wins where log p(object) + its log-probability beats log p(background). That
         log-probability is at most 0, so wherever z <= 0 (p(object) <= 1/2) the background
         wins; the object logits are upsampled (bilinearly, as `forward` does) at the other

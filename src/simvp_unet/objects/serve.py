@@ -61,7 +61,7 @@ class Dynamics(Served):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Dynamics:
         """Built (untrained) from a run's saved config: its `model` section."""
-        return cls(DynamicsNet(from_dict(DynamicsNetConfig, config["model"], prefix="model.", stored=True)))
+        return cls(DynamicsNet(from_dict(DynamicsNetConfig, config["model"], prefix="model.")))
 
     @torch.inference_mode()
     def forecast_objects(self, masks: torch.Tensor, *, learned: bool = True) -> ObjectForecast:

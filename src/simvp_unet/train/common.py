@@ -102,17 +102,19 @@ class TrainSettings:
 
 
 class TrainModule(L.LightningModule):
-    """Base of the three trainers: Adam + optional one-cycle schedule, hyper-parameters as a plain dict.
+    """Base of the trainers: Adam + optional one-cycle schedule, hyper-parameters as a plain dict.
 
-    Subclasses set `kind` (the name in `train.runner.MODULES`), `monitor` and `monitor_mode`,
-    keep their network as `self.model` and serve it through the `served` property (the module
-    of `simvp_unet.inference` around that same network, holding no weights of its own). So the
-    checkpoint's weights are the network's, under `model.`, and it holds `{"kind": ...,
-    "config": plain dict}`: `inference.load_run` rebuilds the served module from it with no
-    command line and no Lightning, and `torch.load(weights_only=True)` can read it.
+    Subclasses set `kind` (its name in `kinds.KINDS`), `config_class` (their settings),
+    `monitor` and `monitor_mode`, give their (train, val) data with `datasets(config, root)`,
+    keep their network as `self.model` and serve it through the `served` property (the served
+    module around that same network, holding no weights of its own). So the checkpoint's
+    weights are the network's, under `model.`, and it holds `{"kind": ..., "config": plain
+    dict}`: `runs.load_run` rebuilds the served module from it with no command line and no
+    Lightning, and `torch.load(weights_only=True)` can read it.
     """
 
     kind: str = ""
+    config_class: type[TrainSettings] = TrainSettings
     monitor: str = ""
     monitor_mode: Literal["min", "max"] = "max"
 
@@ -151,7 +153,8 @@ class TrainModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         cfg = self.config
         # fused: one kernel over all parameters instead of a loop; the same update up to float
-        # rounding (benchmarks/models.py: 0.97x-1.21x a training step on 2 cores, mostly above 1).
+        # rounding, and a training step on 2 cores mostly faster, never much slower
+        # (benchmarks/results/models_avx2.md, models_native.md: the "fused Adam" rows).
         # Lightning refuses gradient clipping with a fused optimizer under mixed precision.
         fused = self.device.type in ("cpu", "cuda") and not cfg.grad_clip
         optimizer = torch.optim.Adam(self.parameter_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)

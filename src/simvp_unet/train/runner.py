@@ -112,7 +112,7 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         if saved_kind != kind:
             raise ConfigError(f"cannot resume: {out} is a {saved_kind} run, not a {kind} run")
         try:
-            saved = from_dict(KINDS[kind].trainer().config_class, data, stored=True)
+            saved = from_dict(KINDS[kind].trainer().config_class, data)
         except ConfigError as exc:
             raise ConfigError(f"{config_file}: {exc}") from None
         return saved, last

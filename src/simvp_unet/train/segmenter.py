@@ -3,27 +3,31 @@
     simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg
 
 Trains on every labeled frame of the training videos, either whole or as square random crops
-(most of them centred near an object, since most pixels are floor), with cross-entropy plus
-an optional soft Jaccard term; validates on whole frames with the task's metric (one global
-confusion matrix over all frames, macro Jaccard over present classes) at full size. A U-Net is
-fully convolutional: trained on crops, it segments whole frames.
+(most of them centred near an object, since most pixels are floor), with cross-entropy;
+validates on whole frames with the task's metric (one global confusion matrix over all frames,
+macro Jaccard over present classes) at full size. A U-Net is fully convolutional: trained on
+crops, it segments whole frames.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import ConcatDataset, Dataset
 
+from ..data.datasets import FrameDataset
 from ..inference import Segmenter, check_network, logits_to_size, masks_to_size
 from ..metrics import task_metric
 from ..models.unet import UNet, UNetConfig
 from ..viz import mask_to_rgb
 from .common import TrainModule, TrainSettings, picture_rows, to_hwc
+from .splits import check_splits, require_true_masks
 
 
 @dataclass
@@ -36,8 +40,6 @@ class SegmenterConfig(TrainSettings):
             (0: whole frames); validation and inference always see whole frames.
         crop_on_objects: fraction of the crops centred near a random object pixel (the
             others anywhere); a frame without objects gets a crop anywhere.
-        jaccard_weight: weight of the soft Jaccard loss (`soft_jaccard_loss`) added to the
-            cross-entropy (0: cross-entropy alone).
         factor_weights: for a factored split head, one weight per factor of
             `model.object_factors` (shape, material, color) multiplying that factor's
             cross-entropy (`split_cross_entropy`); empty: all 1, the plain cross-entropy.
@@ -47,7 +49,6 @@ class SegmenterConfig(TrainSettings):
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     crop: int = 0
     crop_on_objects: float = 0.75
-    jaccard_weight: float = 0.0
     factor_weights: list[float] = field(default_factory=list)
     model: UNetConfig = field(default_factory=UNetConfig)
 
@@ -61,13 +62,10 @@ class SegmenterConfig(TrainSettings):
                              f"{min(self.resolution)}, got {self.crop}")
         if not 0 <= self.crop_on_objects <= 1:
             raise ValueError(f"crop_on_objects must be in [0, 1], got {self.crop_on_objects}")
-        if self.jaccard_weight < 0:
-            raise ValueError(f"jaccard_weight must be >= 0, got {self.jaccard_weight}")
         if self.factor_weights:
             factors = self.model.object_factors
-            if not factors or self.jaccard_weight:
-                raise ValueError("factor_weights needs a factored split head (model.object_factors) "
-                                 "and jaccard_weight 0")
+            if not factors:
+                raise ValueError("factor_weights needs a factored split head (model.object_factors)")
             if len(self.factor_weights) != len(factors) or not all(
                     math.isfinite(w) and w > 0 for w in self.factor_weights):
                 raise ValueError(f"factor_weights must be {len(factors)} positive numbers, one per factor "
@@ -110,29 +108,6 @@ def random_crops(images: torch.Tensor, masks: torch.Tensor, size: int, *, on_obj
             torch.stack([m[r, c] for m, r, c in zip(masks, rows, cols, strict=True)]))
 
 
-def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0) -> torch.Tensor:
-    """1 - the mean soft IoU over the classes in the target or the prediction, over the batch.
-
-    The task's metric with the hard prediction replaced by the softmax probabilities p: for each
-    class k, intersection = sum of p_k over the pixels of class k and union = sum of p_k + the
-    pixels of class k - intersection, over every pixel of the batch; the mean runs over the
-    classes present in the target or the argmax, as the metric's does. logits (B, K, H, W),
-    target long (B, H, W) -> scalar. Zero only for a perfect, certain prediction.
-    """
-    num_classes = logits.shape[1]
-    probs = logits.float().softmax(1)
-    target = target.long()
-    # per-class sums without a one-hot tensor (K times the pixels)
-    p_true = probs.gather(1, target.unsqueeze(1)).flatten()
-    intersection = torch.zeros(num_classes, device=probs.device).index_add_(0, target.flatten(), p_true)
-    pixels = torch.bincount(target.flatten(), minlength=num_classes).to(probs.dtype)
-    union = probs.sum((0, 2, 3)) + pixels - intersection
-    present = pixels > 0
-    present[logits.argmax(1).unique()] = True
-    iou = (intersection + smooth) / (union + smooth)
-    return 1 - iou[present].mean()
-
-
 def split_cross_entropy(z: torch.Tensor, objects: torch.Tensor, target: torch.Tensor,
                         factors: list[int], weights: list[float] | None = None) -> torch.Tensor:
     """The split head's mean cross-entropy from its raw outputs (`UNet.split_logits`).
@@ -141,10 +116,10 @@ def split_cross_entropy(z: torch.Tensor, objects: torch.Tensor, target: torch.Te
     `forward` builds: -log p(class) is the object-or-background term (binary cross-entropy of
     z) plus, on object pixels, each factor's cross-entropy for its part of the class id
     (row-major: the last factor varies fastest), averaged over every pixel. Without the
-    full-resolution num_classes channels a training step runs 1.14x faster (width-8 U-Net,
-    16 crops of 96x96, 2 cores, AVX2). `weights` (one per factor, default all 1) multiply the
-    factors' terms. z (B, 1, H, W), objects (B, sum(factors), H, W), target long (B, H, W) ->
-    scalar.
+    full-resolution num_classes channels a training step is faster
+    (benchmarks/results/segmenter.md, variant fast-loss-11-epochs). `weights` (one per factor,
+    default all 1) multiply the factors' terms. z (B, 1, H, W), objects (B, sum(factors), H, W),
+    target long (B, H, W) -> scalar.
     """
     weights = list(weights) if weights else [1.0] * len(factors)
     is_object = target > 0
@@ -160,13 +135,14 @@ def split_cross_entropy(z: torch.Tensor, objects: torch.Tensor, target: torch.Te
 
 class SegmenterModule(TrainModule):
     """U-Net training: frames (B, 3, H, W) uint8 + masks (B, H, W), whole or cropped ->
-    cross-entropy (+ soft Jaccard); validation on whole frames.
+    cross-entropy; validation on whole frames.
 
     Args:
         config: the resolved `SegmenterConfig`.
     """
 
     kind = "segmenter"
+    config_class = SegmenterConfig
     monitor = "val/jaccard"
     monitor_mode = "max"
 
@@ -174,6 +150,16 @@ class SegmenterModule(TrainModule):
         super().__init__(config)
         self.model = UNet(config.model)
         self.val_jaccard = task_metric()
+
+    @staticmethod
+    def datasets(config: SegmenterConfig, root: Path) -> tuple[Dataset, Dataset]:
+        """(train, val): every labeled frame of the training splits and of the val split; each
+        of them must have its true masks."""
+        check_splits(root, [*config.train_splits, config.val_split])
+        for split in [*config.train_splits, config.val_split]:
+            require_true_masks(root, split, "the segmenter needs labeled videos")
+        train = ConcatDataset([FrameDataset(root, split) for split in config.train_splits])
+        return train, FrameDataset(root, config.val_split)
 
     @property
     def served(self) -> Segmenter:
@@ -197,16 +183,12 @@ class SegmenterModule(TrainModule):
         masks = masks_to_size(batch["mask"], self.resolution)
         if cfg.crop:
             images, masks = random_crops(images, masks, cfg.crop, on_objects=cfg.crop_on_objects)
-        if cfg.model.head == "split" and not cfg.jaccard_weight:
+        if cfg.model.head == "split":
             z, objects = self.model.split_logits(images)
             loss = split_cross_entropy(z, objects, masks, cfg.model.factor_sizes, cfg.factor_weights)
-            self.log("train/cross_entropy", loss, batch_size=len(images))
         else:
-            logits = self.model(images).float()
-            loss = self.cross_entropy(logits, masks)
-            self.log("train/cross_entropy", loss, batch_size=len(logits))
-            if cfg.jaccard_weight:
-                loss = loss + cfg.jaccard_weight * soft_jaccard_loss(logits, masks)
+            loss = self.cross_entropy(self.model(images).float(), masks)
+        self.log("train/cross_entropy", loss, batch_size=len(images))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
 
