@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch; a GPU user sets TORCH_SPEC (see README) before `make`.
+# The CPU build of torch; a GPU user sets TORCH_SPEC, and TORCH_PIP_ARGS for another index (README).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 
 .PHONY: install install-test demo test lint clean
 
@@ -12,11 +13,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(BIN)/pip install --quiet -e .
 
 install-test: $(BIN)/python
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(BIN)/pip install --quiet -e ".[test]"
 
 demo: install

@@ -59,10 +59,10 @@ def test_full_demo_settings_resolve_and_shorten_the_cpu_presets():
     from simvp_unet.demo import FULL
     from simvp_unet.kinds import KINDS
 
-    assert FULL.train == "cpu" and set(FULL.overrides) <= set(KINDS)
-    configs = {kind: KINDS[kind].trainer().config_class for kind in FULL.overrides}
-    demo = {kind: resolve(configs[kind], kind, "cpu", list(o)) for kind, o in FULL.overrides.items()}
-    preset = {kind: resolve(configs[kind], kind, "cpu", []) for kind in FULL.overrides}
+    assert FULL.train == "cpu"
+    configs = {kind: KINDS[kind].trainer().config_class for kind in KINDS}
+    demo = {kind: resolve(configs[kind], kind, "cpu", list(FULL.overrides(kind))) for kind in KINDS}
+    preset = {kind: resolve(configs[kind], kind, "cpu", []) for kind in KINDS}
     assert demo["segmenter"].epochs < preset["segmenter"].epochs
     assert demo["segmenter"].val_every_epochs == demo["segmenter"].epochs  # one validation, at the end
     for kind in ("predictor", "forecaster"):

@@ -18,7 +18,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,43 +42,22 @@ class DemoPresets:
         train: preset of the trainers (`<kind>_<name>.yaml`).
         workers: data-loading worker processes during training.
         pictures: val videos drawn by the evaluation.
-        overrides: `key=value` settings per kind, applied after the preset.
+        fast: each kind's `smoke` settings (`kinds.Kind`) instead of its `demo` settings.
     """
 
     data: str
     train: str
     workers: int
     pictures: int
-    overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fast: bool = False
 
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.overrides) - set(KINDS))
-        if unknown:
-            raise ValueError(f"demo overrides for unknown kinds {unknown}; the kinds are {', '.join(KINDS)}")
+    def overrides(self, kind: str) -> tuple[str, ...]:
+        """The `key=value` settings applied after the preset to a run of `kind`."""
+        return KINDS[kind].smoke if self.fast else KINDS[kind].demo
 
 
-# The cpu presets, shortened to fit a quarter of an hour on 2 cores without native bf16
-# (float32): the segmenter fewer epochs, the two SimVP baselines (the paper's frames row and the
-# masks row) a fraction of each epoch, the dynamics half its steps. Their numbers at the presets'
-# full length are in benchmarks/results/pipelines.md.
-FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4, overrides={
-    "segmenter": ("epochs=20", "val_every_epochs=20"),
-    "predictor": ("limit_train_batches=40",),
-    "forecaster": ("limit_train_batches=40",),
-    "dynamics": ("max_steps=600",),
-})
-# A smoke test: the cpu recipes shrunk to tiny sizes and a few steps.
-_FEW_STEPS = ("resolution=[32,48]", "epochs=2", "limit_val_batches=1", "log_every_steps=1", "pictures=2")
-_TINY_SIMVP = ("batch_size=2", "limit_train_batches=2", "model.spatial_channels=8",
-               "model.temporal_channels=16", "model.temporal_blocks=2")
-FAST = DemoPresets(data="tiny", train="cpu", workers=0, pictures=1, overrides={
-    "segmenter": (*_FEW_STEPS, "batch_size=8", "limit_train_batches=3", "crop=16", "model.base_channels=4",
-                  "model.depth=2", "model.object_stages=2"),
-    "predictor": (*_FEW_STEPS, *_TINY_SIMVP),
-    "forecaster": (*_FEW_STEPS, *_TINY_SIMVP, "model.embed_dim=8"),
-    "dynamics": ("epochs=2", "max_steps=4", "val_every_epochs=1", "batch_size=4", "pictures=1",
-                 "fit_iterations=5", "model.hidden=16"),
-})
+FULL = DemoPresets(data="demo", train="cpu", workers=1, pictures=4)
+FAST = DemoPresets(data="tiny", train="cpu", workers=0, pictures=1, fast=True)  # a smoke test
 
 
 def _header(number: int, total: int, name: str, what: str, start: float) -> None:
@@ -98,7 +77,7 @@ def _train(kind: str, data: Path, run: Path, presets: DemoPresets) -> dict[str, 
         # stopped before its first checkpoint: nothing worth keeping in this demo-owned folder
         print(f"starting {run} again (it stopped before its first checkpoint)")
         shutil.rmtree(run)
-    return train(kind, data, run, preset=presets.train, overrides=list(presets.overrides.get(kind, ())),
+    return train(kind, data, run, preset=presets.train, overrides=list(presets.overrides(kind)),
                  runtime=runtime)
 
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the three trainers: settings, the optimizer, pictures, checkpoints.
+"""Pieces shared by the trainers: settings, the optimizer, pictures, checkpoints.
 
 Every trainer wraps the served module of its kind (`simvp_unet.inference`), which works at the
 run's `resolution` (H, W): inputs arrive at the dataset's size (160 x 240) as uint8 and are
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from einops import rearrange
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch.utils.data import Dataset
 
 from ..config import to_dict
 from ..errors import TrainingDiverged
@@ -117,6 +118,12 @@ class TrainModule(L.LightningModule):
     config_class: type[TrainSettings] = TrainSettings
     monitor: str = ""
     monitor_mode: Literal["min", "max"] = "max"
+
+    @classmethod
+    def datasets(cls, config: TrainSettings, root: Path) -> tuple[Dataset, Dataset]:
+        """(train, val) datasets of a run with these settings on the dataset at `root`; fails
+        with one line when the data cannot serve (`train.splits`)."""
+        raise NotImplementedError
 
     def __init__(self, config: TrainSettings) -> None:
         super().__init__()

@@ -146,13 +146,13 @@ class DynamicsModule(TrainModule):
         weights = torch.linspace(0.5, 1.5, FUTURE_FRAMES)  # later frames matter more
         self.register_buffer("frame_weights", weights / weights.mean(), persistent=False)
 
-    @staticmethod
-    def datasets(config: DynamicsConfig, root: Path) -> tuple[TrackDataset, TrackDataset]:
+    @classmethod
+    def datasets(cls, config: DynamicsConfig, root: Path) -> tuple[TrackDataset, TrackDataset]:
         """(train, val): the tracks of the masked training splits and of the val split's true
         masks, extracted once and cached beside the data (`objects.cache`)."""
         check_splits(root, [*config.train_splits, config.val_split])
         require_true_masks(root, config.val_split, "the dynamics validates on true masks")
-        parts = [split_tracks(root, split) for split in masked_splits(root, config.train_splits, "dynamics")]
+        parts = [split_tracks(root, split) for split in masked_splits(root, config.train_splits, cls.kind)]
         train = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return TrackDataset(train), TrackDataset(split_tracks(root, config.val_split))
 

@@ -109,13 +109,13 @@ class ForecasterModule(TrainModule):
         progress = min(self.global_step / total, 1.0)
         return cfg.sampling_start + (cfg.sampling_end - cfg.sampling_start) * progress
 
-    @staticmethod
-    def datasets(config: ForecasterConfig, root: Path) -> tuple[Dataset, Dataset]:
+    @classmethod
+    def datasets(cls, config: ForecasterConfig, root: Path) -> tuple[Dataset, Dataset]:
         """(train, val): masks of the training splits (true masks, else complete pseudo-labels;
         a split with neither is skipped) and the val split's true masks."""
         check_splits(root, [*config.train_splits, config.val_split])
         require_true_masks(root, config.val_split, "the forecaster validates on true masks")
-        splits = masked_splits(root, config.train_splits, "forecaster")
+        splits = masked_splits(root, config.train_splits, cls.kind)
         train = ConcatDataset([VideoDataset(root, split, masks="any", with_frames=False) for split in splits])
         return train, VideoDataset(root, config.val_split, masks="true", with_frames=False)
 

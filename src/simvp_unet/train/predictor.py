@@ -74,8 +74,8 @@ class PredictorModule(TrainModule):
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
 
-    @staticmethod
-    def datasets(config: PredictorConfig, root: Path) -> tuple[Dataset, Dataset]:
+    @classmethod
+    def datasets(cls, config: PredictorConfig, root: Path) -> tuple[Dataset, Dataset]:
         """(train, val): every video of the training splits and of the val split (frames only)."""
         check_splits(root, [*config.train_splits, config.val_split])
         train = ConcatDataset([VideoDataset(root, split) for split in config.train_splits])

@@ -151,8 +151,8 @@ class SegmenterModule(TrainModule):
         self.model = UNet(config.model)
         self.val_jaccard = task_metric()
 
-    @staticmethod
-    def datasets(config: SegmenterConfig, root: Path) -> tuple[Dataset, Dataset]:
+    @classmethod
+    def datasets(cls, config: SegmenterConfig, root: Path) -> tuple[Dataset, Dataset]:
         """(train, val): every labeled frame of the training splits and of the val split; each
         of them must have its true masks."""
         check_splits(root, [*config.train_splits, config.val_split])
