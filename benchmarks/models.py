@@ -44,10 +44,10 @@ AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_EN
 
 import torch  # noqa: E402 - after AVX2_ENV, which must be set before torch starts (see main)
 import torch.nn.functional as F  # noqa: E402
+from provenance import commit, provenance, write_sections  # noqa: E402
 from torch import nn  # noqa: E402
 
 from simvp_unet.hardware import channels_last, cpu_features, has_native_bf16  # noqa: E402
-from simvp_unet.io import write_text  # noqa: E402
 from simvp_unet.models import SimVP, SimVPConfig, UNet, UNetConfig  # noqa: E402
 from simvp_unet.models.fold import fold_for_inference  # noqa: E402
 
@@ -273,26 +273,13 @@ def measure(case: Case, args) -> list[str]:
     rows += [f"| infer | {name} | {t:.3g} | {base / t:.2f}x | {diffs[name]:.1e} |"
              for name, t in infer.items()]
     shape = "x".join(map(str, case.input_shape))
-    head = [f"## {case.name}", "",
+    head = [f"## {case.name}", "", f"Commit {commit()}, {time.strftime('%Y-%m-%d', time.gmtime())} UTC. "
             f"Input {shape} per sample, batch {args.batch or case.batch}, {params:,} parameters; median of "
             f"{repeats} interleaved repeats. Load average (1 min) {load:.1f} at the start, "
             f"{os.getloadavg()[0]:.1f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).",
             "", "| direction | setting | seconds per batch | x baseline | max abs diff |",
             "|---|---|---:|---:|---:|"]
-    return head + rows + [""]
-
-
-def write_report(path: Path, sections: dict[str, list[str]], header: list[str]) -> None:
-    """Write the header and one section per case; keep sections of other cases already there."""
-    old: dict[str, str] = {}
-    if path.is_file():
-        for chunk in path.read_text().split("\n## ")[1:]:
-            old["## " + chunk.split("\n", 1)[0]] = "## " + chunk.rstrip("\n") + "\n"
-    new = {lines[0]: "\n".join(lines) for lines in sections.values()}
-    order = [c.name for c in CASES.values()]
-    titles = sorted({**old, **new}, key=lambda t: order.index(t[3:]) if t[3:] in order else len(order))
-    body = "\n".join({**old, **new}[t].rstrip("\n") + "\n" for t in titles)
-    write_text(path, "\n".join(header) + "\n\n" + body)
+    return head + rows
 
 
 def main() -> None:
@@ -329,27 +316,25 @@ def main() -> None:
 
     features = cpu_features()
     load = os.getloadavg()[0]
+    command = " ".join(["python benchmarks/models.py", *sys.argv[1:]])
     if args.device == "cuda":
-        header = ["# Model speed on a GPU", "",
-                  f"`python benchmarks/models.py --device cuda{f' --batch {args.batch}' if args.batch else ''}`; "
+        header = ["# Model speed on a GPU", "", *provenance(command), "",
                   f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
                   f"cuDNN {torch.backends.cudnn.version()}; float32 convolutions in TF32 "
                   f"(torch's default: allow_tf32={torch.backends.cudnn.allow_tf32}). "
                   f"Host CPU: {features.summary()}."]
     else:
-        header = [
-            "# Model speed",
-            "",
-            f"`python benchmarks/models.py{' --isa avx2' if args.isa_limited else ''}`; "
-            f"{args.threads} threads. CPU: {features.summary()}.",
-        ]
+        header = ["# Model speed", "", *provenance(command), "",
+                  f"{args.threads} threads; a run of some cases keeps the other cases' sections, each "
+                  "with its own commit and date."]
     print("\n".join(header), flush=True)
     print(f"load average (1 min) at the start: {load:.1f}", flush=True)
     cases = QUICK if args.quick else {k: CASES[k] for k in (args.case or CASES)}
     sections = {}
-    for key, case in cases.items():
-        sections[key] = measure(case, args)
-        print("\n".join(sections[key]), flush=True)
+    for case in cases.values():
+        lines = measure(case, args)
+        sections[lines[0]] = lines[1:]
+        print("\n".join(lines), flush=True)
     for note in args.notes:
         print(f"- {note}")
     if args.quick:
@@ -360,7 +345,7 @@ def main() -> None:
         path = RESULTS / f"models_cuda_{gpu}.md"
     else:
         path = RESULTS / f"models_{args.isa}.md"
-    write_report(path, sections, header)
+    write_sections(path, header, sections)
     print(f"\nwritten to {path}")
 
 

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import provenance, write_sections
 
 from simvp_unet.classes import CLASS_NAMES, attributes
 from simvp_unet.data.datasets import FrameDataset
@@ -201,7 +202,9 @@ def report(args: argparse.Namespace) -> None:
               f"{minutes(info)} min", flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "segmenter.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "segmenter.md").write_text(markdown(results, args.kept))
+    command = " ".join(["python benchmarks/segmenter.py", *sys.argv[1:]])
+    header = ["# The segmenter on a CPU budget", "", *provenance(command)]
+    write_sections(RESULTS / "segmenter.md", header, sections(results, args.kept))
     print(f"wrote {RESULTS / 'segmenter.md'} and .json")
 
 
@@ -210,9 +213,9 @@ def minutes(info: dict) -> str:
     return "-" if info.get("train_seconds") is None else f"{info['train_seconds'] / 60:.1f}"
 
 
-def markdown(results: dict, kept: str) -> str:
-    lines = ["# The segmenter on a CPU budget", "",
-             "Written by `benchmarks/segmenter.py` (see its docstring for the commands). Training:",
+def sections(results: dict, kept: str) -> dict[str, list[str]]:
+    """The sections `report` writes into segmenter.md (the file's other sections stay)."""
+    lines = ["", "Written by `benchmarks/segmenter.py report` (see its docstring for the commands). Training:",
              "`simvp-unet train segmenter --preset cpu --precision 32-true` plus each variant's settings,",
              "on `bench` (300 training videos, 6,600 labeled frames), timed as wall minutes of the whole",
              "command. Score: the task's Jaccard on the true frame 22 of the 100 validation videos (the",
@@ -232,10 +235,11 @@ def markdown(results: dict, kept: str) -> str:
               f"{results['cpu_of_this_report']}.", ""]
     notes = [f"- {name}: {v['note']}" for name, v in results["variants"].items() if v.get("note")]
     lines += [*notes, ""] if notes else []
+    out = {"## Variants (written by `report`)": lines}
     if kept in results["variants"]:
         v = results["variants"][kept]
-        lines += [f"## The kept segmenter ({kept})", "",
-                  f"Model: {v['model']} at {v['resolution'][0]}x{v['resolution'][1]}.", "",
+        lines = out[f"## The kept segmenter ({kept})"] = [
+            "", f"Model: {v['model']} at {v['resolution'][0]}x{v['resolution'][1]}.", "",
                   "Wrong pixels by kind (a pixel wrong in two attributes counts in both):", "",
                   "| kind | pixels |", "|---|---:|"]
         lines += [f"| {k} | {n} |" for k, n in v["wrong_pixels_by_kind"].items()]
@@ -246,7 +250,7 @@ def markdown(results: dict, kept: str) -> str:
         items = [(k, "-" if x is None else f"{x:.3f}") for k, x in v["per_class_iou"].items()]
         for i in range(0, len(items), 3):
             lines.append("| " + " | ".join(f"{k} | {x}" for k, x in items[i:i + 3]) + " |")
-    return "\n".join(lines) + "\n"
+    return out
 
 
 def main() -> None:
