@@ -36,9 +36,14 @@ timed evaluate simvp-unet evaluate --data "$DATA" --split val --segmenter "$RUNS
 log "evaluate from the true input masks"
 timed evaluate-true simvp-unet evaluate --data "$DATA" --split val --segmenter "$RUNS/seg" \
     --forecaster "$RUNS/fc" --dynamics "$RUNS/dyn" --checkpoint last --input-masks true --out "$RUNS/eval-true"
-python - "$EVAL/results.json" "$RUNS/eval-true/results.json" benchmarks/results/pipelines.json <<'PY'
-import json, sys
+python - "$EVAL/results.json" "$RUNS/eval-true/results.json" benchmarks/results/pipelines.json "$RUNS" <<'PY'
+# a new measurement replaces the file (the README's table is checked against it: update both)
+import json, subprocess, sys, time
+from simvp_unet.hardware import cpu_features
 segmented, true = (json.load(open(p)) for p in sys.argv[1:3])
 keep = lambda r: {"jaccard": r["jaccard"], "skill": r["skill"], "breakdown": r["breakdown"], "videos": r["videos"]}
-json.dump({**keep(segmented), "true_inputs": keep(true)}, open(sys.argv[3], "w"), indent=1)
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+setup = {"command": "bash benchmarks/pipelines.sh", "runs": sys.argv[4], "commit": commit,
+         "machine": cpu_features().summary(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+json.dump({"setup": setup, **keep(segmented), "true_inputs": keep(true)}, open(sys.argv[3], "w"), indent=1)
 PY

@@ -237,20 +237,24 @@ def sections(results: dict, kept: str) -> dict[str, list[str]]:
     lines += [*notes, ""] if notes else []
     out = {"## Variants (written by `report`)": lines}
     if kept in results["variants"]:
-        v = results["variants"][kept]
-        lines = out[f"## The kept segmenter ({kept})"] = [
-            "", f"Model: {v['model']} at {v['resolution'][0]}x{v['resolution'][1]}.", "",
-                  "Wrong pixels by kind (a pixel wrong in two attributes counts in both):", "",
-                  "| kind | pixels |", "|---|---:|"]
-        lines += [f"| {k} | {n} |" for k, n in v["wrong_pixels_by_kind"].items()]
-        lines += ["", "Most confused pairs:", "", "| true | predicted | pixels |", "|---|---|---:|"]
-        lines += [f"| {p['true']} | {p['predicted']} | {p['pixels']} |" for p in v["confused_pairs"]]
-        lines += ["", "Per-class IoU (classes absent from the predictions and the targets: -):", "",
-                  "| class | IoU | class | IoU | class | IoU |", "|---|---:|---|---:|---|---:|"]
-        items = [(k, "-" if x is None else f"{x:.3f}") for k, x in v["per_class_iou"].items()]
-        for i in range(0, len(items), 3):
-            lines.append("| " + " | ".join(f"{k} | {x}" for k, x in items[i:i + 3]) + " |")
+        out[f"## The kept segmenter ({kept})"] = kept_section(results["variants"][kept])
     return out
+
+
+def kept_section(v: dict) -> list[str]:
+    """The kept variant's errors: by kind, the most confused pairs, per-class IoU."""
+    lines = ["", f"Model: {v['model']} at {v['resolution'][0]}x{v['resolution'][1]}.", "",
+             "Wrong pixels by kind (a pixel wrong in two attributes counts in both):", "",
+             "| kind | pixels |", "|---|---:|"]
+    lines += [f"| {k} | {n} |" for k, n in v["wrong_pixels_by_kind"].items()]
+    lines += ["", "Most confused pairs:", "", "| true | predicted | pixels |", "|---|---|---:|"]
+    lines += [f"| {p['true']} | {p['predicted']} | {p['pixels']} |" for p in v["confused_pairs"]]
+    lines += ["", "Per-class IoU (classes absent from the predictions and the targets: -):", "",
+              "| class | IoU | class | IoU | class | IoU |", "|---|---:|---|---:|---|---:|"]
+    items = [(k, "-" if x is None else f"{x:.3f}") for k, x in v["per_class_iou"].items()]
+    for i in range(0, len(items), 3):
+        lines.append("| " + " | ".join(f"{k} | {x}" for k, x in items[i:i + 3]) + " |")
+    return lines
 
 
 def main() -> None:

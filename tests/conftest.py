@@ -34,7 +34,7 @@ def tiny_config() -> Callable[..., Any]:
     from simvp_unet.kinds import KINDS
 
     def make(kind: str, *overrides: str) -> Any:
-        return resolve(KINDS[kind].trainer().config_class, kind, "cpu", [*TINY[kind], *overrides])
+        return resolve(KINDS[kind].config_class, kind, "cpu", [*TINY[kind], *overrides])
 
     return make
 

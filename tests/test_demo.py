@@ -60,7 +60,7 @@ def test_full_demo_settings_resolve_and_shorten_the_cpu_presets():
     from simvp_unet.kinds import KINDS
 
     assert FULL.train == "cpu"
-    configs = {kind: KINDS[kind].trainer().config_class for kind in KINDS}
+    configs = {kind: KINDS[kind].config_class for kind in KINDS}
     demo = {kind: resolve(configs[kind], kind, "cpu", list(FULL.overrides(kind))) for kind in KINDS}
     preset = {kind: resolve(configs[kind], kind, "cpu", []) for kind in KINDS}
     assert demo["segmenter"].epochs < preset["segmenter"].epochs

@@ -14,10 +14,11 @@ import torch
 
 from simvp_unet.cli import main
 from simvp_unet.data import layout
+from simvp_unet.kinds import KINDS
 from simvp_unet.models.export import load_safetensors
 from simvp_unet.runs import load_exported, load_run
 
-# training three tiny runs takes 10-30 s depending on the load of the machine
+# training a tiny run of every kind takes 10-30 s depending on the load of the machine
 pytestmark = pytest.mark.slow
 
 ROWS = ["copy-last", "frames", "oracle", "masks", "masks+absent", "objects-cv", "objects"]
@@ -34,7 +35,7 @@ def runs(tiny_args, tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     data = root / "data"
     shutil.copytree(tiny_data, data)
-    for kind in ("segmenter", "predictor", "forecaster", "dynamics"):
+    for kind in KINDS:  # in training order: the segmenter first
         _cli("train", kind, "--data", data, *tiny_args(kind), "--workers", "0", "--out", root / kind)
         if kind == "segmenter":  # pseudo-labels, before the forecaster trains
             _cli("label", "--data", data, "--segmenter", root / "segmenter")
@@ -92,15 +93,15 @@ def test_evaluate_from_true_input_masks(runs):
 
 
 def test_dynamics_run_loads_without_lightning_and_exports(runs, tmp_path):
-    forecaster = load_run(runs / "dynamics")
+    dynamics = load_run(runs / "dynamics")
     masks = torch.from_numpy(np.stack([np.load(folder / layout.MASK_FILE)[: layout.INPUT_FRAMES]
                                        for _, folder in layout.list_videos(runs / "data", "val")]))
-    result = forecaster.forecast_objects(masks)
+    result = dynamics.forecast_objects(masks)
     assert result.mask.shape == (len(masks), layout.HEIGHT, layout.WIDTH)
     assert result.centers.shape[2:] == (layout.FUTURE_FRAMES, 2)
     _cli("export", runs / "dynamics", "--format", "safetensors", "--out", tmp_path / "dyn.safetensors")
     rebuilt = load_exported(tmp_path / "dyn.safetensors")
-    assert torch.equal(rebuilt.plane.slope, forecaster.model.plane.slope)
+    assert torch.equal(rebuilt.plane.slope, dynamics.model.plane.slope)
     assert main(["export", str(runs / "dynamics"), "--format", "onnx", "--out", str(tmp_path / "d.onnx")]) == 2
     assert (runs / "data" / "tracks" / "unlabeled.npz").is_file()  # pseudo-label tracks were cached
 

@@ -27,21 +27,21 @@ def square_video(frames: int, start: tuple[float, float], step: tuple[float, flo
     return out
 
 
-def cv_forecaster() -> DynamicsNet:
-    forecaster = DynamicsNet(DynamicsNetConfig())
-    forecaster.set_constant_velocity(frames=1, damping=1.0)
-    return forecaster
+def cv_net() -> DynamicsNet:
+    net = DynamicsNet(DynamicsNetConfig())
+    net.set_constant_velocity(frames=1, damping=1.0)
+    return net
 
 
 def test_constant_velocity_square_is_forecast_exactly():
     video = square_video(22, (40, 50), (4, 2))
     tracks = extract_tracks(torch.from_numpy(video[None, :11]))
     assert tracks.classes[0].tolist().count(RED_CUBE) == 1
-    forecaster = cv_forecaster()
-    centers = forecaster(tracks.classes, tracks.present, tracks.center, learned=False)
+    net = cv_net()
+    centers = net(tracks.classes, tracks.present, tracks.center, learned=False)
     slot = int((tracks.classes[0] == RED_CUBE).nonzero()[0, 0])
     assert torch.allclose(centers[0, slot, -1], torch.tensor([40 + 4 * 21, 50 + 2 * 21.0]), atol=1e-3)
-    mask = render(tracks, centers[:, :, -1], forecaster.plane)
+    mask = render(tracks, centers[:, :, -1], net.plane)
     assert torch.equal(mask[0], torch.from_numpy(video[21]).long())
 
 
@@ -51,15 +51,15 @@ def test_untrained_network_equals_the_simulation():
     video = np.stack([square_video(11, (40, 50), (3, 1)), square_video(11, (150, 90), (-2, 0.5),
                                                                           class_id=BLUE_SPHERE)])
     tracks = extract_tracks(torch.from_numpy(video))
-    forecaster = DynamicsNet(DynamicsNetConfig())
+    net = DynamicsNet(DynamicsNetConfig())
     with torch.no_grad():
-        learned = forecaster(tracks.classes, tracks.present, tracks.center, learned=True)
-        filled = fill_gaps(tracks.present, forecaster.to_space(tracks.center))
-        physics = forecaster.physics
+        learned = net(tracks.classes, tracks.present, tracks.center, learned=True)
+        filled = fill_gaps(tracks.present, net.to_space(tracks.center))
+        physics = net.physics
         simulated = physics.from_metric(physics.simulate(physics.to_metric(filled), tracks.classes, 11))
     valid = tracks.valid
-    assert torch.allclose(learned[valid], forecaster.to_pixels(simulated)[valid], atol=1e-3)
-    assert not torch.allclose(learned[valid], forecaster(tracks.classes, tracks.present, tracks.center,
+    assert torch.allclose(learned[valid], net.to_pixels(simulated)[valid], atol=1e-3)
+    assert not torch.allclose(learned[valid], net(tracks.classes, tracks.present, tracks.center,
                                                          learned=False)[valid], atol=0.1)  # friction
 
 
@@ -147,16 +147,16 @@ def test_render_paints_far_to_near_and_clips():
     video = square_video(1, (100, 60), (0, 0), side=20, class_id=RED_CUBE, masks=video)
     video = square_video(1, (100, 100), (0, 0), side=20, class_id=BLUE_SPHERE, masks=video)
     tracks = extract_tracks(torch.from_numpy(video[None]))
-    forecaster = cv_forecaster()
+    net = cv_net()
     red = int((tracks.classes[0] == RED_CUBE).nonzero()[0, 0])
     blue = int((tracks.classes[0] == BLUE_SPHERE).nonzero()[0, 0])
     centers = torch.zeros(1, tracks.classes.shape[1], 2)
     centers[0, red] = torch.tensor([100.0, 90.0])   # farther (higher in the image)
     centers[0, blue] = torch.tensor([100.0, 100.0])  # nearer: drawn last, on top
-    mask = render(tracks, centers, forecaster.plane)[0]
+    mask = render(tracks, centers, net.plane)[0]
     assert mask[100, 100] == BLUE_SPHERE and mask[82, 100] == RED_CUBE
     centers[0, blue] = torch.tensor([235.0, 100.0])  # half out of the image
-    mask = render(tracks, centers, forecaster.plane)[0]
+    mask = render(tracks, centers, net.plane)[0]
     assert (mask == BLUE_SPHERE).sum() == 20 * 15
 
 
@@ -164,25 +164,25 @@ def test_render_skips_objects_with_a_diverged_forecast():
     video = square_video(11, (40, 50), (2, 0))
     video = square_video(11, (150, 90), (-2, 0), class_id=BLUE_SPHERE, masks=video)
     tracks = extract_tracks(torch.from_numpy(video[None]))
-    forecaster = cv_forecaster()
-    centers = forecaster(tracks.classes, tracks.present, tracks.center, learned=False)[:, :, -1].clone()
+    net = cv_net()
+    centers = net(tracks.classes, tracks.present, tracks.center, learned=False)[:, :, -1].clone()
     slot = {int(c): k for k, c in enumerate(tracks.classes[0]) if c}
     centers[0, slot[RED_CUBE]] = torch.tensor([float("nan"), 50.0])
-    mask = render(tracks, centers, forecaster.plane)
+    mask = render(tracks, centers, net.plane)
     assert not (mask == RED_CUBE).any() and (mask == BLUE_SPHERE).sum() == 16 * 16
 
 
 def test_video_without_objects_and_single_sighting():
     empty = extract_tracks(torch.zeros(2, 11, H, W, dtype=torch.long))
-    forecaster = cv_forecaster()
-    centers = forecaster(empty.classes, empty.present, empty.center)
-    assert (render(empty, centers[:, :, -1], forecaster.plane) == 0).all()
+    net = cv_net()
+    centers = net(empty.classes, empty.present, empty.center)
+    assert (render(empty, centers[:, :, -1], net.plane) == 0).all()
     once = np.zeros((11, H, W), np.uint8)
     once[4] = square_video(1, (50, 50), (0, 0))[0]
     tracks = extract_tracks(torch.from_numpy(once[None]))
-    centers = forecaster(tracks.classes, tracks.present, tracks.center)
+    centers = net(tracks.classes, tracks.present, tracks.center)
     assert torch.isfinite(centers).all()
-    mask = render(tracks, centers[:, :, -1], forecaster.plane)
+    mask = render(tracks, centers[:, :, -1], net.plane)
     assert (mask[0] == RED_CUBE).sum() == 16 * 16  # stays where it was seen
 
 
@@ -203,8 +203,8 @@ def test_fit_constant_velocity_finds_the_damping():
 
 
 def test_ground_plane_recovers_inverse_depth():
-    forecaster = DynamicsNet(DynamicsNetConfig())
-    plane = forecaster.plane
+    net = DynamicsNet(DynamicsNetConfig())
+    plane = net.plane
     rng = np.random.default_rng(0)
     n = 200
     center = np.stack([rng.uniform(20, 220, n), rng.uniform(20, 140, n)], -1).astype(np.float32)
@@ -228,18 +228,18 @@ def test_dynamics_learns_a_constant_velocity_toy():
     center = start.unsqueeze(2) + vel.unsqueeze(2) * t
     classes = torch.tensor([RED_CUBE, BLUE_SPHERE, GREEN_CYL]).expand(n, k)
     present = torch.ones(n, k, 11, dtype=torch.bool)
-    forecaster = DynamicsNet(DynamicsNetConfig(hidden=32))
+    net = DynamicsNet(DynamicsNetConfig(hidden=32))
     with torch.no_grad():
-        forecaster.physics.log_friction.fill_(math.log(3e-3))
-        forecaster.physics.radius.zero_()  # no collisions
+        net.physics.log_friction.fill_(math.log(3e-3))
+        net.physics.radius.zero_()  # no collisions
 
     def loss() -> torch.Tensor:
-        pred = forecaster(classes, present, center[:, :, :11])
+        pred = net(classes, present, center[:, :, :11])
         return (pred - center[:, :, 11:]).abs().mean()
 
     with torch.no_grad():
         before = float(loss())
-    opt = torch.optim.Adam(forecaster.net.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(net.net.parameters(), lr=3e-3)
     for _ in range(150):
         opt.zero_grad()
         value = loss()

@@ -122,14 +122,40 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
+# Settings that earlier versions wrote into every run folder, checkpoint and export, and that this
+# version no longer has ("Class.field"), with the value that did what this version always does
+# (why each went: benchmarks/results/retired.md). A stored config holding that value loads as if
+# the key were absent; another value is refused with one line naming the setting.
+RETIRED: dict[str, Any] = {
+    "SegmenterConfig.jaccard_weight": 0.0,  # no soft Jaccard loss
+    "DynamicsNetConfig.space": "ground",  # motion simulated on the ground plane
+    "DynamicsNetConfig.learned_near_px": 0.0,  # the learned forecast for every object
+}
+
+
+def _drop_retired(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out = {}
+    for name, value in data.items():
+        retired = f"{cls.__name__}.{name}"
+        if retired not in RETIRED:
+            out[name] = value
+        elif value != RETIRED[retired]:
+            raise ConfigError(f"{prefix}{name}={value!r}: this version of simvp-unet no longer has that "
+                              f"setting (only {RETIRED[retired]!r} is built); train the run again")
+    return out
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "", stored: bool = False) -> T:
     """Build dataclass `cls` from a (nested) dict, rejecting unknown keys and bad types.
 
-    The same rules for user input and for configs this package wrote (a checkpoint, a run's
-    config.yaml, an exported model): a key that is not a field is an error, with the valid keys.
+    `stored=True` reads a config this package wrote (a checkpoint, a run's config.yaml, an
+    exported model): a retired setting (`RETIRED`) that holds the value this version always
+    builds is dropped first. User input never passes it.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping")
+    if stored:
+        data = _drop_retired(cls, data, prefix)
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
@@ -147,7 +173,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
                 # a section lists what it changes from this field's default (e.g. the forecaster's
                 # model), not from the defaults of the section's own class
                 value = {**to_dict(default), **value}
-            kwargs[name] = from_dict(tp, value, prefix=key + ".")
+            kwargs[name] = from_dict(tp, value, prefix=key + ".", stored=stored)
         else:
             kwargs[name] = _coerce(value, tp, key)
     try:

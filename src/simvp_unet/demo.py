@@ -111,7 +111,7 @@ def run_demo(out: str | Path, *, fast: bool = False, data_workers: int = 2) -> d
 
 
     def trainer(kind: str) -> tuple[str, str, Callable[[], Any]]:
-        return (kind, f"train the {kind}: {KINDS[kind].title}", lambda: _train(kind, data, runs / kind, presets))
+        return (kind, f"train the {kind} ({KINDS[kind].title})", lambda: _train(kind, data, runs / kind, presets))
 
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         ("data", f"generate the dataset (preset {presets.data})",

@@ -1,8 +1,8 @@
 """Served modules: one trained network each, with what serving it takes, and no Lightning.
 
-    segmenter = load_run("runs/seg")                   # a Segmenter in eval mode, on the CPU
+    segmenter = Segmenter(UNet(UNetConfig()), resolution=(160, 240))  # or runs.load_run("runs/seg")
     masks = segmenter.segment(images)                  # uint8 (N, 3, 160, 240) -> long (N, 160, 240)
-    forecaster = load_run("runs/fc", device="cuda")    # a MaskForecaster
+    forecaster = runs.load_run("runs/fc", device="cuda")   # a MaskForecaster
     future = forecaster.forecast_masks(masks_1_to_11)  # long (B, 11, H, W) -> masks 12..22
 
 Each module wraps one network (`UNet` or `SimVP`) as `model`, with the resolution it works at
@@ -27,7 +27,6 @@ from torch import nn
 from .classes import NUM_CLASSES
 from .config import from_dict
 from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
-from .errors import ConfigError
 from .hardware import has_native_bf16
 from .models.layers import upsampled_argmax
 from .models.simvp import SimVP, SimVPConfig
@@ -158,8 +157,7 @@ class Served(nn.Module):
     def example_input(self) -> torch.Tensor:
         """A zero input of batch 1 at the working resolution, in the network's input format
         (what an ONNX export traces with)."""
-        raise ConfigError(f"a {type(self).__name__} exports as safetensors only (its input is not "
-                          "an image tensor)")
+        raise NotImplementedError
 
 
 class Segmenter(Served):
@@ -176,7 +174,7 @@ class Segmenter(Served):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Segmenter:
         """Built (untrained) from a run's saved config: `resolution` and the `model` section."""
-        model = UNet(from_dict(UNetConfig, config["model"], prefix="model."))
+        model = UNet(from_dict(UNetConfig, config["model"], prefix="model.", stored=True))
         return cls(model, resolution=config["resolution"])
 
     def model_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -227,7 +225,7 @@ class FramePredictor(Served):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FramePredictor:
         """Built (untrained) from a run's saved config: `resolution` and the `model` section."""
-        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model."))
+        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model.", stored=True))
         return cls(model, resolution=config["resolution"])
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -311,7 +309,7 @@ class MaskForecaster(Served):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MaskForecaster:
         """Built (untrained) from a run's saved config: `resolution`, `rollout_frames`, `model`."""
-        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model."))
+        model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model.", stored=True))
         return cls(model, resolution=config["resolution"], rollout_frames=config.get("rollout_frames", 0))
 
     def forward(self, masks: torch.Tensor, future: torch.Tensor | None = None,

@@ -3,6 +3,7 @@
     kind = KINDS["segmenter"]
     kind.served            # Segmenter: what `runs.load_run` rebuilds from a run of this kind
     kind.trainer()         # SegmenterModule: its LightningModule (config_class, datasets)
+    kind.config_class      # SegmenterConfig: its settings
 
 Training (`train.runner`), serving (`runs.load_run`), the command line (`simvp-unet train KIND`,
 `evaluate --KIND RUN`), the pipelines' model set (`pipelines.Models`) and the demo all read this
@@ -45,6 +46,11 @@ class Kind:
     trainer: Callable[[], type[TrainModule]]
     demo: tuple[str, ...] = ()
     smoke: tuple[str, ...] = ()
+
+    @property
+    def config_class(self) -> type:
+        """The dataclass of this kind's settings (`TrainSettings` and the network's config)."""
+        return self.trainer().config_class
 
 
 def _segmenter() -> type[TrainModule]:

@@ -3,7 +3,7 @@
     label("data/demo", load_run("runs/seg"))     # = simvp-unet label --data data/demo --segmenter runs/seg
 
 Each video gets `mask_pred.npy` (uint8 (22, 160, 240)) beside its frames, written atomically;
-the forecaster trains on them where a video has no `mask.npy`. `mask.npy` is never touched.
+the forecaster and the dynamics train on them where a video has no `mask.npy`. `mask.npy` is never touched.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ forecast) are computed once per batch and shared by the rows that use them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,56 +28,40 @@ from .kinds import KINDS, kind_of
 from .runs import load_run
 
 
-class Models:
-    """The trained models a row may use, one per kind of run (`kinds.KINDS`), None where not
-    given; read as attributes: `models.segmenter`, `models.dynamics`.
+def _load(cls: type, runs: Mapping[str, str | Path | None], *, which: str = "best",
+          device: torch.device | str = "cpu") -> Any:
+    """Load run folders by kind, e.g. {"segmenter": "runs/seg", "forecaster": None}, onto `device`."""
+    loaded = {}
+    for kind, run in runs.items():
+        if kind not in KINDS:
+            raise ConfigError(f"unknown kind of run {kind!r}; expected one of {', '.join(KINDS)}")
+        if run is None:
+            continue
+        module = load_run(run, which=which, device=device, fold=True)
+        got = kind_of(module)
+        if got != kind:
+            raise ConfigError(f"{run} is not a {kind} run, it is a {got} run; give it as --{got} (or "
+                              f"give a {kind} run as --{kind})")
+        loaded[kind] = module
+    return cls(**loaded)
 
-    Any object with the kind's serving method works (the tests use exact stand-ins):
-    segmenter `segment(images uint8 (N, 3, H, W)) -> long (N, H, W)`; predictor
-    `predict_frames(frames uint8 (B, 11, 3, H, W)) -> uint8 (B, 11, 3, H, W)`; forecaster
-    `forecast_masks(masks long (B, 11, H, W)) -> long (B, 11, H, W)`; dynamics
-    `forecast_objects(masks long (B, 11, H, W), learned=bool) -> ObjectForecast`.
 
-    Args:
-        *in_order: served modules (or stand-ins) in the order of `kinds.KINDS`.
-        **by_kind: served modules (or stand-ins) by kind name.
-    """
+def _have(self: Any, kinds: tuple[str, ...]) -> bool:
+    """Whether a model of every kind in `kinds` is given."""
+    return all(getattr(self, kind) is not None for kind in kinds)
 
-    def __init__(self, *in_order: Any, **by_kind: Any) -> None:
-        if len(in_order) > len(KINDS):
-            raise ConfigError(f"{len(in_order)} models given for {len(KINDS)} kinds of run")
-        unknown = [name for name in by_kind if name not in KINDS]
-        if unknown:
-            raise ConfigError(f"unknown kind of run {unknown[0]!r}; expected one of {', '.join(KINDS)}")
-        self._served = {**dict.fromkeys(KINDS), **dict(zip(KINDS, in_order, strict=False)), **by_kind}
 
-    def __getattr__(self, name: str) -> Any:
-        served = self.__dict__.get("_served", {})
-        if name in served:
-            return served[name]
-        raise AttributeError(f"{type(self).__name__} has no {name!r}; the kinds are {', '.join(KINDS)}")
-
-    @classmethod
-    def load(cls, runs: Mapping[str, str | Path | None], *, which: str = "best",
-             device: torch.device | str = "cpu") -> Models:
-        """Load run folders by kind, e.g. {"segmenter": "runs/seg", "forecaster": None}, onto `device`."""
-        loaded = {}
-        for kind, run in runs.items():
-            if kind not in KINDS:
-                raise ConfigError(f"unknown kind of run {kind!r}; expected one of {', '.join(KINDS)}")
-            if run is None:
-                continue
-            module = load_run(run, which=which, device=device, fold=True)
-            got = kind_of(module)
-            if got != kind:
-                raise ConfigError(f"{run} is not a {kind} run, it is a {got} run; give it as --{got} (or "
-                                  f"give a {kind} run as --{kind})")
-            loaded[kind] = module
-        return cls(**loaded)
-
-    def have(self, kinds: tuple[str, ...]) -> bool:
-        """Whether a model of every kind in `kinds` is given."""
-        return all(self._served[kind] is not None for kind in kinds)
+# The trained models a row may use: a dataclass with one field per kind of `kinds.KINDS`, in its
+# order (None: not given), e.g. `Models(segmenter, forecaster=forecaster)`, `models.dynamics`.
+# Any object with the kind's serving method works (the tests use exact stand-ins): segmenter
+# `segment(images uint8 (N, 3, H, W)) -> long (N, H, W)`; predictor `predict_frames(frames uint8
+# (B, 11, 3, H, W)) -> uint8 (B, 11, 3, H, W)`; forecaster `forecast_masks(masks long (B, 11, H,
+# W)) -> long (B, 11, H, W)`; dynamics `forecast_objects(masks long (B, 11, H, W), learned=bool)
+# -> ObjectForecast`. `Models.load(runs)` loads run folders by kind; `models.have(kinds)` asks.
+Models = dataclasses.make_dataclass(
+    "Models", [(kind, Any, None) for kind in KINDS],
+    namespace={"load": classmethod(_load), "have": _have, "__module__": __name__,
+               "__doc__": "The trained models a row may use, one field per kind of run (None: not given)."})
 
 
 def segment_videos(segmenter: Any, frames: torch.Tensor) -> torch.Tensor:
@@ -254,7 +239,7 @@ def require(name: str, models: Models, *, with_frame22: bool) -> Row:
         raise ConfigError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
     row = PIPELINES[name]
     for kind in row.needs:
-        if not models.have((kind,)):
+        if getattr(models, kind) is None:
             raise ConfigError(f"pipeline {name!r} needs a {kind} run (--{kind} RUN)")
     if row.reads_frame22 and not with_frame22:
         raise ConfigError(f"pipeline {name!r} needs the true frame 22, which these videos do not have "

@@ -29,8 +29,10 @@ from .models.simvp import SimVP
 from .models.unet import UNet
 from .objects.dynamics import DynamicsNet, DynamicsNetConfig
 
-# The networks a safetensors file may hold: the models' own and the dynamics network.
-EXPORTABLE = {**exporters.MODELS, "DynamicsNet": (DynamicsNet, DynamicsNetConfig)}
+# The networks a safetensors file may hold: the models' own and the dynamics network (named
+# MotionForecaster in files of earlier versions).
+EXPORTABLE = {**exporters.MODELS, "DynamicsNet": (DynamicsNet, DynamicsNetConfig),
+              "MotionForecaster": (DynamicsNet, DynamicsNetConfig)}
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:

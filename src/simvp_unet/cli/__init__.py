@@ -6,7 +6,7 @@
     simvp-unet demo
 
 Each command group lives in its own module (data, train, evaluate, predict and score, export,
-label, demo) and registers its sub-parsers here; the modules only parse and dispatch to the
+label, demo, in the order of `--help`) and registers its sub-parsers here; the modules only parse and dispatch to the
 library. Every failure
 a user can cause or fix ends here as one line and an exit code (`errors.explain`): 2 for an
 error, 130 for Ctrl-C.
@@ -49,14 +49,19 @@ def command_parser(commands: argparse._SubParsersAction, name: str, summary: str
                                formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint best|last: which checkpoint of each run folder to load."""
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="which checkpoint of each run (default: best)")
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--segmenter RUN (required), then an optional --<kind> RUN per other kind of run, --checkpoint
     and --batch-size."""
     for kind in KINDS:
         parser.add_argument(f"--{kind}", required=kind == "segmenter", metavar="RUN",
                             help=f"run folder of `simvp-unet train {kind}`")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                        help="which checkpoint of each run (default: best)")
+    add_checkpoint_option(parser)
     parser.add_argument("--batch-size", type=at_least(1), default=4, help="videos per step (default: 4)")
 
 
@@ -88,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"simvp-unet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for module in (data, train, label, evaluate, predict, export, demo):
+    for module in (data, train, evaluate, predict, export, label, demo):
         module.register(commands)
     return parser
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..io import check_output_file
 from ..runs import export
-from . import command_parser
+from . import add_checkpoint_option, command_parser
 
 
 def _export_command(args: argparse.Namespace) -> int:
@@ -36,6 +36,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("--format", required=True, choices=("safetensors", "onnx"), help="file format")
     p.add_argument("--out", help="output file (default: RUN/model.<format>)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                   help="which checkpoint (default: best)")
+    add_checkpoint_option(p)
     p.set_defaults(handler=_export_command)

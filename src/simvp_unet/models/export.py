@@ -139,7 +139,7 @@ def load_safetensors(path: str | Path, *,
                         f"known here: {', '.join(classes)})")
     model_cls, config_cls = classes[name]
     try:
-        config = from_dict(config_cls, json.loads(metadata["config"]))
+        config = from_dict(config_cls, json.loads(metadata["config"]), stored=True)
         model = model_cls(config)
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -17,6 +17,7 @@ import torch
 
 from ..config import from_dict
 from ..data.layout import FUTURE_FRAMES, INPUT_FRAMES
+from ..errors import ConfigError
 from ..inference import Served
 from .dynamics import DynamicsNet, DynamicsNetConfig
 from .render import render
@@ -61,7 +62,11 @@ class Dynamics(Served):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Dynamics:
         """Built (untrained) from a run's saved config: its `model` section."""
-        return cls(DynamicsNet(from_dict(DynamicsNetConfig, config["model"], prefix="model.")))
+        return cls(DynamicsNet(from_dict(DynamicsNetConfig, config["model"], prefix="model.", stored=True)))
+
+    def example_input(self) -> torch.Tensor:
+        raise ConfigError("a dynamics run exports as safetensors only (its input is a set of tracks, "
+                          "not an image tensor)")
 
     @torch.inference_mode()
     def forecast_objects(self, masks: torch.Tensor, *, learned: bool = True) -> ObjectForecast:

@@ -1,8 +1,8 @@
 """Pieces shared by the trainers: settings, the optimizer, pictures, checkpoints.
 
-Every trainer wraps the served module of its kind (`simvp_unet.inference`), which works at the
-run's `resolution` (H, W): inputs arrive at the dataset's size (160 x 240) as uint8 and are
-converted and resized on the device, so the data loaders stay cheap.
+Every trainer wraps the served module of its kind (`kinds.KINDS[kind].served`). Those of the image
+networks work at the run's `resolution` (H, W): inputs arrive at the dataset's size (160 x 240)
+as uint8 and are converted and resized on the device, so the data loaders stay cheap.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class TrainModule(L.LightningModule):
     """Base of the trainers: Adam + optional one-cycle schedule, hyper-parameters as a plain dict.
 
     Subclasses set `kind` (its name in `kinds.KINDS`), `config_class` (their settings),
+    `in_memory_data` where their datasets need no loader workers,
     `monitor` and `monitor_mode`, give their (train, val) data with `datasets(config, root)`,
     keep their network as `self.model` and serve it through the `served` property (the served
     module around that same network, holding no weights of its own). So the checkpoint's
@@ -116,6 +117,7 @@ class TrainModule(L.LightningModule):
 
     kind: str = ""
     config_class: type[TrainSettings] = TrainSettings
+    in_memory_data: bool = False  # its datasets hold tensors in memory: no loader workers needed
     monitor: str = ""
     monitor_mode: Literal["min", "max"] = "max"
 

@@ -5,8 +5,9 @@
 
 Trains on tracks (`simvp_unet.objects.cache`: extracted once from the true masks of the
 labeled videos and the pseudo-labels of the unlabeled ones, then read from one file). Before
-the first step, the ground plane and the constant-velocity forecast (`objects-cv`) are fitted
-to the training tracks; the network starts equal to that forecast and learns corrections.
+the first step, the ground plane, the constant-velocity forecast (`objects-cv`) and the
+simulator's numbers (`objects.physics`) are fitted to the training tracks; the network starts
+equal to the fitted simulator and learns corrections.
 Each sample is a window of 11 input frames starting at frame 1..`window_shift`+1 with the
 frames after it as targets (more examples of collisions than frame 12..22 alone), mirrored
 left-right at random (the camera has no roll, so a mirrored scene is a possible one).
@@ -137,6 +138,7 @@ class DynamicsModule(TrainModule):
 
     kind = "dynamics"
     config_class = DynamicsConfig
+    in_memory_data = True  # the tracks
     monitor = "val/error"
     monitor_mode = "min"
 

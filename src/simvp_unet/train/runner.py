@@ -37,7 +37,6 @@ from ..io import write_yaml
 from ..kinds import KINDS
 from ..runs import checkpoint_path, read_checkpoint
 from .common import AtomicCheckpointIO, RNGState, TrainModule, ValidateLastEpoch
-from .dynamics import TrackDataset
 
 CONFIG_FILE = "config.yaml"
 
@@ -112,7 +111,7 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         if saved_kind != kind:
             raise ConfigError(f"cannot resume: {out} is a {saved_kind} run, not a {kind} run")
         try:
-            saved = from_dict(KINDS[kind].trainer().config_class, data)
+            saved = from_dict(KINDS[kind].config_class, data, stored=True)
         except ConfigError as exc:
             raise ConfigError(f"{config_file}: {exc}") from None
         return saved, last
@@ -120,7 +119,7 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
     # starting again over it loses nothing.
     if _is_rank_zero_process() and _has_checkpoint(out):
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    config = resolve(KINDS[kind].trainer().config_class, kind, preset or "cpu", overrides)
+    config = resolve(KINDS[kind].config_class, kind, preset or "cpu", overrides)
     return config, None
 
 
@@ -184,8 +183,8 @@ def _loggers(out: Path) -> list[Logger]:
     return loggers
 
 
-def _loader(dataset: Dataset, config: Any, runtime: Runtime, *, shuffle: bool) -> DataLoader:
-    workers = 0 if isinstance(dataset, TrackDataset) else runtime.workers  # tracks are in memory
+def _loader(dataset: Dataset, config: Any, runtime: Runtime, *, shuffle: bool, in_memory: bool) -> DataLoader:
+    workers = 0 if in_memory else runtime.workers
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, drop_last=shuffle and
                       len(dataset) > config.batch_size, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
@@ -246,8 +245,10 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         write_yaml(out / CONFIG_FILE, {"kind": kind, **to_dict(config)})
     start = time.time()
     try:
-        trainer.fit(module, _loader(train_set, config, runtime, shuffle=True),
-                    _loader(val_set, config, runtime, shuffle=False), ckpt_path=ckpt_path, weights_only=True)
+        in_memory = trainer_class.in_memory_data
+        trainer.fit(module, _loader(train_set, config, runtime, shuffle=True, in_memory=in_memory),
+                    _loader(val_set, config, runtime, shuffle=False, in_memory=in_memory),
+                    ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if not trainer.interrupted:
             raise
