@@ -18,8 +18,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from .. import threads
 from ..errors import explain
-from ..kinds import KINDS
 
 if TYPE_CHECKING:
     from ..pipelines import Models
@@ -49,6 +49,19 @@ def command_parser(commands: argparse._SubParsersAction, name: str, summary: str
                                formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def thread_count(text: str) -> int | str:
+    """An argparse type: a number of threads >= 1, or "auto"."""
+    return text if text == "auto" else at_least(1)(text)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """--threads N|auto: compute threads of this process (default: SIMVP_UNET_THREADS, else
+    OMP_NUM_THREADS if set, else auto: the cores other processes leave free)."""
+    parser.add_argument("--threads", type=thread_count, default=None, metavar="N|auto",
+                        help="compute threads (default auto: the cores that other processes leave free; "
+                             "SIMVP_UNET_THREADS or OMP_NUM_THREADS set it too)")
+
+
 def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
     """--checkpoint best|last: which checkpoint of each run folder to load."""
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
@@ -56,17 +69,22 @@ def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """--segmenter RUN (required), then an optional --<kind> RUN per other kind of run, --checkpoint
-    and --batch-size."""
+    """--segmenter RUN (required), then an optional --<kind> RUN per other kind of run, --checkpoint,
+    --batch-size and --threads."""
+    from ..kinds import KINDS
+
     for kind in KINDS:
         parser.add_argument(f"--{kind}", required=kind == "segmenter", metavar="RUN",
                             help=f"run folder of `simvp-unet train {kind}`")
     add_checkpoint_option(parser)
     parser.add_argument("--batch-size", type=at_least(1), default=4, help="videos per step (default: 4)")
+    add_threads_option(parser)
 
 
 def given_runs(args: argparse.Namespace) -> dict[str, str]:
     """The run folders given with `add_run_options`, by kind."""
+    from ..kinds import KINDS
+
     return {kind: str(getattr(args, kind)) for kind in KINDS if getattr(args, kind, None) is not None}
 
 
@@ -100,12 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run the command, turn user-facing failures into one line and an exit code."""
+    threads.prepare()  # before torch loads (build_parser imports it): how OpenMP's threads wait
     parser = build_parser()
     args = parser.parse_args(argv)
     from ..hardware import keep_freed_memory
 
     keep_freed_memory()  # large activations reused, not zero-filled again (hardware.py)
     try:
+        threads.apply(getattr(args, "threads", None))
         result = args.handler(args)
     except (Exception, KeyboardInterrupt) as exc:
         explained = explain(exc)

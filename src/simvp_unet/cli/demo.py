@@ -6,7 +6,7 @@ import argparse
 
 from .. import demo
 from ..io import check_output_dir
-from . import at_least
+from . import add_threads_option, at_least
 
 
 def _demo_command(args: argparse.Namespace) -> int:
@@ -24,4 +24,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")
     p.add_argument("--fast", action="store_true", help="tiny data and models: an end-to-end smoke test")
     p.add_argument("--workers", type=at_least(1), default=2, help="processes rendering videos (default: 2)")
+    add_threads_option(p)
     p.set_defaults(handler=_demo_command)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..io import check_output_dir
 from ..label import label
-from . import add_checkpoint_option, at_least, command_parser, load_models
+from . import add_checkpoint_option, add_threads_option, at_least, command_parser, load_models
 
 
 def _label_command(args: argparse.Namespace) -> int:
@@ -38,4 +38,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter", required=True, metavar="RUN", help="segmenter run folder")
     add_checkpoint_option(p)
     p.add_argument("--batch-size", type=at_least(1), default=2, help="videos per step (default: 2)")
+    add_threads_option(p)
     p.set_defaults(handler=_label_command)

@@ -12,7 +12,7 @@ import argparse
 from ..config import preset_names
 from ..io import check_output_dir
 from ..kinds import KINDS
-from . import at_least
+from . import add_threads_option, at_least
 
 EPILOG = """\
 The run folder receives config.yaml (resolved settings), checkpoints/last.ckpt and best.ckpt,
@@ -51,6 +51,7 @@ def _add_kind(commands: argparse._SubParsersAction, kind: str) -> None:
                         help="numeric precision (default: the preset's `precision`; auto = bf16-mixed "
                              "where the GPU or CPU computes bf16 natively, else 32-true)")
     parser.add_argument("--workers", type=at_least(0), default=2, help="data-loading processes per device (default 2)")
+    add_threads_option(parser)
     parser.set_defaults(handler=_run, kind=kind)
 
 
