@@ -80,7 +80,8 @@ def _pack(args: argparse.Namespace) -> int:
 
     check_output_dir(_dataset_root(args.root) / PACKED)
     for info in pack(args.root, args.split, progress=not args.quiet):
-        print(f"packed {info['split']}: {len(info['indices'])} videos ({', '.join(info['arrays'])})")
+        kept = ", already up to date" if info.get("kept") else ""
+        print(f"packed {info['split']}: {len(info['indices'])} videos ({', '.join(info['arrays'])}){kept}")
     return 0
 
 

@@ -8,16 +8,24 @@ settings write the same bytes. Each video is written into a temporary folder and
 when complete, so a rerun skips finished videos and an interrupted run leaves no partial one.
 Hidden videos keep frames 0..10; their frames 11..21, mask.npy and meta.json (which tells
 the future) go to hidden_answers/.
+
+One writer per video: a run holds a lock on the folder (`.generate.K-N.lock`, its pid inside,
+removed when it ends) and a second run into the same folder fails at once with that pid,
+unless the two take disjoint shards (`--shard 0/2` and `--shard 1/2` may run side by side).
+Its temporary files (the meshes PyBullet loads) are kept in the output folder too, so that a
+full disk is reported on the output.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
+import math
 import multiprocessing
 import os
+import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,12 +35,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ConfigError, output_error
+from ..errors import ConfigError, OutputError, output_error
 from ..io import write_json
 from . import layout, manifest, meshes, scenes
 
+try:
+    import fcntl
+except ImportError:  # Windows: no lock
+    fcntl = None
+
 GENERATOR_VERSION = 1
 _TMP_PREFIX = ".tmp_"
+_REGISTRY = ".generate.lock"  # held for the moment a run checks the others and takes its own lock
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without flock
+_LOCK_RE = re.compile(r"^\.generate\.(\d+)-(\d+)\.lock$")  # a run's lock: .generate.K-N.lock
 
 
 @dataclass
@@ -198,6 +214,103 @@ def plan_jobs(root: Path, config: GenerateConfig, shard: tuple[int, int]) -> tup
     return jobs, done
 
 
+def _locked(path: Path, *, wait: bool) -> int | None:
+    """A descriptor of `path` (created if missing) holding an exclusive lock on it; None when
+    another process holds it and not `wait`. A file removed or replaced while waiting for it
+    (its holder removes it when done) is opened again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _holder(path: Path) -> str | None:
+    """The pid written in the lock file `path` if a process holds it; None if none does (the
+    file, left by a run that was killed, is removed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        path.unlink(missing_ok=True)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _register(root: Path, mine: Path, shard: tuple[int, int]) -> int:
+    """Check the runs writing `root` and take this run's lock file `mine`, both while holding
+    the registry; the descriptor that holds `mine`. `OutputError` when a run shares videos
+    with this one."""
+    k, n = shard
+    registry = _locked(root / _REGISTRY, wait=True)
+    try:
+        for other in sorted(root.iterdir()):
+            match = _LOCK_RE.match(other.name)
+            if match is None:
+                continue
+            other_k, other_n = int(match.group(1)), int(match.group(2))
+            pid = _holder(other)
+            if pid is not None and (k - other_k) % math.gcd(n, other_n) == 0:
+                sharded = f" with --shard {other_k}/{other_n}" if other_n > 1 else ""
+                raise OutputError(f"{root} is being written by another `simvp-unet data generate` (pid {pid}"
+                                  f"{sharded}); wait for it or choose another --out")
+        fd = _locked(mine, wait=False)
+        if fd is None:  # not expected: runs take their lock while holding the registry
+            raise OutputError(f"{root} is being written by another `simvp-unet data generate`; wait for it or "
+                              "choose another --out")
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except BaseException:
+            mine.unlink(missing_ok=True)
+            os.close(fd)
+            raise
+        return fd
+    finally:
+        (root / _REGISTRY).unlink(missing_ok=True)
+        os.close(registry)
+
+
+@contextmanager
+def _writer_lock(root: Path, shard: tuple[int, int]) -> Iterator[None]:
+    """Hold `root` for this run's videos: `OutputError` at once when another run is writing
+    any of them (the same folder, and a shard that shares videos with this one). On a file
+    system without locks the run goes unguarded."""
+    mine = root / ".generate.{}-{}.lock".format(*shard)
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = _register(root, mine, shard)
+        except OutputError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                raise output_error(root, exc) from None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            mine.unlink(missing_ok=True)
+            os.close(fd)
+
+
 def _run_jobs(jobs: list, workers: int, mesh_dir: str) -> Iterator[tuple[str, int]]:
     if workers <= 1:
         _init_worker(mesh_dir)
@@ -219,17 +332,30 @@ def generate(root: str | Path, config: GenerateConfig, *, workers: int = 1,
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     root = Path(root)
-    manifest.claim(root, manifest.describe(config, GENERATOR_VERSION, preset), config.ranges())
-    for split in (*layout.SPLITS, layout.ANSWERS):
-        (root / split).mkdir(parents=True, exist_ok=True)
-    jobs, done = plan_jobs(root, config, shard)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="simvp-unet-meshes-") as mesh_dir:
-        meshes.write_meshes(mesh_dir)
-        bar = tqdm(total=len(jobs), desc="generate", unit="video", disable=not progress)
-        for _ in _run_jobs(jobs, min(workers, max(len(jobs), 1)), mesh_dir):
-            bar.update()
-        bar.close()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(root, exc) from None
+    with _writer_lock(root, shard):
+        manifest.claim(root, manifest.describe(config, GENERATOR_VERSION, preset), config.ranges())
+        for split in (*layout.SPLITS, layout.ANSWERS):
+            (root / split).mkdir(parents=True, exist_ok=True)
+        jobs, done = plan_jobs(root, config, shard)
+        start = time.perf_counter()
+        mesh_dir = root / ".meshes.{}-{}".format(*shard)  # this run's own (under its lock)
+        try:
+            try:
+                shutil.rmtree(mesh_dir, ignore_errors=True)  # left by a run that was killed
+                mesh_dir.mkdir()
+                meshes.write_meshes(mesh_dir)
+            except OSError as exc:
+                raise output_error(root, exc) from None
+            bar = tqdm(total=len(jobs), desc="generate", unit="video", disable=not progress)
+            for _ in _run_jobs(jobs, min(workers, max(len(jobs), 1)), str(mesh_dir)):
+                bar.update()
+            bar.close()
+        finally:
+            shutil.rmtree(mesh_dir, ignore_errors=True)
     seconds = time.perf_counter() - start
     return {"written": len(jobs), "skipped": done, "seconds": round(seconds, 2),
             "videos_per_s": round(len(jobs) / seconds, 2) if jobs and seconds > 0 else 0.0}

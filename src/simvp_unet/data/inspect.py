@@ -27,7 +27,9 @@ MOVING_PX = 3.0  # an object whose center travels less than this over the video 
 # -- check ----------------------------------------------------------------------------------------
 
 
-def _check_video(split: str, folder: Path) -> list[str]:
+def _check_video(split: str, folder: Path, objects: dict[str, list[bool]]) -> list[str]:
+    """Problems of one video's frames and masks; whether each readable mask holds an object
+    is added to `objects` under '<split>/video_*/<mask file>'."""
     problems = []
     for t in layout.split_frames(split):
         try:
@@ -46,9 +48,11 @@ def _check_video(split: str, folder: Path) -> list[str]:
         mask_files.append(layout.PRED_MASK_FILE)
     for name in mask_files:
         try:
-            layout.check_mask(layout.load_mask_file(folder / name), folder / name)
+            mask = layout.check_mask(layout.load_mask_file(folder / name), folder / name)
         except DataError as exc:
             problems.append(str(exc))
+        else:
+            objects.setdefault(f"{split}/video_*/{name}", []).append(bool(mask.any()))
     return problems
 
 
@@ -142,16 +146,21 @@ def check(root: str | Path, *, progress: bool = False) -> list[str]:
             jobs.append((split, folder))
     jobs += [(layout.ANSWERS, folder) for _, folder in videos.get(layout.ANSWERS, [])]
     problems += _check_layout(root, videos)
+    objects: dict[str, list[bool]] = {}
     for split, folder in tqdm(jobs, desc="check", unit="video", disable=not progress):
         if split == layout.ANSWERS:
-            problems += _check_answers(folder)
+            problems += _check_answers(folder, objects)
         else:
-            problems += _check_video(split, folder)
+            problems += _check_video(split, folder, objects)
         problems += _check_meta(folder / layout.META_FILE)
+    empty = [masks for masks, found in objects.items() if not any(found)]
+    if empty:
+        problems.append(f"no objects in {root}: every {', '.join(empty)} is background only (class 0); "
+                        "nothing to segment or forecast (were the masks saved wrong?)")
     return problems
 
 
-def _check_answers(folder: Path) -> list[str]:
+def _check_answers(folder: Path, objects: dict[str, list[bool]]) -> list[str]:
     problems = []
     for t in range(layout.INPUT_FRAMES, layout.FRAMES):
         try:
@@ -159,9 +168,11 @@ def _check_answers(folder: Path) -> list[str]:
         except DataError as exc:
             problems.append(str(exc))
     try:
-        layout.read_mask(folder)
+        mask = layout.read_mask(folder)
     except DataError as exc:
         problems.append(str(exc))
+    else:
+        objects.setdefault(f"{layout.ANSWERS}/video_*/{layout.MASK_FILE}", []).append(bool(mask.any()))
     return problems
 
 
@@ -202,7 +213,9 @@ def _tracks_from_meta(meta: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return tracks
 
 
-def _video_tracks(split: str, folder: Path) -> tuple[dict, dict | None]:
+def _video_tracks(split: str, folder: Path) -> tuple[dict, dict | None] | None:
+    """(tracks, meta.json or None) of a video, from its meta.json, else its mask or
+    pseudo-label; None when it has none of them."""
     meta_path = folder / layout.META_FILE
     if split == "hidden":
         meta_path = folder.parent.parent / layout.ANSWERS / folder.name / layout.META_FILE
@@ -216,7 +229,7 @@ def _video_tracks(split: str, folder: Path) -> tuple[dict, dict | None]:
         return _tracks_from_masks(layout.read_mask(folder)), None
     if (folder / layout.PRED_MASK_FILE).is_file():
         return _tracks_from_masks(layout.read_mask(folder, predicted=True)), None
-    return {}, None
+    return None
 
 
 def stats(root: str | Path, *, splits: list[str] | None = None, limit: int | None = None) -> dict:
@@ -224,7 +237,8 @@ def stats(root: str | Path, *, splits: list[str] | None = None, limit: int | Non
 
     Motion: how far each object's center travels over the video (path length in pixels,
     while in view); an object is moving if it travels at least 3 pixels. Entering: an object
-    absent from frames 0..10 that appears later.
+    absent from frames 0..10 that appears later. "no_objects": the split's videos have masks
+    or meta.json, and none holds an object.
     """
     root = Path(root)
     splits = splits or [s for s in layout.SPLITS if (root / s).is_dir()]
@@ -234,9 +248,10 @@ def stats(root: str | Path, *, splits: list[str] | None = None, limit: int | Non
         objects, travels, late, classes, collisions = [], [], 0, np.zeros(NUM_CLASSES, int), []
         used = 0
         for _, folder in videos:
-            tracks, meta = _video_tracks(split, folder)
-            if not tracks:
+            described = _video_tracks(split, folder)
+            if described is None:
                 continue
+            tracks, meta = described
             used += 1
             seen = {cid: tr for cid, tr in tracks.items() if tr[0].sum() > 0}
             objects.append(len(seen))
@@ -253,7 +268,7 @@ def stats(root: str | Path, *, splits: list[str] | None = None, limit: int | Non
         travels_arr = np.array(travels)
         moving = travels_arr[travels_arr >= MOVING_PX]
         result[split] = {
-            "videos": len(videos), "described": used,
+            "videos": len(videos), "described": used, "no_objects": used > 0 and not any(objects),
             "objects_per_video": _summary(np.array(objects)),
             "moving_share": round(float(len(moving) / max(len(travels_arr), 1)), 3),
             "travel_px_moving": _summary(moving),
@@ -278,6 +293,9 @@ def format_stats(result: dict) -> str:
     lines = []
     for split, s in result.items():
         lines.append(f"{split}: {s['videos']} videos ({s['described']} with masks or meta.json)")
+        if s["no_objects"]:
+            lines.append(f"  no objects: the masks (or meta.json) of its {s['described']} videos hold background "
+                         "only")
         for key in ("objects_per_video", "travel_px_moving", "collisions_per_video"):
             if s[key]:
                 lines.append(f"  {key:22s} " + "  ".join(f"{k} {v}" for k, v in s[key].items()))

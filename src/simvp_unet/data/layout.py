@@ -6,8 +6,9 @@
     <root>/hidden/video_<i>/image_0.png .. image_10.png             input frames only
     <root>/hidden_answers/video_<i>/image_11.png .. image_21.png, mask.npy   (generated data only)
 
-Frames are 160 x 240 RGB PNGs (an alpha channel is dropped); masks are (22, 160, 240)
-class ids 0..48. Every reader raises `DataError` naming the offending file.
+Frames are 160 x 240 RGB PNGs; frames in another PNG mode are converted as they are read
+(grayscale, palette and 16-bit grayscale to RGB, an alpha channel dropped). Masks are
+(22, 160, 240) class ids 0..48. Every reader raises `DataError` naming the offending file.
 """
 
 from __future__ import annotations
@@ -86,19 +87,43 @@ def list_videos(root: str | Path, split: str) -> list[tuple[int, Path]]:
     return sorted(videos.items())
 
 
+# Image modes a frame may have (those of PNG files), and how each becomes RGB.
+_TO_RGB = {"RGB": (), "RGBA": ("RGB",), "L": ("RGB",), "LA": ("RGB",), "1": ("RGB",),
+           "P": ("RGBA", "RGB"), "PA": ("RGBA", "RGB")}  # a palette with transparency via RGBA
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grayscale ("I": Pillow before 10.x)
+
+
+def _rgb(image: Image.Image, path: Path) -> np.ndarray:
+    """uint8 (H, W, 3) of a loaded image; `DataError` for a mode a PNG frame cannot have."""
+    if image.mode in _TO_RGB:
+        for mode in _TO_RGB[image.mode]:
+            image = image.convert(mode)
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode in _SIXTEEN_BIT:  # scaled to 0..255 (the high byte), not clipped to white
+        values = np.asarray(image)
+        if values.size and (int(values.min()) < 0 or int(values.max()) > 0xFFFF):
+            raise DataError(f"frame {path} is a grayscale image with values {int(values.min())}..{int(values.max())}"
+                            ", expected 16-bit values 0..65535")
+        gray = (values.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    raise DataError(f"frame {path} has image mode {image.mode}, which is not supported: expected an RGB, RGBA, "
+                    "grayscale (8 or 16 bits) or palette PNG")
+
+
 def read_frame(path: str | Path) -> np.ndarray:
-    """One frame as uint8 (H, W, 3). Alpha is dropped; a missing, corrupt or wrong-size file
-    raises `DataError`."""
+    """One frame as uint8 (H, W, 3), converted from any PNG mode: grayscale and palette become
+    RGB, 16-bit grayscale is scaled to 0..255, alpha is dropped. A missing, corrupt or
+    wrong-size file, or one of another mode (CMYK, floating point...), raises `DataError`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing frame: {path}")
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            array = np.asarray(image, dtype=np.uint8)
+            array = _rgb(image, path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"corrupt image {path}: {exc}") from None
     if array.shape != (HEIGHT, WIDTH, 3):
         h, w = array.shape[:2]

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import write_text
-
 _SEGMENTS = 40  # around the sphere and cylinder
 _RINGS = 20  # from pole to pole of the sphere
 
@@ -93,12 +91,17 @@ MESHES = {"cube": cube_obj, "sphere": sphere_obj, "cylinder": cylinder_obj}
 
 
 def write_meshes(folder: str | Path) -> dict[str, Path]:
-    """Write the three OBJ files into `folder` (skipping existing ones); shape name -> path."""
+    """Write the three OBJ files into `folder` (skipping existing ones); shape name -> path.
+
+    `folder` is one generation run's own, written before its workers start and removed when
+    it ends, so the files are written in place; a failed write raises the `OSError` itself,
+    for the caller to name its output.
+    """
     folder = Path(folder)
     paths = {}
     for shape, make in MESHES.items():
         path = folder / f"{shape}.obj"
         if not path.is_file():
-            write_text(path, make())
+            path.write_text(make())
         paths[shape] = path
     return paths

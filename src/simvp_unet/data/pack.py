@@ -3,11 +3,16 @@
     simvp-unet data pack data/demo
 
 writes, per split, `<root>/packed/<split>.frames.npy` (N, T, 3, H, W), `<split>.masks.npy`
-(N, 22, H, W) when every video has `mask.npy`, and `<split>.json` (video indices and a
-fingerprint of the packed files). The datasets use a packed split automatically while its
-fingerprint matches: adding, removing or replacing a frame or `mask.npy` makes the pack stale
-and the datasets fall back to the files. Pseudo-labels (`mask_pred.npy`) are not packed: they
-are small, read from their files, and may be written after packing.
+(N, 22, H, W) when every video has `mask.npy`, and `<split>.json` (video indices, a
+fingerprint of the packed files and a hash of their bytes). The datasets use a packed split
+automatically while its fingerprint matches: adding, removing or rewriting a frame or
+`mask.npy` makes the pack stale and the datasets fall back to the files. The fingerprint takes
+one stat per file (size, modification and status-change times, inode number), so a file
+rewritten with its size and modification time kept still counts as changed. A copied dataset
+has new inodes and status-change times: its pack is stale until `data pack` runs again, which
+then only hashes the files and, finding the same bytes, keeps the arrays. Pseudo-labels
+(`mask_pred.npy`) are not packed: they are small, read from their files, and may be written
+after packing.
 """
 
 from __future__ import annotations
@@ -26,22 +31,47 @@ from ..io import write_json
 from . import layout
 
 PACKED = "packed"
-_VERSION = 3
+_VERSION = 4
+
+
+def _packed_files(folder: Path) -> list[os.DirEntry]:
+    """The files of a video folder that a pack holds (frames and mask.npy), sorted by name;
+    files added beside them later (pseudo-labels written after packing) do not count."""
+    return sorted((entry for entry in os.scandir(folder)
+                   if entry.name.endswith(".png") or entry.name == layout.MASK_FILE), key=lambda e: e.name)
 
 
 def fingerprint(videos: list[tuple[int, Path]]) -> str:
-    """A hash of the video indices and the sizes and modification times of their packed files.
-
-    Only the files a pack holds count (frames and mask.npy), so that a file added beside them
-    later (pseudo-labels written after packing) leaves the pack valid.
-    """
+    """A hash of the video indices and the sizes, modification and status-change times and
+    inode numbers of their packed files: one stat per file. A write, a replacement, or a
+    modification time put back with os.utime all change the status-change time."""
     digest = hashlib.sha1()
     for index, folder in videos:
         digest.update(f"{index}:".encode())
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if entry.name.endswith(".png") or entry.name in (layout.MASK_FILE,):
-                stat = entry.stat()
-                digest.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        for entry in _packed_files(folder):
+            stat = entry.stat()
+            digest.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino};"
+                          .encode())
+    return digest.hexdigest()
+
+
+def file_digest(path: str | Path) -> bytes:
+    """The SHA-1 of a file's bytes, read in 1 MiB pieces."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while piece := f.read(1 << 20):
+            digest.update(piece)
+    return digest.digest()
+
+
+def content(videos: list[tuple[int, Path]]) -> str:
+    """A hash of the video indices and the names and bytes of their packed files (reads them
+    all: asked when packing, and by `data pack` when only the fingerprint differs)."""
+    digest = hashlib.sha1()
+    for index, folder in videos:
+        digest.update(f"{index}:".encode())
+        for entry in _packed_files(folder):
+            digest.update(f"{entry.name}:".encode() + file_digest(entry.path))
     return digest.hexdigest()
 
 
@@ -115,8 +145,31 @@ def check_arrays(root: str | Path, split: str, info: dict) -> list[str]:
     return problems
 
 
+def _kept(root: Path, split: str, videos: list[tuple[int, Path]], arrays: list[str]) -> dict | None:
+    """The index info of a pack already there that holds these videos' files, intact; its
+    fingerprint renewed where only that differs (a copied dataset: same bytes). None: pack."""
+    paths = _paths(root, split)
+    try:
+        info = json.loads(paths["index"].read_text())
+        same = (info["version"] == _VERSION and info["indices"] == [i for i, _ in videos]
+                and info["arrays"] == arrays and info["frames"] == len(layout.split_frames(split)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not same or check_arrays(root, split, info):
+        return None
+    stamp = fingerprint(videos)
+    if info.get("fingerprint") == stamp:
+        return info
+    if info.get("content") != content(videos) or fingerprint(videos) != stamp:
+        return None
+    info["fingerprint"] = stamp
+    write_json(paths["index"], info)
+    return info
+
+
 def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
-    """Pack one split (validating every file on the way); returns its index info."""
+    """Pack one split (validating every file on the way); returns its index info, with
+    "kept": True where the pack there already held the same files (see module doc)."""
     root = Path(root)
     videos = layout.list_videos(root, split)
     if not videos:
@@ -127,6 +180,9 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
     arrays = ["frames"]
     if all((folder / layout.MASK_FILE).is_file() for _, folder in videos):
         arrays.append("masks")
+    kept = _kept(root, split, videos, arrays)
+    if kept is not None:
+        return {**kept, "kept": True}
     shapes = {
         "frames": (len(videos), len(frames), 3, layout.HEIGHT, layout.WIDTH),  # as the datasets return them
         "masks": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
@@ -152,6 +208,7 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
             del out
         except OSError as exc:  # full disk while filling the arrays
             raise output_error(paths["frames"], exc) from None
+        digest = content(videos)
         if fingerprint(videos) != before:
             raise DataError(f"{root / split} changed while packing; run `data pack` again")
         for name in ("frames", "masks"):
@@ -163,7 +220,7 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
     info = {"version": _VERSION, "split": split, "frames": len(frames), "arrays": arrays,
-            "indices": [i for i, _ in videos], "fingerprint": before}
+            "indices": [i for i, _ in videos], "fingerprint": before, "content": digest}
     write_json(paths["index"], info)
     return info
 

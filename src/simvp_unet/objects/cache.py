@@ -4,9 +4,17 @@
 
 Tracks come from the true masks (`mask.npy`) where a video has them, else from its
 pseudo-labels (`mask_pred.npy`, written by `simvp-unet label`); videos with neither are
-left out. They are stored in `<root>/tracks/<split>.npz` with a fingerprint of the mask
-files they come from: a changed, added or removed mask file makes the cache stale, and it
-is rebuilt. Training reads only this file, never the PNGs.
+left out. They are stored in `<root>/tracks/<split>.npz` (or `<cache_dir>/<split>.npz`) with
+a fingerprint of the mask files they come from (their sizes, modification and status-change
+times and inode numbers) and a hash of their bytes. A changed, added or removed mask file
+makes the cache stale, and it is rebuilt, even one rewritten with its size and modification
+time kept (the status-change time, which only the kernel sets, still moves). Where only the
+fingerprint differs (a copied dataset), the bytes are hashed once: the same bytes keep the
+cache. A cache that cannot be read for any reason is rebuilt; it is never unpickled.
+
+A read-only dataset with no up-to-date cache: the tracks are computed in memory with a note
+on stderr, unless `cache_dir` names a folder for them. Training reads only this file, never
+the PNGs.
 """
 
 from __future__ import annotations
@@ -20,13 +28,15 @@ import torch
 from tqdm import tqdm
 
 from ..data import layout
-from ..errors import DataError
+from ..data.pack import file_digest
+from ..errors import DataError, OutputError
 from ..io import atomic_path
 from .tracks import extract_tracks
 
 CACHE_FOLDER = "tracks"
-_VERSION = 1
+_VERSION = 2
 _CHUNK = 16  # videos per extraction call
+_FIELDS = ("classes", "present", "center", "size", "area", "cut", "whole")  # `Tracks.arrays()`
 
 
 def _mask_files(root: Path, split: str) -> list[tuple[int, Path, bool]]:
@@ -42,20 +52,88 @@ def _mask_files(root: Path, split: str) -> list[tuple[int, Path, bool]]:
 
 
 def _fingerprint(files: list[tuple[int, Path, bool]]) -> str:
+    """A hash of the indices, names, sizes, modification and status-change times and inode
+    numbers of the mask files: one stat each. A write, a replacement, or a modification time
+    put back with os.utime all change the status-change time."""
     digest = hashlib.sha1(f"v{_VERSION};".encode())
     for index, path, _ in files:
         stat = path.stat()
-        digest.update(f"{index}:{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        digest.update(f"{index}:{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:"
+                      f"{stat.st_ino};".encode())
     return digest.hexdigest()
 
 
-def cache_path(root: str | Path, split: str) -> Path:
-    """Where the tracks of a split are kept."""
-    return Path(root) / CACHE_FOLDER / f"{split}.npz"
+def _content(files: list[tuple[int, Path, bool]]) -> str:
+    """A hash of the indices, names and bytes of the mask files (reads them all: asked only
+    when the fingerprint differs, and when the cache is built)."""
+    digest = hashlib.sha1(f"v{_VERSION};".encode())
+    for index, path, _ in files:
+        digest.update(f"{index}:{path.name}:".encode() + file_digest(path))
+    return digest.hexdigest()
 
 
-def split_tracks(root: str | Path, split: str, *, progress: bool = True) -> dict[str, np.ndarray]:
+def cache_path(root: str | Path, split: str, cache_dir: str | Path | None = None) -> Path:
+    """Where the tracks of a split are kept: `<cache_dir>/<split>.npz`, by default in the
+    dataset (`<root>/tracks/<split>.npz`)."""
+    folder = Path(root) / CACHE_FOLDER if cache_dir is None else Path(cache_dir)
+    return folder / f"{split}.npz"
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], files: list[tuple[int, Path, bool]]) -> None:
+    """Raise ValueError unless `arrays` hold one row of tracks per video of `files`, in order."""
+    if set(arrays) != {*_FIELDS, "index", "pseudo"}:
+        raise ValueError(f"fields {sorted(arrays)}")
+    if (arrays["index"].tolist() != [i for i, _, _ in files]
+            or arrays["pseudo"].tolist() != [pseudo for _, _, pseudo in files]):
+        raise ValueError("other videos")
+    n, k, t = len(files), arrays["classes"].shape[-1], layout.FRAMES
+    shapes = {"classes": (n, k), "present": (n, k, t), "center": (n, k, t, 2), "size": (n, k, t, 2),
+              "area": (n, k, t), "cut": (n, k, t), "whole": (n, k, t)}
+    for name, shape in shapes.items():
+        if arrays[name].shape != shape:
+            raise ValueError(f"{name} has shape {arrays[name].shape}, not {shape}")
+
+
+def _read_cache(path: Path, files: list[tuple[int, Path, bool]]) -> tuple[dict[str, np.ndarray], str, str] | None:
+    """(arrays, fingerprint, content hash) of a cache that fits `files`; None where there is
+    none or it cannot be read, whatever the reason (it is rebuilt)."""
+    try:
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as cached:
+            arrays = {k: cached[k] for k in cached.files}
+        stamp, content = str(arrays.pop("fingerprint")), str(arrays.pop("content"))
+        _check_arrays(arrays, files)
+    except Exception:  # noqa: BLE001 - truncated (BadZipFile), not a zip, pickled objects refused, keys, shapes...
+        return None
+    return arrays, stamp, content
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray], stamp: str, content: str, split: str, *,
+          required: bool) -> None:
+    """Write the cache; where the default location cannot be written (a read-only dataset),
+    say so in one line and go on with the tracks in memory."""
+    try:
+        with atomic_path(path) as tmp:
+            np.savez(tmp, fingerprint=np.array(stamp), content=np.array(content), **arrays)
+    except OutputError as exc:
+        if required:
+            raise
+        print(f"note: {exc}; the tracks of {split} are kept in memory for this run (set a writable "
+              "tracks folder, tracks_dir, to keep them)", file=sys.stderr)
+
+
+def split_tracks(root: str | Path, split: str, *, cache_dir: str | Path | None = None,
+                 progress: bool = True) -> dict[str, np.ndarray]:
     """Tracks over all 22 frames of every video of `split` that has masks (see module doc).
+
+    Args:
+        root: dataset root.
+        split: the split whose masks (or pseudo-labels) give the tracks.
+        cache_dir: folder of the cache files; None: `<root>/tracks`, and where that cannot be
+            written the tracks are computed in memory (a given folder that cannot be written
+            raises `OutputError`).
+        progress: a progress bar on stderr while extracting.
 
     Returns:
         "index" (N,), "pseudo" (N,) bool, and the `Tracks.arrays()` fields with N rows.
@@ -66,14 +144,16 @@ def split_tracks(root: str | Path, split: str, *, progress: bool = True) -> dict
         raise DataError(f"no masks in {root / split}: tracks need mask.npy or {layout.PRED_MASK_FILE} "
                         "(run `simvp-unet label` for unlabeled videos)")
     stamp = _fingerprint(files)
-    path = cache_path(root, split)
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as cached:
-                if str(cached["fingerprint"]) == stamp:
-                    return {k: cached[k] for k in cached.files if k != "fingerprint"}
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # unreadable cache: rebuild it
+    path = cache_path(root, split, cache_dir)
+    cached = _read_cache(path, files)
+    if cached is not None:
+        arrays, cached_stamp, cached_content = cached
+        if cached_stamp == stamp:
+            return arrays
+        content = _content(files)
+        if cached_content == content:  # same bytes, other files (a copied dataset): stamp them
+            _save(path, arrays, stamp, content, split, required=cache_dir is not None)
+            return arrays
     parts: list[dict[str, np.ndarray]] = []
     with tqdm(total=len(files), desc=f"tracks {split}", unit="video", disable=not progress,
               file=sys.stderr) as bar:
@@ -85,6 +165,7 @@ def split_tracks(root: str | Path, split: str, *, progress: bool = True) -> dict
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     arrays["index"] = np.array([i for i, _, _ in files], np.int64)
     arrays["pseudo"] = np.array([pseudo for _, _, pseudo in files], bool)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, fingerprint=np.array(stamp), **arrays)
+    content = _content(files)
+    if _fingerprint(files) == stamp:  # not cached if a mask changed while it was read
+        _save(path, arrays, stamp, content, split, required=cache_dir is not None)
     return arrays
