@@ -157,7 +157,7 @@ def load_mask_file(path: str | Path, *, mmap: bool = False) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"corrupt mask file {path} ({short_reason(exc)})") from None
+        raise DataError(f"corrupt mask file {path} ({short_reason(exc)}); restore it or generate the dataset again") from None
 
 
 def read_mask(video_dir: str | Path, *, predicted: bool = False) -> np.ndarray:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,7 +102,9 @@ def export_safetensors(model: nn.Module, config, path: str | Path) -> Path:
         config: the dataclass instance it was built from (`model.config`).
         path: the `.safetensors` file to write.
 
-    The file records the class name; `load_safetensors` rebuilds it given that class.
+    The file records the class name; `load_safetensors` rebuilds it given that class. A failed
+    write (a full disk, the file-size limit) is an `OutputError` naming `path`, which keeps its
+    previous content.
     """
     name = type(model).__name__
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
@@ -111,8 +115,22 @@ def export_safetensors(model: nn.Module, config, path: str | Path) -> Path:
     metadata = {"model": name, "config": json.dumps(dataclasses.asdict(config))}
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        try:
+            save_file(state, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # a failed write: an OSError for atomic_path to name the path
+            raise _os_error(exc) from None
     return path
+
+
+def _os_error(exc: SafetensorError) -> OSError | SafetensorError:
+    """The OSError inside a safetensors write error ("Error while serializing: I/O error: File too
+    large (os error 27)", before 0.5 "IoError(Os { code: 28, kind: StorageFull, ... })"); `exc`
+    itself when it is not an I/O error."""
+    found = re.search(r"\(os error (\d+)\)|Os \{ code: (\d+)", str(exc))
+    if not found:
+        return exc
+    number = int(found.group(1) or found.group(2))
+    return OSError(number, os.strerror(number))
 
 
 def load_safetensors(path: str | Path, *,
