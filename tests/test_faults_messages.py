@@ -139,8 +139,10 @@ def test_a_worker_bug_still_shows_its_traceback():
         assert explain(raised_by_loader(error, workers=1)) is None
 
 
-def test_a_corrupt_mask_with_loader_workers_gives_one_line(data, tiny_args, tmp_path, capsys):
-    """End to end: `train segmenter --workers 1` on a dataset with a corrupt mask.npy."""
+def test_a_corrupt_mask_with_loader_workers_gives_one_line(data, tiny_args, tmp_path, capsys, monkeypatch):
+    """End to end: `train segmenter --workers 1` on a dataset with a corrupt mask.npy, with the
+    check before training switched off so that the mask is first read in a loader worker."""
+    monkeypatch.setattr("simvp_unet.train.runner.check_readable", lambda *datasets, **kwargs: None)
     mask = data / "train" / "video_0" / layout.MASK_FILE
     mask.write_bytes(b"\x00" * 99)
     assert main(["train", "segmenter", "--data", str(data), "--out", str(tmp_path / "run"), "--workers", "1",
@@ -398,3 +400,21 @@ def test_label_on_a_full_disk(data, segmenter_run, capsys, monkeypatch, error, s
 def test_a_short_write_names_what_to_do():
     reason = errors.os_reason(OSError("844800 requested and 511872 written"))
     assert "disk full" in reason and "free some space" in reason
+
+
+def test_numpy_memory_map_refusals_read_as_damaged_or_pickled(tmp_path):
+    """The masks are opened as memory maps: numpy's own words for an object array and a cut file
+    become the safe one-line reasons."""
+    import numpy as np
+
+    np.save(tmp_path / "objects.npy", np.empty(3, dtype=object), allow_pickle=True)
+    np.save(tmp_path / "cut.npy", np.zeros((22, 16, 24), np.uint8))
+    with open(tmp_path / "cut.npy", "r+b") as f:
+        f.truncate(200)
+    reasons = {}
+    for name in ("objects.npy", "cut.npy"):
+        with pytest.raises((ValueError, OSError)) as info:
+            np.load(tmp_path / name, allow_pickle=False, mmap_mode="r")
+        reasons[name] = short_reason(info.value)
+    assert "pickled Python data, which is not loaded" in reasons["objects.npy"]
+    assert "damaged or truncated" in reasons["cut.npy"]

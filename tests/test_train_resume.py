@@ -1,4 +1,6 @@
-"""A run killed mid-epoch and resumed ends like an uninterrupted one: same steps, same LR schedule."""
+"""A run killed and resumed ends like an uninterrupted one: same steps, same LR schedule, the
+same weights to the bit, for every kind, whether it was killed mid-epoch or after the
+checkpoint at an epoch's end."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from simvp_unet.cli import main
+from simvp_unet.kinds import KINDS
 from simvp_unet.train.segmenter import SegmenterModule
 
 # 2 epochs x 3 batches = 6 steps; last.ckpt every 2 steps, so a kill at step 4 is mid-epoch 2
@@ -66,3 +69,56 @@ def test_resume_continues_steps_and_schedule(tiny_args: Callable[[str], list[str
     for step, lr in after.items():
         assert lr == pytest.approx(reference[step], rel=1e-6)
     assert after[KILL_AT] != pytest.approx(reference[0])  # not a schedule restarted from scratch
+
+
+# kind, settings added to the tiny preset, the step the run is killed at (before it runs). Each
+# draws random numbers in its steps: the segmenter's crops, the forecaster's scheduled sampling
+# (roll-out), the dynamics' windows and mirroring; all shuffle their training samples.
+EXACT = {
+    # 2 epochs x 3 batches, last.ckpt every 2 steps: killed at step 4, in epoch 2
+    "segmenter": (["checkpoint_every_steps=2", "limit_train_batches=3"], 4),
+    # 2 epochs x 2 batches, last.ckpt every step: killed at step 3, in epoch 2
+    "predictor": (["checkpoint_every_steps=1"], 3),
+    "forecaster": (["checkpoint_every_steps=1", "rollout_frames=4"], 3),
+    # 3 epochs x 2 batches, last.ckpt after each epoch: killed at step 5, after epoch 2's
+    # checkpoint; the epochs end the run though max_steps is set (it once ended one epoch short)
+    "dynamics-epoch-end": (["train_splits=[train]", "batch_size=2", "epochs=3", "max_steps=100"], 5),
+    # last.ckpt every step: killed at step 3, in epoch 2
+    "dynamics-mid-epoch": (["train_splits=[train]", "batch_size=2", "epochs=3", "checkpoint_every_steps=1"], 3),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(EXACT))
+def test_resumed_run_equals_uninterrupted(case: str, tiny_args: Callable[[str], list[str]], tiny_data: Path,
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = case.split("-")[0]
+    settings, kill_at = EXACT[case]
+    module = KINDS[kind].trainer()
+    argv = [*tiny_args(kind), *(arg for item in settings for arg in ("--set", item))]
+
+    def run(out: Path, *extra: str) -> int:
+        return main(["train", kind, "--data", str(tiny_data), "--out", str(out), "--workers", "0", *extra])
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run(straight, *argv) == 0
+    original = module.training_step
+
+    def dies_at_step(self: torch.nn.Module, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.global_step == kill_at:
+            raise SimulatedKill
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as m:
+        m.setattr(module, "training_step", dies_at_step)
+        with pytest.raises(SimulatedKill):
+            run(killed, *argv)
+    assert 0 < torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] <= kill_at
+    assert run(killed, "--resume") == 0
+
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] > kill_at and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not different, different

@@ -95,7 +95,7 @@ _REFUSED = (
 )
 # Signs of a file that is damaged, truncated or of another kind, in torch's and pickle's words.
 _UNREADABLE = ("Unpickler error", "invalid load key", "PytorchStreamReader", "truncated", "zip archive",
-               "magic number")
+               "magic number", "mmap length is greater than file size")
 UNREADABLE = "its contents are unreadable: it is damaged or truncated, or not this kind of file"
 
 
@@ -118,7 +118,8 @@ def short_reason(exc: BaseException) -> str:
         return UNREADABLE
     if any(sign in text for sign in _UNREADABLE):
         return UNREADABLE
-    if "containing pickled data" in text or "contains pickled" in text:  # numpy: not an array header
+    if ("containing pickled data" in text or "contains pickled" in text  # numpy: not an array header
+            or "Python objects in dtype" in text):  # numpy: an object array asked for as a memory map
         return "not an array file: damaged, or pickled Python data, which is not loaded, for safety"
     if _UNSAFE_ADVICE.search(text) or "pickle" in text.lower():
         kept = _without_advice(text).removeprefix("Weights only load failed.").strip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from einops import rearrange
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from ..config import to_dict
 from ..errors import TrainingDiverged
@@ -171,7 +172,7 @@ class TrainModule(L.LightningModule):
             return optimizer
         # Counts every step of the whole run (epochs, max_steps, limits, devices), so that a
         # resumed run rebuilds the same schedule and Lightning restores its position.
-        total = int(self.trainer.estimated_stepping_batches)
+        total = total_steps(self.trainer, cfg)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -209,7 +210,7 @@ def to_hwc(image: torch.Tensor) -> np.ndarray:
     return rearrange(image, "c h w -> h w c").numpy()
 
 
-# ---------------------------------------------------------------------------- checkpoints, RNG
+# ---------------------------------------------------------------------------- checkpoints, run length, RNG
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -220,42 +221,126 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+def derived_seed(*numbers: int) -> int:
+    """A 64-bit seed mixed from non-negative integers (the run's seed, an epoch, a step): nearby
+    inputs give unrelated seeds."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1, np.uint64)[0])
+
+
+class EpochSampler(Sampler[int]):
+    """The training order: a shuffle of the samples drawn from (seed, epoch) alone, whatever
+    random numbers were drawn before, so that a resumed run sees the order the uninterrupted
+    run saw. Lightning calls `set_epoch` at each epoch's start; `resume_at` starts the first
+    epoch of a resumed run past the samples already trained on (Lightning counts those batches
+    as done but starts the loader over).
+
+    Args:
+        size: samples in the dataset.
+        seed: the run's seed.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.skip = epoch, 0
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """Start at epoch `epoch`, leaving out the first `skip` samples of its order."""
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+        yield from torch.randperm(self.size, generator=generator)[self.skip:].tolist()
+
+    def __len__(self) -> int:
+        return self.size  # the whole epoch, also when resumed: Lightning counts the batches done
+
+
+def total_steps(trainer: L.Trainer, config: TrainSettings) -> int:
+    """Optimizer steps of the whole run: the epochs' (with their limits, on every device) or
+    `max_steps` if fewer (`MaxSteps` stops the run there; Lightning is not told, see there)."""
+    total = int(trainer.estimated_stepping_batches)
+    return min(total, config.max_steps) if config.max_steps > 0 else total
+
+
+class MaxSteps(L.Callback):
+    """Stop after `max_steps` optimizer steps (validating first, see `ValidateLastEpoch`).
+
+    Lightning's own `max_steps` is not used: with it, Lightning resumes a checkpoint written
+    at the end of an epoch as one still running, ends that epoch a second time and counts it
+    twice, so a resumed run whose epochs end it stops one epoch early, and draws a loader's
+    random numbers a run without the interruption would not have drawn.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if 0 < self.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)  # a resumed run that had already finished
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._check(trainer)
+
+
 class ValidateLastEpoch(L.Callback):
     """Validate after the last epoch too, whatever `val_every_epochs` says, so that every run
     ends with a score and a `best.ckpt` (e.g. the cpu preset's every 4 epochs, run for 2). The
-    last epoch is the one `max_epochs` or `max_steps` ends."""
+    last epoch is the one the epochs or `max_steps` end (a run resumed in it is told too)."""
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def _check(self, trainer: L.Trainer) -> None:
         last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        steps_left = trainer.max_steps - trainer.global_step if trainer.max_steps > 0 else None
+        steps_left = self.max_steps - trainer.global_step if self.max_steps > 0 else None
         last_steps = steps_left is not None and steps_left <= trainer.num_training_batches
         if last_epoch or last_steps:
             trainer.check_val_every_n_epoch = 1
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)  # resumed within the last epoch: its start is not run again
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
 
 class RNGState(L.Callback):
-    """Store the random generators in the checkpoint so that a resumed run draws what it would have.
+    """Seed the random generators (torch's on the CPU and on the run's device, numpy's,
+    Python's) before every training step from the run's seed and the step's number, so that a
+    step draws the same numbers (random crops, windows, mirroring, dropout, scheduled sampling)
+    whether or not the run was interrupted before it, and whatever was drawn in between (a
+    loader started once more on resume, a validation). The generators' state is therefore not
+    stored. 16 us a step.
 
-    Kept as tensors and plain Python values, loadable with `weights_only=True`.
+    (Named for the callback that stored that state: checkpoints holding it still resume
+    without a warning about a missing callback; the stored state is not used.)
+
+    Args:
+        seed: the run's seed.
     """
 
-    def state_dict(self) -> dict[str, Any]:
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        seed = derived_seed(self.seed, trainer.global_step)
+        # not torch.manual_seed: it probes every kind of device, 80 us a step on a CPU
+        torch.default_generator.manual_seed(seed)
+        if pl_module.device.type == "cuda":
+            torch.cuda.manual_seed_all(seed)
+        elif pl_module.device.type == "mps":
+            torch.mps.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        torch.set_rng_state(state["torch"])
-        n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                             n["cached"]))
-        random.setstate(state["python"])
-        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        pass  # the generators' state stored by earlier versions: not needed

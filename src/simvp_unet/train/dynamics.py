@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from ..classes import BACKGROUND
 from ..data.layout import FRAMES, FUTURE_FRAMES, INPUT_FRAMES, TARGET_IN_FUTURE
+from ..errors import DataError
 from ..inference import check_network
 from ..objects.cache import split_tracks
 from ..objects.dynamics import DynamicsNet, DynamicsNetConfig
@@ -57,6 +58,9 @@ class DynamicsConfig(TrainSettings):
         mirror: flip samples left-right at random.
         fit_iterations: gradient steps of each stage of fitting the physics before training
             (`objects.physics.Physics.fit`).
+        tracks_dir: folder of the track caches (`objects.cache`); None: DATA/tracks. Name a
+            writable folder to train on a read-only dataset without extracting the tracks again
+            at every start.
         model: the dynamics network.
     """
 
@@ -64,6 +68,7 @@ class DynamicsConfig(TrainSettings):
     window_shift: int = 5
     mirror: bool = True
     fit_iterations: int = 300
+    tracks_dir: str | None = None
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -151,12 +156,23 @@ class DynamicsModule(TrainModule):
     @classmethod
     def datasets(cls, config: DynamicsConfig, root: Path) -> tuple[TrackDataset, TrackDataset]:
         """(train, val): the tracks of the masked training splits and of the val split's true
-        masks, extracted once and cached beside the data (`objects.cache`)."""
+        masks, extracted once and cached beside the data or in `tracks_dir` (`objects.cache`).
+        Fails when the training tracks hold no object, or no validation object is seen whole
+        in frame 22 (the error would be 0 whatever the network)."""
         check_splits(root, [*config.train_splits, config.val_split])
         require_true_masks(root, config.val_split, "the dynamics validates on true masks")
-        parts = [split_tracks(root, split) for split in masked_splits(root, config.train_splits, cls.kind)]
+        splits = masked_splits(root, config.train_splits, cls.kind)
+        parts = [split_tracks(root, split, cache_dir=config.tracks_dir) for split in splits]
         train = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return TrackDataset(train), TrackDataset(split_tracks(root, config.val_split))
+        val = split_tracks(root, config.val_split, cache_dir=config.tracks_dir)
+        if not (train["classes"] != BACKGROUND).any():
+            raise DataError(f"no tracks in the training splits: the masks of {', '.join(str(root / s) for s in splits)} "
+                            "hold no objects (background only); nothing to learn the dynamics from")
+        _, _, _, _, _, counts = window({k: torch.from_numpy(val[k]) for k in TRACK_FIELDS}, 0)
+        if not counts[:, :, TARGET_IN_FUTURE].any():
+            raise DataError(f"the validation split has no objects: no mask of {root / config.val_split} holds an "
+                            "object seen whole in frame 22, so val/error would be 0 whatever is learned")
+        return TrackDataset(train), TrackDataset(val)
 
     @property
     def served(self) -> Dynamics:

@@ -37,7 +37,7 @@ from ..inference import MaskForecaster, check_network, logits_to_size, masks_to_
 from ..metrics import task_metric
 from ..models.simvp import SimVP, SimVPConfig
 from ..viz import mask_to_rgb
-from .common import TrainModule, TrainSettings, picture_rows
+from .common import TrainModule, TrainSettings, picture_rows, total_steps
 from .splits import check_splits, masked_splits, require_true_masks
 
 PICTURE_FRAMES = (0, 5, 10)  # of the 11 forecast ones: frames 12, 17 and 22
@@ -105,7 +105,7 @@ class ForecasterModule(TrainModule):
     def feedback_probability(self) -> float:
         """Scheduled sampling: chance of feeding back predictions, linear over the run's steps."""
         cfg = self.config
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = max(total_steps(self.trainer, cfg), 1)
         progress = min(self.global_step / total, 1.0)
         return cfg.sampling_start + (cfg.sampling_end - cfg.sampling_start) * progress
 

@@ -3,7 +3,7 @@
     simvp-unet train segmenter --data data/demo --preset cpu --out runs/seg
 
 RUN/config.yaml            the resolved settings (written atomically before training)
-RUN/checkpoints/last.ckpt  the latest state (weights, optimizer, schedule, loops, RNG) for --resume
+RUN/checkpoints/last.ckpt  the latest state (weights, optimizer, schedule, loops) for --resume
 RUN/checkpoints/best.ckpt  the best validation score so far
 RUN/logs/                  CSV logs in version_<n>/ (one per start or resume); logs/tensorboard/ when installed
 RUN/pictures/              predictions vs truth after every validation
@@ -36,7 +36,15 @@ from ..hardware import has_native_bf16
 from ..io import write_yaml
 from ..kinds import KINDS
 from ..runs import checkpoint_path, read_checkpoint
-from .common import AtomicCheckpointIO, RNGState, TrainModule, ValidateLastEpoch
+from .common import (
+    AtomicCheckpointIO,
+    EpochSampler,
+    MaxSteps,
+    RNGState,
+    TrainModule,
+    ValidateLastEpoch,
+)
+from .splits import check_readable
 
 CONFIG_FILE = "config.yaml"
 
@@ -90,9 +98,10 @@ def _has_checkpoint(out: Path) -> bool:
 
 
 def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
-                 resume: bool) -> tuple[Any, Path | None]:
+                 resume: bool) -> tuple[Any, Path | None, int]:
     """Resolve the config (new run) or read it back (resume) and check the folder; writes nothing
-    (config.yaml is written once data and devices are checked too, see `train`)."""
+    (config.yaml is written once data and devices are checked too, see `train`). Returns the
+    config, the checkpoint to resume from (None: a new run) and its global step."""
     config_file = out / CONFIG_FILE
     last = checkpoint_path(out, "last")
     if resume:
@@ -103,9 +112,11 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         if not config_file.is_file():
             raise ConfigError(f"cannot resume: {config_file} not found (is {out} a training run?)")
         if not last.is_file():
+            if _has_checkpoint(out):
+                raise DataError(f"cannot resume: {last} not found; {_without_last(out)}")
             raise ConfigError(f"cannot resume: {last} not found (the run stopped before its first "
                               "checkpoint; run the same command without --resume to start it again)")
-        _check_resumable(out, last)
+        step = _check_resumable(out, last)
         data = read_yaml_mapping(config_file, "run config")
         saved_kind = data.pop("kind", kind)
         if saved_kind != kind:
@@ -114,33 +125,53 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
             saved = from_dict(KINDS[kind].config_class, data, stored=True)
         except ConfigError as exc:
             raise ConfigError(f"{config_file}: {exc}") from None
-        return saved, last
+        return saved, last, step
     # A folder with config.yaml but no checkpoint is a start that failed or was stopped early:
     # starting again over it loses nothing.
     if _is_rank_zero_process() and _has_checkpoint(out):
+        if not last.is_file():
+            raise DataError(f"{out} already holds a run, without {last.name}: {_without_last(out)}")
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     config = resolve(KINDS[kind].config_class, kind, preset or "cpu", overrides)
-    return config, None
+    return config, None, 0
 
 
-def _check_resumable(out: Path, last: Path) -> None:
+def _usable_best(out: Path) -> dict[str, Any] | None:
+    """best.ckpt of a run when it is intact and holds a training state to resume from, else None."""
+    try:
+        saved = read_checkpoint(checkpoint_path(out, "best"))
+    except DataError:
+        return None
+    return saved if "optimizer_states" in saved and "loops" in saved else None
+
+
+def _without_last(out: Path) -> str:
+    """What to do with a run folder holding checkpoints but no last.ckpt (deleted, or the run
+    was killed between writing best.ckpt and last.ckpt): the one way on."""
+    best, last = checkpoint_path(out, "best"), checkpoint_path(out, "last")
+    saved = _usable_best(out)
+    if saved is None:
+        return f"no intact checkpoint to resume from; start again with another --out (or delete {out})"
+    return (f"{best} is intact (epoch {saved.get('epoch')}, step {saved.get('global_step')}): to resume from it, "
+            f"copy it to {last} and run with --resume")
+
+
+def _check_resumable(out: Path, last: Path) -> int:
     """Fail with one line, before anything is written, when last.ckpt cannot be resumed from;
-    name an intact best.ckpt to resume from instead."""
+    name an intact best.ckpt to resume from instead. Returns last.ckpt's global step."""
     try:
         ckpt = read_checkpoint(last)
         if "optimizer_states" not in ckpt or "loops" not in ckpt:
             raise DataError(f"{last} holds weights only, not a training state")
     except DataError as exc:
         best = checkpoint_path(out, "best")
-        try:
-            saved = read_checkpoint(best)
-            usable = "optimizer_states" in saved and "loops" in saved
-        except DataError:
-            usable = False
+        saved = _usable_best(out)
         hint = (f"{best} is intact (epoch {saved.get('epoch')}, step {saved.get('global_step')}): to resume from "
-                f"it, copy it over {last} and run --resume again" if usable else
+                f"it, copy it over {last} and run --resume again" if saved is not None else
                 f"no intact checkpoint remains; start again with another --out (or delete {out})")
         raise DataError(f"cannot resume: {exc}; {hint}") from None
+    return int(ckpt.get("global_step", 0))
+
 
 def _init_weights(module: TrainModule, run_dir: str) -> None:
     """Fine-tuning: start from the best weights of another run of the same kind and model."""
@@ -183,11 +214,28 @@ def _loggers(out: Path) -> list[Logger]:
     return loggers
 
 
-def _loader(dataset: Dataset, config: Any, runtime: Runtime, *, shuffle: bool, in_memory: bool) -> DataLoader:
+def _loader(dataset: Dataset, config: Any, runtime: Runtime, *, train: bool, in_memory: bool) -> DataLoader:
+    """The training loader (batches in `EpochSampler`'s order, the last partial one dropped)
+    or the validation one (in order)."""
     workers = 0 if in_memory else runtime.workers
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, drop_last=shuffle and
+    sampler = EpochSampler(len(dataset), config.seed) if train else None
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=train and
                       len(dataset) > config.batch_size, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def _resume_position(loader: DataLoader, config: Any, step: int) -> None:
+    """Start the order of a run resumed at global step `step` where the uninterrupted run was:
+    the epoch of that step, past the samples of its batches already trained on. One process
+    only: with several, Lightning shares each epoch's order out among them and the resumed
+    epoch starts over, as before."""
+    batches = len(loader)
+    if config.limit_train_batches:
+        batches = min(batches, config.limit_train_batches)
+    epoch, done = divmod(step, max(batches, 1))
+    loader.sampler.resume_at(epoch, done * config.batch_size)
+    # Lightning warns that a loader resumed mid-epoch starts the epoch over: this one does not
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = None,
@@ -212,9 +260,11 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         raise ConfigError(f"--workers must be >= 0, got {runtime.workers}")
     out, root = Path(out), Path(data)
     overrides = list(overrides) + ([f"init_from={init}"] if init else [])
-    config, ckpt_path = _prepare_run(kind, out, preset, overrides, resume)
+    config, ckpt_path, step = _prepare_run(kind, out, preset, overrides, resume)
     trainer_class = KINDS[kind].trainer()
     train_set, val_set = trainer_class.datasets(config, root)
+    # every file a batch will read, before the first step (not when a batch first samples it)
+    check_readable(train_set, val_set, progress=_is_rank_zero_process())
 
     _quiet_library_noise()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -235,19 +285,21 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     if config.checkpoint_every_steps:
         last.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                     every_n_train_steps=config.checkpoint_every_steps))
-    callbacks: list[L.Callback] = [best, *last, LearningRateMonitor(logging_interval="step"), RNGState(),
-                                   ValidateLastEpoch()]
+    callbacks: list[L.Callback] = [best, *last, LearningRateMonitor(logging_interval="step"), RNGState(config.seed),
+                                   ValidateLastEpoch(config.max_steps), MaxSteps(config.max_steps)]
     multi = runtime.num_nodes > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1 or (
         str(runtime.devices).isdigit() and int(runtime.devices) > 1)
     with _device_errors(runtime):
         trainer = _trainer(out, config, runtime, callbacks, multi)
     if ckpt_path is None and _is_rank_zero_process():  # everything checked: now the folder is a run
         write_yaml(out / CONFIG_FILE, {"kind": kind, **to_dict(config)})
+    in_memory = trainer_class.in_memory_data
+    train_loader = _loader(train_set, config, runtime, train=True, in_memory=in_memory)
+    if ckpt_path is not None and trainer.world_size == 1:
+        _resume_position(train_loader, config, step)
     start = time.time()
     try:
-        in_memory = trainer_class.in_memory_data
-        trainer.fit(module, _loader(train_set, config, runtime, shuffle=True, in_memory=in_memory),
-                    _loader(val_set, config, runtime, shuffle=False, in_memory=in_memory),
+        trainer.fit(module, train_loader, _loader(val_set, config, runtime, train=False, in_memory=in_memory),
                     ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if not trainer.interrupted:
@@ -295,8 +347,7 @@ def _trainer(out: Path, config: Any, runtime: Runtime, callbacks: list[L.Callbac
         num_nodes=runtime.num_nodes,
         strategy="ddp" if multi else "auto",
         precision=resolve_precision(runtime.precision or config.precision, runtime.accelerator),
-        max_epochs=config.epochs,
-        max_steps=config.max_steps,
+        max_epochs=config.epochs,  # max_steps: common.MaxSteps, not Lightning's (see there)
         limit_train_batches=config.limit_train_batches or None,
         limit_val_batches=config.limit_val_batches or None,
         check_val_every_n_epoch=config.val_every_epochs,
