@@ -35,6 +35,8 @@ SETTINGS = {
     "2 threads, default waiting": {},
     "1 thread": {"OMP_NUM_THREADS": "1"},
     "2 threads, passive waiting": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "2 threads, spin 10k": {"GOMP_SPINCOUNT": "10000"},
+    "2 threads, spin 1k": {"GOMP_SPINCOUNT": "1000"},
     "simvp-unet default": {"SIMVP_UNET_THREADS_FROM_PACKAGE": "1"},
 }
 
@@ -88,7 +90,7 @@ def run_child(env: dict[str, str], workload: str, steps: int, busy: bool) -> dic
         time.sleep(0.5)
     try:
         clean = {k: v for k, v in os.environ.items()
-                 if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "SIMVP_UNET_THREADS")}
+                 if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SIMVP_UNET_THREADS")}
         out = subprocess.run([sys.executable, "-c", CHILD, workload, str(steps)], env={**clean, **env},
                              capture_output=True, text=True, check=True)
     finally:
@@ -103,37 +105,47 @@ def main() -> None:
                                      epilog="example: python benchmarks/threads.py --repeats 3")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per setting and load (median)")
     parser.add_argument("--quick", action="store_true", help="few steps, one repeat, nothing written")
+    parser.add_argument("--workload", choices=("segmenter", "simvp"), action="append",
+                        help="workloads to run (default both)")
+    parser.add_argument("--setting", choices=list(SETTINGS), action="append", help="settings to run (default all)")
     args = parser.parse_args()
     workloads = {"segmenter": ("training step, `cpu` segmenter", 3 if args.quick else 40),
                  "simvp": ("inference, paper SimVP", 1 if args.quick else 3)}
+    workloads = {k: v for k, v in workloads.items() if k in (args.workload or workloads)}
+    settings = {k: v for k, v in SETTINGS.items() if k in (args.setting or SETTINGS)}
     repeats = 1 if args.quick else args.repeats
-    rows = []
+    command = " ".join(["python benchmarks/threads.py", *sys.argv[1:]])
+    sections = {}
     for workload, (what, steps) in workloads.items():
+        rows = []
         for busy in (False, True):
-            runs: dict[str, list[float]] = {name: [] for name in SETTINGS}
+            runs: dict[str, list[float]] = {name: [] for name in settings}
             threads: dict[str, int] = {}
             for _ in range(repeats):
-                for name, env in SETTINGS.items():
+                for name, env in settings.items():
                     result = run_child(env, workload, steps, busy)
                     runs[name].append(result["per_second"])
                     threads[name] = result["threads"]
             best = max(statistics.median(v) for v in runs.values())
             for name, values in runs.items():
                 speed = statistics.median(values)
-                rows.append(f"| {what} | {'one core busy' if busy else 'idle'} | {name} | {threads[name]} | "
+                rows.append(f"| {'one core busy' if busy else 'idle'} | {name} | {threads[name]} | "
                             f"{speed:.3g} | {best / speed:.2f} |")
-                print(rows[-1], flush=True)
+                print(f"{what}: {rows[-1]}", flush=True)
+        sections[f"## {what} ({', '.join(settings)})"] = [
+            "", *provenance(command), "",
+            f"Median of {repeats} runs per setting, settings alternating; per second: steps (training) "
+            "or calls (inference); slower: the best setting's speed at the same load divided by this "
+            "one's (1.00 = the best).", "",
+            "| load | setting | threads | per second | slower than the best |",
+            "|---|---|---:|---:|---:|", *rows]
     if args.quick:
         return
-    header = ["# Threads under load", "", *provenance(" ".join(["python benchmarks/threads.py", *sys.argv[1:]]))]
-    table = ["", f"Median of {repeats} runs per setting, settings alternating; per second: steps (training) "
-             "or calls (inference); slower: the best setting's speed in the same workload and load divided "
-             "by this one's (1.00 = the best).", "",
-             "| workload | load | setting | threads | per second | slower than the best |",
-             "|---|---|---|---:|---:|---:|", *rows]
-    write_sections(RESULTS / "threads.md", header, {"## Idle and with one core busy": table})
+    header = ["# Threads under load", "",
+              "Written by `benchmarks/threads.py` (its docstring says what runs); each section states its "
+              "command, commit, machine and date."]
+    write_sections(RESULTS / "threads.md", header, sections)
     print(f"written to {RESULTS / 'threads.md'}")
-
 
 if __name__ == "__main__":
     main()

@@ -55,16 +55,17 @@ def test_free_cores_sees_a_busy_core():
     assert min(busy) < len(__import__("os").sched_getaffinity(0))
 
 
-def test_the_cli_sets_the_waiting_policy_before_torch_and_the_count_from_threads(tmp_path):
+def test_the_cli_sets_the_spinning_before_torch_and_the_count_from_threads(tmp_path):
     code = ("import os, sys\n"
             "os.environ.pop('OMP_WAIT_POLICY', None)\n"
+            "os.environ.pop('GOMP_SPINCOUNT', None)\n"
             "from simvp_unet.cli import main\n"
             "assert 'torch' not in sys.modules  # so the policy can still reach OpenMP\n"
             f"code = main(['train', 'segmenter', '--data', '{tmp_path / 'none'}', '--out', '{tmp_path / 'run'}',"
             " '--threads', '1'])\n"
             "import torch\n"
-            "print(os.environ['OMP_WAIT_POLICY'], code, torch.get_num_threads())")
+            "print(os.environ['GOMP_SPINCOUNT'], code, torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["PASSIVE", "2", "1"]  # a missing data folder: one line, exit 2
+    assert out.stdout.split() == [threads.SPIN_COUNT, "2", "1"]  # a missing data folder: one line, exit 2
     assert "data folder not found" in out.stderr

@@ -1,15 +1,16 @@
 """Compute threads: how many, and how they wait, so that a busy machine costs its share only.
 
-    threads.prepare()     # before torch loads: OpenMP's waiting policy
+    threads.prepare()     # before torch loads: how long waiting OpenMP threads spin
     import torch
     threads.apply(None)   # after: the thread count (--threads, else SIMVP_UNET_THREADS, else chosen)
 
 With as many OpenMP threads as cores, a thread that shares its core with another process is late
 at every barrier, and by default the threads that wait for it spin on the cores the others need:
-one busy core made training several times slower, not twice. Waiting passively, and starting
-with as many threads as there are cores that other processes leave free, keeps that cost near
-the busy core's share (benchmarks/results/threads.md). Nothing here imports torch at module
-level: the waiting policy must be in the environment before the OpenMP runtime starts.
+one busy core made training several times slower, not twice. Starting with as many threads as
+there are cores that other processes leave free, and spinning briefly before sleeping, keeps a
+busy machine's cost near its share while a quiet one keeps nearly all of its speed; waiting
+passively costs a quiet machine much more (benchmarks/results/threads.md). Nothing here imports
+torch at module level: the spinning must be in the environment before the OpenMP runtime starts.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ import time
 ENV_THREADS = "SIMVP_UNET_THREADS"  # a number, or "auto"
 
 
+# How long an OpenMP thread of GNU's runtime (torch's on Linux) spins before it sleeps: short
+# enough that threads waiting for one that shares its core with another process give the core
+# back, long enough that a quiet machine keeps nearly all of the spinning's speed.
+SPIN_COUNT = "10000"
+
+
 def prepare() -> None:
-    """Make OpenMP's threads wait passively unless the user chose a policy; call before torch
-    is imported (the runtime reads it once, when it starts)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Shorten the spinning of waiting OpenMP threads unless the user chose a waiting policy;
+    call before torch is imported (the runtime reads it once, when it starts)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
 def _cpu_times() -> list[tuple[int, int]]:

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run the command, turn user-facing failures into one line and an exit code."""
-    threads.prepare()  # before torch loads (build_parser imports it): how OpenMP's threads wait
+    threads.prepare()  # before torch loads (build_parser imports it): how long OpenMP's threads spin
     parser = build_parser()
     args = parser.parse_args(argv)
     from ..hardware import keep_freed_memory
