@@ -68,3 +68,11 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_data")
     generate(root, resolve(GenerateConfig, "data", "tiny"), workers=1, progress=False)
     return root
+
+
+@pytest.fixture
+def data(tiny_data: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny dataset, without its caches (the fault tests damage it)."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_data, tmp_path / "data", ignore=shutil.ignore_patterns("tracks", "packed")))

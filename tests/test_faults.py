@@ -10,7 +10,6 @@ quote unsafe advice. Tiny data and two tiny runs (a segmenter and a predictor, a
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import pickle
 import shutil
@@ -21,34 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from faultlib import one_error, tree
 
 from simvp_unet.cli import main
 from simvp_unet.data import layout
 from simvp_unet.train.segmenter import SegmenterModule
-
-UNSAFE = ("weights_only", "allow_pickle", "\x1b[")
-
-
-def one_error(capsys: pytest.CaptureFixture[str], *, code_line: str = "simvp-unet: error: ") -> str:
-    """The error line of a failed command: exactly one, no traceback, no unsafe advice (progress
-    bars of work done before the failure may precede it)."""
-    text = capsys.readouterr().err
-    lines = [line for line in text.splitlines() if line.startswith("simvp-unet")]
-    assert len(lines) == 1 and lines[0].startswith(code_line) and "Traceback" not in text, text
-    assert not any(bad in lines[0] for bad in UNSAFE), lines[0]
-    return lines[0]
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Relative path -> content hash of every file under root (to prove nothing changed)."""
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def data(tiny_data: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny dataset (faults are injected into it)."""
-    return Path(shutil.copytree(tiny_data, tmp_path / "data"))
 
 
 @pytest.fixture(scope="module")

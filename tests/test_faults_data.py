@@ -19,29 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faultlib import one_error
 from PIL import Image
 
 from simvp_unet.cli import main
 from simvp_unet.data import layout
 from simvp_unet.errors import DataError, OutputError
 
-UNSAFE = ("weights_only", "allow_pickle", "\x1b[")
 ONE_VIDEO = ["--quiet", "--train", "1", "--val", "0", "--unlabeled", "0", "--hidden", "0"]
 
 
-def one_error(capsys: pytest.CaptureFixture[str]) -> str:
-    """The error line of a failed command: exactly one, no traceback, no unsafe advice."""
-    text = capsys.readouterr().err
-    lines = [line for line in text.splitlines() if line.startswith("simvp-unet")]
-    assert len(lines) == 1 and lines[0].startswith("simvp-unet: error: ") and "Traceback" not in text, text
-    assert not any(bad in lines[0] for bad in UNSAFE), lines[0]
-    return lines[0]
 
 
-@pytest.fixture
-def data(tiny_data: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny dataset (faults are injected into it)."""
-    return Path(shutil.copytree(tiny_data, tmp_path / "data"))
 
 
 def _rewrite_keeping_size_and_mtime(path: Path, content: bytes) -> None:

@@ -10,7 +10,6 @@ safetensors and numpy writers. One tiny segmenter run (a few seconds).
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import os
 import pickle
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from faultlib import UNSAFE, one_error, tree
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
 
@@ -34,29 +34,12 @@ from simvp_unet.errors import ConfigError, DataError, OutputError, explain, shor
 from simvp_unet.runs import read_checkpoint
 
 # What a message about a file must never say: how to load it unsafely anyway.
-UNSAFE_ADVICE = ("weights_only", "allow_pickle", "safe_globals", "re-running", "trusted source", "\x1b[")
 
 
-def one_error(capsys: pytest.CaptureFixture[str]) -> str:
-    """The error line of a failed command: exactly one, no traceback, no unsafe advice (progress
-    bars of work done before the failure may precede it)."""
-    text = capsys.readouterr().err
-    lines = [line for line in text.splitlines() if line.startswith("simvp-unet")]
-    assert len(lines) == 1 and lines[0].startswith("simvp-unet: error: ") and "Traceback" not in text, text
-    assert not any(bad in lines[0].lower() for bad in UNSAFE_ADVICE), lines[0]
-    return lines[0]
 
 
-def tree(root: Path) -> dict[str, str]:
-    """Relative path -> content hash of every file under root (to prove nothing changed)."""
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def data(tiny_data: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny dataset (faults are injected into it)."""
-    return Path(shutil.copytree(tiny_data, tmp_path / "data"))
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +243,7 @@ CRAFTED = {
 
 def check_safe(reason: str) -> None:
     assert reason and "\n" not in reason and len(reason) < 240, reason
-    assert not any(bad in reason.lower() for bad in UNSAFE_ADVICE), reason
+    assert not any(bad in reason.lower() for bad in UNSAFE), reason
 
 
 @pytest.mark.parametrize("crafted", list(CRAFTED))

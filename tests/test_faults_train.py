@@ -11,28 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faultlib import one_error
 
 from simvp_unet.cli import main
 from simvp_unet.data import layout
 
-UNSAFE = ("weights_only", "allow_pickle", "\x1b[")
 SHAPE = (layout.FRAMES, layout.HEIGHT, layout.WIDTH)
 
 
-def one_error(capsys: pytest.CaptureFixture[str]) -> str:
-    """The error line of a failed command: exactly one, no traceback, no unsafe advice (progress
-    bars and notes of work done before the failure may precede it)."""
-    text = capsys.readouterr().err
-    lines = [line for line in text.splitlines() if line.startswith("simvp-unet")]
-    assert len(lines) == 1 and lines[0].startswith("simvp-unet: error: ") and "Traceback" not in text, text
-    assert not any(bad in lines[0] for bad in UNSAFE), lines[0]
-    return lines[0]
 
 
-@pytest.fixture
-def data(tiny_data: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny dataset (faults are injected into it)."""
-    return Path(shutil.copytree(tiny_data, tmp_path / "data", ignore=shutil.ignore_patterns("tracks", "packed")))
 
 
 def train(kind: str, data: Path, out: Path, tiny_args, *extra: str) -> int:
