@@ -10,6 +10,11 @@ from typing import Any
 
 import pytest
 
+# The CLI run in-process keeps the test process's thread count: its choice from the free cores
+# (`simvp_unet.threads`, tested in test_threads.py) would sample the load at every command and
+# could leave the rest of the session on one thread.
+os.environ.setdefault("SIMVP_UNET_THREADS", str(os.cpu_count() or 1))
+
 # Overrides that shrink each kind's real `cpu` preset: 32 x 48 pixels, a few channels, 2 epochs of
 # 2-3 batches. Everything else (schedule, precision, clipping, the model's recipe) stays the
 # preset's, so the tests train what users train, only smaller.

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # large activations reused, not zero-filled again (hardware.py)
     try:
-        threads.apply(getattr(args, "threads", None))
+        if hasattr(args, "threads"):  # a command that computes: choose its threads
+            threads.apply(args.threads)
         result = args.handler(args)
     except (Exception, KeyboardInterrupt) as exc:
         explained = explain(exc)
