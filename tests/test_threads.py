@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from simvp_unet import threads
+from simvp_unet.errors import ConfigError
 
 
 @pytest.fixture
@@ -26,8 +27,9 @@ def test_an_explicit_count_wins(clean_env):
     assert threads.choose(1) == 1
     assert threads.choose(None) == 2
     assert threads.apply(1) == 1 and torch.get_num_threads() == 1
-    with pytest.raises(ValueError, match="threads must be >= 1"):
-        threads.choose(0)
+    for bad in (0, "abc"):
+        with pytest.raises(ConfigError, match="threads must be a number >= 1 or auto"):
+            threads.choose(bad)
 
 
 def test_omp_num_threads_is_respected_and_auto_takes_the_free_cores(clean_env):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import time
 
+from .errors import ConfigError
+
 ENV_THREADS = "SIMVP_UNET_THREADS"  # a number, or "auto"
 
 
@@ -34,15 +36,16 @@ def prepare() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
-def _cpu_times() -> list[tuple[int, int]]:
-    """(busy, total) jiffies of each core since boot, from /proc/stat (Linux)."""
-    out = []
+def _cpu_times() -> dict[int, tuple[int, int]]:
+    """Core number -> (busy, total) jiffies since boot, from /proc/stat (Linux)."""
+    out = {}
     with open("/proc/stat") as f:
         for line in f:
             if line.startswith("cpu") and line[3].isdigit():
-                values = [int(v) for v in line.split()[1:]]
+                name, *fields = line.split()
+                values = [int(v) for v in fields]
                 idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-                out.append((sum(values) - idle, sum(values)))
+                out[int(name[3:])] = (sum(values) - idle, sum(values))
     return out
 
 
@@ -57,8 +60,9 @@ def free_cores(*, seconds: float = 0.2, busy_share: float = 0.5) -> int | None:
     except (OSError, AttributeError, ValueError, IndexError):
         return None
     free = 0
-    for core, ((busy0, total0), (busy1, total1)) in enumerate(zip(first, second, strict=False)):
-        if core in allowed and total1 > total0 and (busy1 - busy0) / (total1 - total0) < busy_share:
+    for core in allowed & first.keys() & second.keys():
+        (busy0, total0), (busy1, total1) = first[core], second[core]
+        if total1 > total0 and (busy1 - busy0) / (total1 - total0) < busy_share:
             free += 1
     return free
 
@@ -73,9 +77,12 @@ def choose(threads: int | str | None = None) -> int | None:
     if chosen is None or str(chosen) == "auto":
         free = free_cores()
         return None if free is None else max(1, free)
-    count = int(chosen)
+    try:
+        count = int(chosen)
+    except ValueError:
+        count = 0
     if count < 1:
-        raise ValueError(f"threads must be >= 1 or auto, got {chosen}")
+        raise ConfigError(f"threads must be a number >= 1 or auto, got {chosen!r} (--threads or {ENV_THREADS})")
     return count
 
 

@@ -240,7 +240,7 @@ def _holder(path: Path) -> str | None:
     """The pid written in the lock file `path` if a process holds it; None if none does (the
     file, left by a run that was killed, is removed)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDWR)  # an exclusive lock on NFS needs a file open for writing
     except FileNotFoundError:
         return None
     try:
