@@ -149,7 +149,7 @@ def test_frame_dataset(tiny_data):
         FrameDataset(tiny_data, "unlabeled")
 
 
-def test_packed_splits_match_and_go_stale(data_copy):
+def test_packed_splits_match_and_go_stale(data_copy, capsys):
     plain = VideoDataset(data_copy, "train", masks="true")
     infos = pack(data_copy, progress=False)
     assert {i["split"]: i["arrays"] for i in infos} == {
@@ -178,6 +178,9 @@ def test_packed_splits_match_and_go_stale(data_copy):
     frame = folder / "image_3.png"
     frame.write_bytes(frame.read_bytes())
     os.utime(frame, ns=(1, 1))
+    capsys.readouterr()
     assert open_packed(data_copy, "train") is None
     assert VideoDataset(data_copy, "train").packed is None
+    note = capsys.readouterr().err
+    assert note.count("no longer matches its videos") == 1 and "data pack" in note  # said once
     assert open_packed(data_copy, "val") is not None

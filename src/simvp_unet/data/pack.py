@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,19 @@ class PackedSplit:
         return self._arrays[name]
 
 
+_NOTED: set[tuple[str, str]] = set()
+
+
+def _note_stale(root: Path, split: str) -> None:
+    """Say once per process and split that a pack exists but is not used (its videos changed,
+    were copied, or it was made by another version), and how to use packs again."""
+    if (str(root), split) not in _NOTED:
+        _NOTED.add((str(root), split))
+        print(f"note: the pack of {root / split} no longer matches its videos (changed, copied, or packed by "
+              f"another version); reading the video files instead (`simvp-unet data pack {root}` updates it)",
+              file=sys.stderr)
+
+
 def open_packed(root: str | Path, split: str) -> PackedSplit | None:
     """The packed split if present and up to date with the video folders, else None."""
     root = Path(root)
@@ -123,6 +137,7 @@ def open_packed(root: str | Path, split: str) -> PackedSplit | None:
         return None
     if (info.get("version") != _VERSION or info.get("fingerprint") != fingerprint(videos)
             or not all(paths[name].is_file() for name in info.get("arrays", []))):
+        _note_stale(root, split)
         return None
     if check_arrays(root, split, info):
         return None  # damaged (e.g. truncated): the video files are read instead; `data check` says so
