@@ -50,10 +50,14 @@ def fingerprint(videos: list[tuple[int, Path]]) -> str:
     for index, folder in videos:
         digest.update(f"{index}:".encode())
         for entry in _packed_files(folder):
-            stat = entry.stat()
-            digest.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino};"
-                          .encode())
+            digest.update(f"{entry.name}:{stat_key(entry.stat())};".encode())
     return digest.hexdigest()
+
+
+def stat_key(stat: os.stat_result) -> str:
+    """What one stat tells of a file's bytes: size, modification and status-change times, inode.
+    A write, a replacement, or a modification time put back with os.utime all change it."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
 
 
 def file_digest(path: str | Path) -> bytes:

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import layout
-from ..data.pack import file_digest
+from ..data.pack import file_digest, stat_key
 from ..errors import DataError, OutputError
 from ..io import atomic_path
 from .tracks import extract_tracks
@@ -57,9 +57,7 @@ def _fingerprint(files: list[tuple[int, Path, bool]]) -> str:
     put back with os.utime all change the status-change time."""
     digest = hashlib.sha1(f"v{_VERSION};".encode())
     for index, path, _ in files:
-        stat = path.stat()
-        digest.update(f"{index}:{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:"
-                      f"{stat.st_ino};".encode())
+        digest.update(f"{index}:{path.name}:{stat_key(path.stat())};".encode())
     return digest.hexdigest()
 
 

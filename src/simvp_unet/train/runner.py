@@ -146,12 +146,12 @@ def _usable_best(out: Path) -> dict[str, Any] | None:
 
 
 def _without_last(out: Path) -> str:
-    """What to do with a run folder holding checkpoints but no last.ckpt (deleted, or the run
-    was killed between writing best.ckpt and last.ckpt): the one way on."""
+    """What to do with a run folder whose last.ckpt is missing (deleted, or the run was killed
+    between writing best.ckpt and last.ckpt) or cannot be resumed from: the one way on."""
     best, last = checkpoint_path(out, "best"), checkpoint_path(out, "last")
     saved = _usable_best(out)
     if saved is None:
-        return f"no intact checkpoint to resume from; start again with another --out (or delete {out})"
+        return f"no intact checkpoint remains to resume from; start again with another --out (or delete {out})"
     return (f"{best} is intact (epoch {saved.get('epoch')}, step {saved.get('global_step')}): to resume from it, "
             f"copy it to {last} and run with --resume")
 
@@ -164,12 +164,7 @@ def _check_resumable(out: Path, last: Path) -> int:
         if "optimizer_states" not in ckpt or "loops" not in ckpt:
             raise DataError(f"{last} holds weights only, not a training state")
     except DataError as exc:
-        best = checkpoint_path(out, "best")
-        saved = _usable_best(out)
-        hint = (f"{best} is intact (epoch {saved.get('epoch')}, step {saved.get('global_step')}): to resume from "
-                f"it, copy it over {last} and run --resume again" if saved is not None else
-                f"no intact checkpoint remains; start again with another --out (or delete {out})")
-        raise DataError(f"cannot resume: {exc}; {hint}") from None
+        raise DataError(f"cannot resume: {exc}; {_without_last(out)}") from None
     return int(ckpt.get("global_step", 0))
 
 
