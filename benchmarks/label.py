@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from simvp_unet.data import layout  # noqa: E402
+from simvp_unet.data.manifest import task_shape  # noqa: E402
 from simvp_unet.hardware import cpu_features, keep_freed_memory  # noqa: E402
 from simvp_unet.inference import in_chunks, logits_to_size  # noqa: E402
 from simvp_unet.label import label  # noqa: E402
@@ -71,7 +72,7 @@ def copy_videos(data: Path, videos: int, out: Path) -> list[Path]:
     for _, folder in layout.list_videos(data, "unlabeled")[:videos]:
         target = out / "unlabeled" / folder.name
         target.mkdir(parents=True)
-        for t in range(layout.FRAMES):
+        for t in range(task_shape(data).frames):
             shutil.copy(folder / layout.frame_name(t), target)
         folders.append(target)
     return folders
@@ -85,14 +86,15 @@ def child(args: argparse.Namespace) -> None:
     segmenter = load_run(args.segmenter, fold=True) if after else Before(load_run(args.segmenter))
     tmp = Path(tempfile.mkdtemp())
     folders = copy_videos(Path(args.data), args.videos, tmp)
-    frames = torch.from_numpy(np.stack([layout.read_frames(folders[0]), layout.read_frames(folders[1])]))
-    images = frames.permute(0, 1, 4, 2, 3).reshape(-1, 3, layout.HEIGHT, layout.WIDTH)[:32].contiguous()
+    shape = task_shape(args.data)
+    frames = torch.from_numpy(np.stack([layout.read_frames(f, range(shape.frames)) for f in folders[:2]]))
+    images = frames.permute(0, 1, 4, 2, 3).reshape(-1, 3, *shape.size)[:32].contiguous()
 
     def label_once() -> dict[str, np.ndarray]:
         for folder in folders:
             (folder / layout.PRED_MASK_FILE).unlink(missing_ok=True)
         label(tmp, segmenter, splits=("unlabeled",), progress=False, device="cpu")
-        return {f.name: layout.read_mask(f, predicted=True) for f in folders}
+        return {f.name: layout.read_mask(f, shape, predicted=True) for f in folders}
 
     masks = label_once()  # warm-up, and the answers
     segmenter.segment(images)
@@ -106,7 +108,7 @@ def child(args: argparse.Namespace) -> None:
         times["label"].append(time.perf_counter() - start)
     shutil.rmtree(tmp)
     np.savez(args.masks_out, **masks)
-    n = {"segment": len(images), "label": args.videos * layout.FRAMES}
+    n = {"segment": len(images), "label": args.videos * shape.frames}
     print(json.dumps({"applied": applied, **{k: n[k] / statistics.median(v) for k, v in times.items()}}))
 
 

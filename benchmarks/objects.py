@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from simvp_unet.data import layout
+from simvp_unet.data.manifest import task_shape
 from simvp_unet.hardware import cpu_features
 from simvp_unet.objects import DynamicsNet, DynamicsNetConfig, extract_tracks, render
 from simvp_unet.objects.serve import Dynamics
@@ -36,7 +37,8 @@ def main() -> None:
     args = parser.parse_args()
 
     videos = layout.list_videos(args.data, "val")[: args.videos]
-    masks = torch.from_numpy(np.stack([layout.read_mask(f)[: layout.INPUT_FRAMES] for _, f in videos]))
+    shape = task_shape(args.data)
+    masks = torch.from_numpy(np.stack([layout.read_mask(f, shape)[: shape.input_frames] for _, f in videos]))
     served = load_run(args.run) if args.run else Dynamics(DynamicsNet(DynamicsNetConfig()).eval())
     model = served.model
     times: dict[str, list[float]] = {"tracks": [], "dynamics": [], "render": [], "total": [],

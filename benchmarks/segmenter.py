@@ -31,7 +31,7 @@ from provenance import provenance, write_sections
 
 from simvp_unet.classes import CLASS_NAMES, attributes
 from simvp_unet.data.datasets import FrameDataset
-from simvp_unet.data.layout import TARGET
+from simvp_unet.data.manifest import task_shape
 from simvp_unet.hardware import cpu_features
 from simvp_unet.metrics import MaskScore
 from simvp_unet.runs import load_run
@@ -139,8 +139,8 @@ def validation_curve(run: Path) -> list[dict[str, float]]:
 
 
 def frame22(data: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The true frame 22 of every validation video: uint8 images (N, 3, H, W), long masks (N, H, W)."""
-    frames = FrameDataset(data, "val", frames=[TARGET])
+    """The true scored frame (22) of every validation video: uint8 images (N, 3, H, W), long masks (N, H, W)."""
+    frames = FrameDataset(data, "val", frames=[task_shape(data).target])
     items = [frames[i] for i in range(len(frames))]
     return (torch.stack([item["image"] for item in items]),
             torch.stack([torch.as_tensor(item["mask"]) for item in items]).long())

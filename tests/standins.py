@@ -88,7 +88,7 @@ def write_squares_dataset(root, *, videos_per_split: int = 3) -> None:
     with hidden_answers), so that the commands run on files whose answers are known exactly."""
     from simvp_unet.data import layout
 
-    masks = world_masks(batch=videos_per_split, height=layout.HEIGHT, width=layout.WIDTH)
+    masks = world_masks(batch=videos_per_split, height=layout.COMPETITION.height, width=layout.COMPETITION.width)
     frames = masks_to_frames(masks).permute(0, 1, 3, 4, 2).numpy()  # (B, T, H, W, 3)
     first = {"val": 1000, "unlabeled": 2000, "hidden": 15000}
     for split, start in first.items():
@@ -97,11 +97,11 @@ def write_squares_dataset(root, *, videos_per_split: int = 3) -> None:
             index = start + 10 * b
             folder = root / split / layout.video_name(index)
             folder.mkdir(parents=True)
-            for t in layout.split_frames(split):
+            for t in layout.COMPETITION.split_frames(split):
                 layout.write_frame(folder / layout.frame_name(t), frames[b, t])
             if split == "val":
-                layout.write_mask(folder / layout.MASK_FILE, masks[b].numpy())
+                layout.write_mask(folder / layout.MASK_FILE, masks[b].numpy(), layout.COMPETITION)
             if split == "hidden":
                 answers = root / layout.ANSWERS / layout.video_name(index)
                 answers.mkdir(parents=True)
-                layout.write_mask(answers / layout.MASK_FILE, masks[b].numpy())
+                layout.write_mask(answers / layout.MASK_FILE, masks[b].numpy(), layout.COMPETITION)

@@ -1,4 +1,5 @@
-"""The generator: layout and index ranges, exact masks, colors, determinism, resume."""
+"""The generator: layout and index ranges, exact masks, colors, determinism, the bytes the
+defaults write, resume. Other worlds and task shapes: test_data_world.py."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from simvp_unet.config import resolve
 from simvp_unet.data import generate as gen
 from simvp_unet.data import layout, scenes
 from simvp_unet.data.generate import GenerateConfig, generate
+from simvp_unet.data.layout import COMPETITION
 from simvp_unet.errors import ConfigError
 
 
@@ -22,6 +24,29 @@ def tree_hashes(root: Path) -> dict[str, str]:
     """sha1 of every file under root, by relative path."""
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# Digests of videos written by the generator before its world and task shape became settings
+# (commit c3623f1, `simvp-unet data generate --preset tiny`): the defaults must draw the same
+# pixels, masks and meta.json. Decoded pixels, not PNG bytes, so that another zlib does not matter.
+PINNED = {
+    "train/video_0": (range(22), "1e3db1998d925768a13d5202c25fbc2100441dcd3e795b57f6168dfdda6735fd"),
+    "hidden_answers/video_10": (range(11, 22), "bb5b3c4aed21c13ee2d2c55b7278cb5565ad34e7185ae381c2a85e3b2cab4f07"),
+}
+
+
+def video_digest(folder: Path, frames: range) -> str:
+    """sha256 of a video's decoded frames, its mask.npy's array and its meta.json's bytes."""
+    digest = hashlib.sha256(layout.read_frames(folder, frames).tobytes())
+    digest.update(np.load(folder / "mask.npy").tobytes())
+    digest.update((folder / "meta.json").read_bytes())
+    return digest.hexdigest()
+
+
+def test_the_defaults_draw_the_videos_they_always_drew(tiny_data):
+    for name, (frames, expected) in PINNED.items():
+        assert video_digest(tiny_data / name, frames) == expected, name
+    assert json.loads((tiny_data / "train" / "video_0" / "meta.json").read_text())["fps"] == 24.0
 
 
 def test_layout_and_index_ranges(tiny_data):
@@ -54,7 +79,7 @@ def test_paper_preset_index_ranges():
 
 def test_masks_agree_with_meta_and_scenes_follow_the_recipe(tiny_data):
     for _, folder in layout.list_videos(tiny_data, "train") + layout.list_videos(tiny_data, "val"):
-        mask = layout.read_mask(folder)
+        mask = layout.read_mask(folder, COMPETITION)
         meta = json.loads((folder / "meta.json").read_text())
         ids = [o["class_id"] for o in meta["objects"]]
         assert len(set(ids)) == len(ids)  # no two objects share all three attributes
@@ -75,7 +100,7 @@ def test_masks_agree_with_meta_and_scenes_follow_the_recipe(tiny_data):
                     # projected center inside its drawn box
                     x, y = state["pixel"]
                     x0, y0, x1, y1 = state["box"]
-                    if x0 > 0 and y0 > 0 and x1 < layout.WIDTH and y1 < layout.HEIGHT:
+                    if x0 > 0 and y0 > 0 and x1 < COMPETITION.width and y1 < COMPETITION.height:
                         assert x0 <= x <= x1 and y0 <= y <= y1
 
 
@@ -84,7 +109,7 @@ def test_object_pixels_carry_their_color(tiny_data):
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     checked = 0
     for _, folder in layout.list_videos(tiny_data, "train"):
-        frames, mask = layout.read_frames(folder, [0, 21]), layout.read_mask(folder)[[0, 21]]
+        frames, mask = layout.read_frames(folder, [0, 21]), layout.read_mask(folder, COMPETITION)[[0, 21]]
         for k in range(2):
             for cid in np.unique(mask[k]):
                 where = mask[k] == cid
@@ -148,13 +173,13 @@ def test_resume_after_an_interrupted_run(tiny_data, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = gen._write_folder
 
-    def crash_on_fourth(tmp, frames, ts, masks, meta):
+    def crash_on_fourth(tmp, frames, ts, masks, meta, shape):
         calls["n"] += 1
         if calls["n"] == 4:
             tmp.mkdir(parents=True)
             layout.write_frame(tmp / "image_0.png", frames[0])
             raise KeyboardInterrupt  # killed half-way through writing a video
-        real(tmp, frames, ts, masks, meta)
+        real(tmp, frames, ts, masks, meta, shape)
 
     monkeypatch.setattr(gen, "_write_folder", crash_on_fourth)
     with pytest.raises(KeyboardInterrupt):

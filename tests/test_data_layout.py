@@ -33,11 +33,11 @@ def test_list_videos_is_sorted_and_ignores_temporary_folders(data_copy):
 
 def test_read_frames_and_mask_shapes(tiny_data):
     folder = tiny_data / "train" / "video_0"
-    frames = layout.read_frames(folder)
+    frames = layout.read_frames(folder, range(22))
     assert frames.shape == (22, 160, 240, 3) and frames.dtype == np.uint8
     assert layout.read_frames(folder, [21, 0]).shape == (2, 160, 240, 3)
     np.testing.assert_array_equal(layout.read_frames(folder, [21, 0])[1], frames[0])
-    mask = layout.read_mask(folder)
+    mask = layout.read_mask(folder, layout.COMPETITION)
     assert mask.shape == (22, 160, 240) and mask.dtype == np.uint8 and mask.max() <= 48
 
 
@@ -63,7 +63,7 @@ def test_bad_frames_raise_naming_the_file(data_copy, damage, message):
     else:
         Image.new("RGB", (120, 80)).save(path)
     with pytest.raises(DataError, match=message):
-        layout.read_frames(path.parent)
+        layout.read_frames(path.parent, range(22))
     with pytest.raises(DataError, match=message):
         VideoDataset(data_copy, "train")[1]
 
@@ -78,7 +78,7 @@ def test_bad_masks_raise_naming_the_file(data_copy, array, message):
     path = data_copy / "val" / "video_4" / "mask.npy"
     np.save(path, array)
     with pytest.raises(DataError, match=f"mask .*video_4.mask.npy.*{message}|{message}"):
-        layout.read_mask(path.parent)
+        layout.read_mask(path.parent, layout.COMPETITION)
     with pytest.raises(DataError, match=message):
         VideoDataset(data_copy, "val", masks="true")[0]
     with pytest.raises(DataError, match=message):
@@ -89,7 +89,7 @@ def test_corrupt_and_missing_mask_files(data_copy):
     folder = data_copy / "train" / "video_2"
     (folder / "mask.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match="corrupt mask file .*video_2.mask.npy"):
-        layout.read_mask(folder)
+        layout.read_mask(folder, layout.COMPETITION)
     (folder / "mask.npy").unlink()
     with pytest.raises(DataError, match="missing mask: .*video_2.mask.npy"):
         VideoDataset(data_copy, "train", masks="true")
@@ -104,7 +104,7 @@ def test_video_dataset_items(tiny_data):
     assert item["index"] == 2
     assert item["frames"].shape == (22, 3, 160, 240) and item["frames"].dtype == torch.uint8
     assert item["masks"].shape == (22, 160, 240) and item["masks"].dtype == torch.uint8
-    frames = layout.read_frames(tiny_data / "train" / "video_2")
+    frames = layout.read_frames(tiny_data / "train" / "video_2", range(22))
     assert torch.equal(item["frames"], torch.from_numpy(frames).permute(0, 3, 1, 2))
     clip = VideoDataset(tiny_data, "val", frames=range(11), masks="true")[0]
     assert clip["index"] == 4 and clip["frames"].shape == (11, 3, 160, 240)
@@ -126,12 +126,12 @@ def test_mask_sources(data_copy):
     with pytest.raises(DataError, match="missing mask: .*unlabeled.video_6.mask_pred.npy"):
         VideoDataset(data_copy, "unlabeled", masks="any")
     for index, folder in layout.list_videos(data_copy, "unlabeled"):
-        layout.write_mask(folder / layout.PRED_MASK_FILE, np.full((22, 160, 240), index % 49, np.uint8))
+        layout.write_mask(folder / layout.PRED_MASK_FILE, np.full((22, 160, 240), index % 49, np.uint8), layout.COMPETITION)
     pred = VideoDataset(data_copy, "unlabeled", masks="any")
     assert pred[1]["masks"].unique().tolist() == [7]
     assert torch.equal(VideoDataset(data_copy, "unlabeled", masks="pred")[1]["masks"], pred[1]["masks"])
     true = VideoDataset(data_copy, "train", masks="any")[0]["masks"]
-    assert torch.equal(true, torch.from_numpy(layout.read_mask(data_copy / "train" / "video_0")))
+    assert torch.equal(true, torch.from_numpy(layout.read_mask(data_copy / "train" / "video_0", layout.COMPETITION)))
     with pytest.raises(ConfigError, match="masks must be one of"):
         VideoDataset(data_copy, "train", masks="yes")
 
@@ -142,7 +142,7 @@ def test_frame_dataset(tiny_data):
     item = frames[3]  # video 1, frame 21
     assert (item["index"], item["t"]) == (1, 21)
     assert item["image"].shape == (3, 160, 240) and item["mask"].shape == (160, 240)
-    mask = layout.read_mask(tiny_data / "train" / "video_1")[21]
+    mask = layout.read_mask(tiny_data / "train" / "video_1", layout.COMPETITION)[21]
     assert torch.equal(item["mask"], torch.from_numpy(mask))
     assert len(FrameDataset(tiny_data, "val")) == 2 * 22
     with pytest.raises(DataError, match="missing mask"):
@@ -168,7 +168,7 @@ def test_packed_splits_match_and_go_stale(data_copy, capsys):
     # pseudo-labels written after packing leave the pack valid and are read from their files
     pred = np.full((22, 160, 240), 7, np.uint8)
     for _, video in layout.list_videos(data_copy, "train"):
-        layout.write_mask(video / layout.PRED_MASK_FILE, pred)
+        layout.write_mask(video / layout.PRED_MASK_FILE, pred, layout.COMPETITION)
     folder = data_copy / "train" / "video_1"
     assert open_packed(data_copy, "train") is not None
     assert torch.equal(VideoDataset(data_copy, "train", masks="pred")[1]["masks"], torch.from_numpy(pred))

@@ -14,7 +14,7 @@ from standins import Forecaster, Predictor, Segmenter, world_masks, write_square
 
 from simvp_unet.cli import main
 from simvp_unet.data import layout
-from simvp_unet.data.layout import LAST_INPUT, TARGET
+from simvp_unet.data.layout import COMPETITION
 from simvp_unet.errors import ConfigError
 from simvp_unet.evaluate import evaluate
 from simvp_unet.label import label
@@ -36,8 +36,8 @@ def test_evaluate_rows_numbers_and_files(squares, tmp_path):
     results = evaluate(squares, "val", models, out, batch_size=2, pictures=2,
                           runs={"segmenter": "stand-in"}, progress=False)
     assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "masks", "masks+absent"]
-    masks = world_masks(batch=3, height=layout.HEIGHT, width=layout.WIDTH)
-    copy_last = jaccard(masks[:, LAST_INPUT], masks[:, TARGET])
+    masks = world_masks(batch=3, height=layout.COMPETITION.height, width=layout.COMPETITION.width)
+    copy_last = jaccard(masks[:, COMPETITION.last_input], masks[:, COMPETITION.target])
     j = results["jaccard"]
     assert j["copy-last"] == pytest.approx(copy_last)
     assert j["frames"] == pytest.approx(copy_last)  # the static predictor repeats frame 11
@@ -79,11 +79,11 @@ def test_predict_writes_ordered_uint8_and_score_round_trip(squares, tmp_path, ca
     out = tmp_path / "submission.pt"
     submission = predict(squares, Models(Segmenter(), forecaster=Forecaster()), out,
                             batch_size=2, progress=False)
-    assert submission.dtype == torch.uint8 and submission.shape == (3, layout.HEIGHT, layout.WIDTH)
+    assert submission.dtype == torch.uint8 and submission.shape == (3, layout.COMPETITION.height, layout.COMPETITION.width)
     loaded = torch.load(out, weights_only=True)
     assert torch.equal(loaded, submission)
     # ascending video index: 15000, 15010, 15020 are videos b = 0, 1, 2 of the world
-    truth = world_masks(batch=3, height=layout.HEIGHT, width=layout.WIDTH)[:, TARGET]
+    truth = world_masks(batch=3, height=layout.COMPETITION.height, width=layout.COMPETITION.width)[:, COMPETITION.target]
     assert torch.equal(loaded.long(), truth)
     assert score(out, squares) == {"jaccard": pytest.approx(1.0), "videos": 3}
     assert main(["score", str(out), "--data", str(squares)]) == 0
@@ -143,11 +143,11 @@ def test_label_writes_pseudo_labels_and_resumes(squares, tmp_path):
     report = label(root, segmenter, progress=False)
     assert report == {"unlabeled": {"written": 3, "skipped": 0}}
     assert segmenter.images == 3 * 22
-    truth = world_masks(batch=3, height=layout.HEIGHT, width=layout.WIDTH)
+    truth = world_masks(batch=3, height=layout.COMPETITION.height, width=layout.COMPETITION.width)
     for b, (index, folder) in enumerate(layout.list_videos(root, "unlabeled")):
         assert index == 2000 + 10 * b
         pred = np.load(folder / layout.PRED_MASK_FILE)
-        assert pred.dtype == np.uint8 and pred.shape == (22, layout.HEIGHT, layout.WIDTH)
+        assert pred.dtype == np.uint8 and pred.shape == (22, layout.COMPETITION.height, layout.COMPETITION.width)
         assert np.array_equal(pred, truth[b].numpy())
         assert not (folder / layout.MASK_FILE).exists()
         assert not list(folder.glob(".*tmp*"))  # no temporary files left behind

@@ -11,12 +11,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image
 
 from simvp_unet.cli import main
 from simvp_unet.data import layout
 from simvp_unet.kinds import KINDS
 from simvp_unet.models.export import load_safetensors
+from simvp_unet.pipelines import Models
 from simvp_unet.runs import load_exported, load_run
+from simvp_unet.videos import forecast
 
 # training a tiny run of every kind takes 10-30 s depending on the load of the machine
 pytestmark = pytest.mark.slow
@@ -48,7 +51,7 @@ def test_label_wrote_valid_pseudo_labels_and_resumes(runs, capsys):
     assert videos
     for _, folder in videos:
         mask = np.load(folder / layout.PRED_MASK_FILE)
-        assert mask.dtype == np.uint8 and mask.shape == (22, layout.HEIGHT, layout.WIDTH)
+        assert mask.dtype == np.uint8 and mask.shape == (22, layout.COMPETITION.height, layout.COMPETITION.width)
         assert mask.max() < 49
         assert not (folder / layout.MASK_FILE).exists()
     _cli("label", "--data", data, "--segmenter", runs / "segmenter")
@@ -87,18 +90,18 @@ def test_evaluate_from_true_input_masks(runs):
     score = MaskScore()
     for _, folder in layout.list_videos(runs / "data", "val"):
         mask = np.load(folder / layout.MASK_FILE)
-        score.update(torch.from_numpy(mask[layout.LAST_INPUT]), torch.from_numpy(mask[layout.TARGET]))
+        score.update(torch.from_numpy(mask[layout.COMPETITION.last_input]), torch.from_numpy(mask[layout.COMPETITION.target]))
     assert results["jaccard"]["copy-last"] == pytest.approx(score.jaccard())
     assert {"objects-cv", "objects"} <= set(results["jaccard"])
 
 
 def test_dynamics_run_loads_without_lightning_and_exports(runs, tmp_path):
     dynamics = load_run(runs / "dynamics")
-    masks = torch.from_numpy(np.stack([np.load(folder / layout.MASK_FILE)[: layout.INPUT_FRAMES]
+    masks = torch.from_numpy(np.stack([np.load(folder / layout.MASK_FILE)[: layout.COMPETITION.input_frames]
                                        for _, folder in layout.list_videos(runs / "data", "val")]))
     result = dynamics.forecast_objects(masks)
-    assert result.mask.shape == (len(masks), layout.HEIGHT, layout.WIDTH)
-    assert result.centers.shape[2:] == (layout.FUTURE_FRAMES, 2)
+    assert result.mask.shape == (len(masks), layout.COMPETITION.height, layout.COMPETITION.width)
+    assert result.centers.shape[2:] == (layout.COMPETITION.future_frames, 2)
     _cli("export", runs / "dynamics", "--format", "safetensors", "--out", tmp_path / "dyn.safetensors")
     rebuilt = load_exported(tmp_path / "dyn.safetensors")
     assert torch.equal(rebuilt.plane.slope, dynamics.model.plane.slope)
@@ -116,9 +119,54 @@ def test_predict_then_score(runs, capsys):
     assert "pipeline objects" in capsys.readouterr().out
     masks = torch.load(submission, weights_only=True)
     hidden = layout.list_videos(runs / "data", "hidden")
-    assert masks.dtype == torch.uint8 and masks.shape == (len(hidden), layout.HEIGHT, layout.WIDTH)
+    assert masks.dtype == torch.uint8 and masks.shape == (len(hidden), layout.COMPETITION.height, layout.COMPETITION.width)
     _cli("score", submission, "--data", runs / "data")
     assert f"on {len(hidden)} hidden videos" in capsys.readouterr().out
+
+
+def test_predict_videos_on_a_folder_of_two_videos(runs, tmp_path, capsys):
+    """Your own videos: two folders of PNG frames (one in the dataset's names, one in other
+    names and with more frames than the models read) get a palette PNG, a .npy and a picture
+    each; their masks are the submission's for the same frames."""
+    hidden = layout.list_videos(runs / "data", "hidden")[:2]
+    videos = tmp_path / "videos"
+    shutil.copytree(hidden[0][1], videos / "first")
+    (videos / "second").mkdir(parents=True)
+    n = layout.COMPETITION.input_frames
+    for t in range(n):
+        shutil.copy(hidden[1][1] / layout.frame_name(t), videos / "second" / f"frame_{t + 1}.png")
+    shutil.copy(hidden[1][1] / layout.frame_name(0), videos / "second" / f"frame_{n + 1}.png")  # not read
+    out = tmp_path / "forecasts"
+    runs_args = ["--segmenter", runs / "segmenter", "--dynamics", runs / "dynamics"]
+    _cli("predict", "--videos", videos, *runs_args, "--out", out)
+    assert "of 2 videos" in capsys.readouterr().out
+    _cli("predict", "--data", runs / "data", *runs_args, "--out", tmp_path / "s.pt")
+    submission = torch.load(tmp_path / "s.pt", weights_only=True)
+    for row, name in enumerate(["first", "second"]):
+        mask = np.load(out / f"{name}.npy")
+        assert mask.dtype == np.uint8 and mask.shape == (layout.COMPETITION.height, layout.COMPETITION.width)
+        with Image.open(out / f"{name}.png") as image:
+            assert image.mode == "P" and np.array_equal(np.asarray(image), mask)
+        # the same frames as the submission's row (batches of another size: float rounding may
+        # move an edge pixel)
+        assert (mask == submission[row].numpy()).mean() > 0.999
+        assert (out / f"{name}_picture.png").is_file()
+    # the Python API, from a uint8 tensor of frames
+    models = Models.load({"segmenter": runs / "segmenter", "dynamics": runs / "dynamics"})
+    frames = torch.from_numpy(layout.read_frames(hidden[0][1], range(n))).permute(0, 3, 1, 2)[None]
+    assert (forecast(models, frames)[0] == submission[0].long()).float().mean() > 0.999
+
+
+def test_predict_videos_names_a_short_video(runs, tmp_path, capsys):
+    (tmp_path / "videos" / "short").mkdir(parents=True)
+    source = layout.list_videos(runs / "data", "hidden")[0][1]
+    for t in range(3):
+        shutil.copy(source / layout.frame_name(t), tmp_path / "videos" / "short")
+    capsys.readouterr()
+    code = main(["predict", "--videos", str(tmp_path / "videos"), "--segmenter", str(runs / "segmenter"),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "short has 3 PNG frames" in err
 
 
 def test_export_safetensors_and_onnx_match_the_run(runs, tmp_path):

@@ -363,7 +363,7 @@ def test_label_rewrites_a_corrupt_pseudo_label(data, runs, capsys):
     capsys.readouterr()
     assert main(["label", "--data", str(data), "--segmenter", str(runs["segmenter"])]) == 0
     assert "wrote 1 mask_pred.npy, skipped 3" in capsys.readouterr().out
-    assert layout.read_mask(damaged.parent, predicted=True).shape == (22, layout.HEIGHT, layout.WIDTH)
+    assert layout.read_mask(damaged.parent, layout.COMPETITION, predicted=True).shape == (22, layout.COMPETITION.height, layout.COMPETITION.width)
 
 
 def test_ambiguous_hidden_folders_stop_predict_and_score(data, runs, tmp_path, capsys):
@@ -371,7 +371,7 @@ def test_ambiguous_hidden_folders_stop_predict_and_score(data, runs, tmp_path, c
     assert main(["predict", "--data", str(data), "--segmenter", str(runs["segmenter"]),
                  "--out", str(tmp_path / "s.pt")]) == 2
     assert "two folders for video 10" in one_error(capsys)
-    torch.save(torch.zeros(2, layout.HEIGHT, layout.WIDTH, dtype=torch.uint8), tmp_path / "z.pt")
+    torch.save(torch.zeros(2, layout.COMPETITION.height, layout.COMPETITION.width, dtype=torch.uint8), tmp_path / "z.pt")
     assert main(["score", str(tmp_path / "z.pt"), "--data", str(data)]) == 2
     assert "two folders for video 10" in one_error(capsys)
 

@@ -72,7 +72,7 @@ def test_frames_in_any_png_mode_are_read_as_rgb(data, capsys, mode):
     with Image.open(path) as saved:
         assert saved.mode == mode  # a real file of that mode
     got = layout.read_frame(path)
-    assert got.dtype == np.uint8 and got.shape == (layout.HEIGHT, layout.WIDTH, 3)
+    assert got.dtype == np.uint8 and got.shape == (layout.COMPETITION.height, layout.COMPETITION.width, 3)
     assert np.array_equal(got, want)
     if mode == "I;16":
         assert (got == 255).mean() < 0.5  # scaled, not clipped to solid white
@@ -115,7 +115,7 @@ def test_tracks_cache_sees_a_rewrite_keeping_size_and_mtime(data):
     before = split_tracks(data, "train", progress=False)
     assert before["classes"][0].any() and cache_path(data, "train").is_file()
     path = data / "train" / "video_0" / layout.MASK_FILE
-    _rewrite_keeping_size_and_mtime(path, _mask_bytes(np.zeros((layout.FRAMES, layout.HEIGHT, layout.WIDTH),
+    _rewrite_keeping_size_and_mtime(path, _mask_bytes(np.zeros((layout.COMPETITION.frames, layout.COMPETITION.height, layout.COMPETITION.width),
                                                                 np.uint8)))
     after = split_tracks(data, "train", progress=False)
     assert not after["classes"][0].any()  # rebuilt from the new mask: no objects in video 0
@@ -131,7 +131,7 @@ def test_pack_is_not_used_after_a_rewrite_keeping_size_and_mtime(data, capsys):
     assert main(["data", "pack", str(data), "--split", "train", "--quiet"]) == 0
     assert open_packed(data, "train") is not None
     path = data / "train" / "video_0" / layout.MASK_FILE
-    new = layout.read_mask(path.parent)[::-1].copy()  # the frames in reverse order
+    new = layout.read_mask(path.parent, layout.COMPETITION)[::-1].copy()  # the frames in reverse order
     _rewrite_keeping_size_and_mtime(path, _mask_bytes(new))
     assert open_packed(data, "train") is None
     clips = VideoDataset(data, "train", masks="true")
@@ -343,7 +343,7 @@ def test_a_dataset_without_objects_is_named_by_check_and_stats(data, capsys):
     assert "no objects" not in capsys.readouterr().out
     for split in ("train", "val", layout.ANSWERS):
         for _, folder in layout.list_videos(data, split):
-            np.save(folder / layout.MASK_FILE, np.zeros((layout.FRAMES, layout.HEIGHT, layout.WIDTH), np.uint8))
+            np.save(folder / layout.MASK_FILE, np.zeros((layout.COMPETITION.frames, layout.COMPETITION.height, layout.COMPETITION.width), np.uint8))
     for meta in data.rglob(layout.META_FILE):  # masks only, as in the real task's data
         meta.unlink()
     assert main(["data", "check", str(data), "--quiet"]) == 1

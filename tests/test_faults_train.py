@@ -16,7 +16,7 @@ from faultlib import one_error
 from simvp_unet.cli import main
 from simvp_unet.data import layout
 
-SHAPE = (layout.FRAMES, layout.HEIGHT, layout.WIDTH)
+SHAPE = (layout.COMPETITION.frames, layout.COMPETITION.height, layout.COMPETITION.width)
 
 
 
@@ -83,7 +83,7 @@ def _pseudo_labels(data: Path, last: np.ndarray) -> Path:
 def _resize(path: Path) -> Path:
     from PIL import Image
 
-    Image.new("RGB", (layout.WIDTH // 2, layout.HEIGHT // 2)).save(path)
+    Image.new("RGB", (layout.COMPETITION.width // 2, layout.COMPETITION.height // 2)).save(path)
     return path
 
 
@@ -195,7 +195,7 @@ def test_a_run_without_any_usable_checkpoint_says_start_elsewhere(segmenter_run,
 
 
 def _no_objects(folder: Path, name: str = layout.MASK_FILE) -> None:
-    layout.write_mask(folder / name, np.zeros(SHAPE, np.uint8))
+    layout.write_mask(folder / name, np.zeros(SHAPE, np.uint8), layout.COMPETITION)
 
 
 def test_dynamics_refuses_a_validation_split_without_objects(data, tmp_path, capsys, tiny_args):

@@ -7,7 +7,7 @@ import torch
 from standins import Forecaster, Predictor, Segmenter, masks_to_frames, world_masks
 
 from simvp_unet import pipelines
-from simvp_unet.data.layout import INPUT_FRAMES, TARGET
+from simvp_unet.data.layout import COMPETITION
 from simvp_unet.errors import ConfigError
 from simvp_unet.kinds import KINDS
 from simvp_unet.metrics import jaccard, skill
@@ -21,8 +21,8 @@ from simvp_unet.pipelines import (
 def make_batch(models: Models, *, with_frame22: bool = True) -> tuple[Batch, torch.Tensor]:
     masks = world_masks()
     frames = masks_to_frames(masks)
-    batch = Batch(models, frames[:, :INPUT_FRAMES], frames[:, TARGET] if with_frame22 else None)
-    return batch, masks[:, TARGET]
+    batch = Batch(models, frames[:, :COMPETITION.input_frames], frames[:, COMPETITION.target] if with_frame22 else None)
+    return batch, masks[:, COMPETITION.target]
 
 
 def scores(models: Models) -> dict[str, float]:
@@ -67,8 +67,8 @@ def test_given_input_masks_replace_the_segmenter():
     masks = world_masks()
     segmenter = Segmenter()
     batch = Batch(Models(segmenter, dynamics=constant_velocity_dynamics()),
-                  masks_to_frames(masks)[:, :INPUT_FRAMES], input_masks=masks[:, :INPUT_FRAMES])
-    assert torch.equal(pipelines.run("copy-last", batch), masks[:, INPUT_FRAMES - 1])
+                  masks_to_frames(masks)[:, :COMPETITION.input_frames], input_masks=masks[:, :COMPETITION.input_frames])
+    assert torch.equal(pipelines.run("copy-last", batch), masks[:, COMPETITION.input_frames - 1])
     pipelines.run("objects", batch)
     assert segmenter.images == 0
 
@@ -145,13 +145,13 @@ def test_pipelines_and_metric_run_on_cuda():
     models = Models(Segmenter(), Predictor(), Forecaster(extra=40))
     masks = world_masks().cuda()
     frames = masks_to_frames(masks.cpu()).cuda()
-    batch = Batch(models, frames[:, :INPUT_FRAMES], frames[:, TARGET])
+    batch = Batch(models, frames[:, :COMPETITION.input_frames], frames[:, COMPETITION.target])
     for name in pipelines.available(models, with_frame22=True):
         answer = pipelines.run(name, batch)
         assert answer.is_cuda, name
         score = MaskScore(device="cuda")
-        score.update(answer, masks[:, TARGET])
-        expected = jaccard(answer.cpu(), masks[:, TARGET].cpu())
+        score.update(answer, masks[:, COMPETITION.target])
+        expected = jaccard(answer.cpu(), masks[:, COMPETITION.target].cpu())
         assert score.jaccard() == pytest.approx(expected), name
 
 
@@ -200,7 +200,7 @@ def test_objects_forecast_on_cuda_equals_the_cpu_one():
         model.physics.radius.fill_(0.2)  # squares 8 px apart touch: collisions happen
         for p in model.net.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    masks = world_masks()[:, :INPUT_FRAMES].long()
+    masks = world_masks()[:, :COMPETITION.input_frames].long()
     on_cpu = Dynamics(model).forecast_objects(masks)
     # full float32 matrix products: a trainer earlier in this process allows TF32 (10-bit
     # mantissas), which moved the centers by up to 5e-3 px here on an H100 after 11 steps

@@ -20,7 +20,7 @@ from simvp_unet.errors import DataError
 from simvp_unet.runs import load_run
 from simvp_unet.train.forecaster import ForecasterModule
 
-H, W = layout.HEIGHT, layout.WIDTH
+H, W = layout.COMPETITION.height, layout.COMPETITION.width
 
 
 def read_metrics(run: Path, version: int = 0) -> list[dict[str, str]]:
@@ -172,11 +172,11 @@ def test_forecaster_uses_pseudo_labels_when_present(tiny_config: Callable[..., A
     unlabeled = layout.list_videos(root, "unlabeled")
     train, _ = ForecasterModule.datasets(config, root)
     assert len(train) == n_train
-    layout.write_mask(unlabeled[0][1] / layout.PRED_MASK_FILE, np.zeros((22, H, W), np.uint8))
+    layout.write_mask(unlabeled[0][1] / layout.PRED_MASK_FILE, np.zeros((22, H, W), np.uint8), layout.COMPETITION)
     with pytest.raises(DataError, match="finish `simvp-unet label` first"):
         ForecasterModule.datasets(config, root)
     for _, folder in unlabeled[1:]:
-        layout.write_mask(folder / layout.PRED_MASK_FILE, np.ones((22, H, W), np.uint8))
+        layout.write_mask(folder / layout.PRED_MASK_FILE, np.ones((22, H, W), np.uint8), layout.COMPETITION)
     train, _ = ForecasterModule.datasets(config, root)
     assert len(train) == n_train + len(unlabeled)
     assert int(train[n_train + 1]["masks"].max()) == 1  # a pseudo-label, not a true mask

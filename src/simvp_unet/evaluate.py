@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import pipelines
 from .data import layout
 from .data.datasets import VideoDataset
+from .data.layout import TaskShape
 from .errors import ConfigError, DataError
 from .inference import default_device
 from .io import write_json, write_text
@@ -43,20 +44,21 @@ def video_loader(dataset: Dataset, batch_size: int, limit: int | None = None) ->
 
 
 # Subsets of videos the results are broken down by, from the events of a generated video's
-# meta.json (a real dataset has none: no breakdown then).
+# meta.json (a real dataset has none: no breakdown then). "After frame 11" is after the input
+# frames, whatever the task shape.
 BREAKDOWN = ("collision after frame 11", "no collision after frame 11",
              "object enters after frame 11", "no object enters after frame 11")
 INPUT_MASKS = ("segmented", "true")
 
 
-def video_subsets(folder: Path) -> set[str] | None:
+def video_subsets(folder: Path, shape: TaskShape) -> set[str] | None:
     """The `BREAKDOWN` subsets a video belongs to, from its meta.json (None without one)."""
     path = folder / layout.META_FILE
     if not path.is_file():
         return None
     try:
         events = json.loads(path.read_text())["events"]
-        late = {e["type"] for e in events if e["frame"] >= layout.INPUT_FRAMES}
+        late = {e["type"] for e in events if e["frame"] >= shape.input_frames}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a readable meta.json ({type(exc).__name__}: {exc})") from None
     return {BREAKDOWN[0] if "collision" in late else BREAKDOWN[1],
@@ -96,8 +98,11 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
         runs: run folders, recorded in results.json.
         device: where inference runs (default: the GPU when there is one).
         progress: show a progress bar.
-        input_masks: "segmented" (the segmenter's masks of frames 1..11, as in use) or "true"
+        input_masks: "segmented" (the segmenter's masks of the input frames, as in use) or "true"
             (the true masks: forecasting error alone, without segmentation error).
+
+    The dataset's task shape (`data.manifest.task_shape`) says which frames go in and which one
+    is scored; a predictor, forecaster or dynamics run trained for another refuses it.
 
     Returns:
         The content of results.json.
@@ -110,8 +115,10 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
     device = torch.device(device) if device is not None else default_device()
     out = Path(out)
     dataset = VideoDataset(data, split, masks="true")
+    shape = dataset.shape
+    pipelines.check_shape(models, shape)
     loader = video_loader(dataset, batch_size, limit)
-    subsets = {index: video_subsets(folder) for index, folder in layout.list_videos(data, split)}
+    subsets = {index: video_subsets(folder, shape) for index, folder in layout.list_videos(data, split)}
     with_breakdown = all(v is not None for v in subsets.values())
     rows = pipelines.available(models, with_frame22=True)
     scores = {row: MaskScore(device=device) for row in rows}
@@ -123,10 +130,10 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
                                       disable=not progress, file=sys.stderr) as bar:
         for item in loader:
             frames = item["frames"].to(device)
-            given = item["masks"][:, : layout.INPUT_FRAMES].to(device) if input_masks == "true" else None
-            batch = Batch(models, frames[:, : layout.INPUT_FRAMES], frames[:, layout.TARGET],
-                          input_masks=given)
-            target = item["masks"][:, layout.TARGET].to(device)
+            given = item["masks"][:, : shape.input_frames].to(device) if input_masks == "true" else None
+            batch = Batch(models, frames[:, : shape.input_frames], frames[:, shape.target],
+                          input_masks=given, shape=shape)
+            target = item["masks"][:, shape.target].to(device)
             answers = {row: pipelines.run(row, batch) for row in rows}
             for row, mask in answers.items():
                 scores[row].update(mask, target)
@@ -153,13 +160,14 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
                                          for row in rows}}
                       for name in BREAKDOWN} if with_breakdown else None,
         "input_masks": input_masks,
+        "shape": shape.as_dict(),
         "videos": videos,
         "split": split,
         "data": str(data),
         "runs": dict(runs or {}),
     }
     for video in drawn:
-        save_video_pictures(out / "pictures", video)
+        save_video_pictures(out / "pictures", video, shape)
     write_json(out / "results.json", results)
     write_text(out / "results.md", results_table(results))
     return results

@@ -5,6 +5,10 @@
     forecaster = runs.load_run("runs/fc", device="cuda")   # a MaskForecaster
     future = forecaster.forecast_masks(masks_1_to_11)  # long (B, 11, H, W) -> masks 12..22
 
+Each module knows the task shape it was trained for (`shape`, a `data.layout.TaskShape`: in
+the competition's, frames 1..11 in and 12..22 out); a network that makes fewer frames in one
+pass than the shape forecasts is rolled out (`roll_out`).
+
 Each module wraps one network (`UNet` or `SimVP`) as `model`, with the resolution it works at
 (inputs are converted and resized on its device, outputs are resized back to the input's size),
 chunks that bound memory, and bf16 autocast where the device computes bf16 natively. The object
@@ -16,7 +20,7 @@ loss, an optimizer and logging.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -26,7 +30,7 @@ from torch import nn
 
 from .classes import NUM_CLASSES
 from .config import from_dict
-from .data.layout import FUTURE_FRAMES, INPUT_FRAMES
+from .data.layout import COMPETITION, TaskShape
 from .hardware import has_native_bf16
 from .models.layers import upsampled_argmax
 from .models.simvp import SimVP, SimVPConfig
@@ -123,19 +127,29 @@ class Served(nn.Module):
     Args:
         model: the network; its `config` is the dataclass it was built from.
         resolution: (H, W) the network works at; None for a network that reads no images.
+        shape: the task shape it serves (what it was trained for).
     """
 
     NETWORK: ClassVar[dict[str, tuple[Any, str]]] = {}
 
-    def __init__(self, model: nn.Module, *, resolution: tuple[int, int] | None = None) -> None:
+    def __init__(self, model: nn.Module, *, resolution: tuple[int, int] | None = None,
+                 shape: TaskShape = COMPETITION) -> None:
         super().__init__()
-        check_network(model.config, self.NETWORK)
+        check_network(model.config, {**self.NETWORK, **self.network_for(shape)})
         self.model = model
         self.resolution = None if resolution is None else _resolution(resolution)
+        self.shape = shape
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Served:
-        """Built (untrained) from a run's saved config (the trainer's settings as a plain dict)."""
+    def network_for(cls, shape: TaskShape) -> dict[str, tuple[Any, str]]:
+        """What serving `shape` requires of the network's config, beyond `NETWORK` (the frames
+        it reads and makes)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], shape: TaskShape = COMPETITION) -> Served:
+        """Built (untrained) from a run's saved config (the trainer's settings as a plain dict)
+        and the task shape it was trained for."""
         raise NotImplementedError
 
     @property
@@ -172,10 +186,10 @@ class Segmenter(Served):
                "num_classes": (NUM_CLASSES, "the task has 49 classes")}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Segmenter:
+    def from_config(cls, config: Mapping[str, Any], shape: TaskShape = COMPETITION) -> Segmenter:
         """Built (untrained) from a run's saved config: `resolution` and the `model` section."""
         model = UNet(from_dict(UNetConfig, config["model"], prefix="model.", stored=True))
-        return cls(model, resolution=config["resolution"])
+        return cls(model, resolution=config["resolution"], shape=shape)
 
     def model_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, 3, H, W) -> the network's input: floats in [0, 1] at the working resolution."""
@@ -208,35 +222,97 @@ class Segmenter(Served):
         return torch.zeros(1, self.model.config.in_channels, *self.resolution)  # one RGB frame
 
 
+def simvp_frames(shape: TaskShape) -> dict[str, int]:
+    """The frames a SimVP serving `shape` reads and makes in one pass: every input frame in,
+    and as many forecast frames out as it reads at most (the rest come from `roll_out`)."""
+    return {"in_frames": shape.input_frames, "out_frames": min(shape.future_frames, shape.input_frames)}
+
+
+def _simvp_network(shape: TaskShape, what: str) -> dict[str, tuple[Any, str]]:
+    frames = simvp_frames(shape)
+    last = shape.input_frames
+    return {"in_frames": (frames["in_frames"], f"{what} 1..{last} go in"),
+            "out_frames": (frames["out_frames"], f"{what} {last + 1}.. come out, {frames['out_frames']} a pass")}
+
+
+def roll_out(model: Callable[[torch.Tensor], torch.Tensor], context: torch.Tensor, *, step: int, frames: int,
+             feed: Callable[[torch.Tensor], torch.Tensor], truth: torch.Tensor | None = None,
+             feedback: float = 1.0) -> torch.Tensor:
+    """The outputs of `frames` future frames, `step` frames per pass of the model (the one roll-out).
+
+    The model keeps its shape (so one-shot weights fine-tune as they are) and only the first
+    `step` frames of each pass are used: `feed` turns them into inputs (masks: their argmax;
+    frames: themselves), which are appended to the context, and the last `window` inputs go
+    in again, until `frames` frames exist. With `truth` (training only), each fed-back chunk
+    is, per sample, the model's own with probability `feedback` and the truth otherwise
+    (scheduled sampling). Fed-back masks pass no gradient (argmax), so each chunk of a mask
+    roll-out learns from its own loss only.
+
+    Args:
+        model: inputs (B, T, ...) -> outputs (B, T', ...) with T' >= step.
+        context: (B, T, ...), the inputs (masks or frames 1..11).
+        step: frames kept from each pass.
+        frames: future frames to make.
+        feed: outputs (B, n, ...) -> inputs (B, n, ...).
+        truth: (B, frames, ...) true future inputs; None feeds back predictions only.
+        feedback: chance, per sample and chunk, of feeding back the prediction when `truth` is given.
+
+    Returns:
+        Outputs (B, frames, ...).
+    """
+    window = context.shape[1]
+    chunks, made = [], 0
+    while made < frames:
+        n = min(step, frames - made)
+        out = model(context)[:, :n]  # (B, n, ...)
+        fed = feed(out)
+        if truth is not None and feedback < 1.0:
+            use_own = torch.rand(len(fed), *[1] * (fed.ndim - 1), device=fed.device) < feedback
+            fed = torch.where(use_own, fed, truth[:, made : made + n])
+        context = torch.cat([context, fed.to(context.dtype)], dim=1)[:, -window:]
+        chunks.append(out)
+        made += n
+    return torch.cat(chunks, dim=1)
+
+
 class FramePredictor(Served):
     """A frame-predicting SimVP served at its working resolution: frames 1..11 in, 12..22 out.
 
     Args:
-        model: the SimVP (11 RGB frames in, 11 out).
+        model: the SimVP (the input frames in, RGB; as many out as it reads at most).
         resolution: (H, W) the SimVP works at.
+        shape: the task shape: frames beyond one pass are rolled out.
     """
 
-    NETWORK = {"in_frames": (INPUT_FRAMES, "frames 1..11 go in"),
-               "out_frames": (FUTURE_FRAMES, "frames 12..22 come out"),
-               "in_channels": (3, "RGB frames"),
+    NETWORK = {"in_channels": (3, "RGB frames"),
                "out_channels": (3, "RGB frames"),
                "input_classes": (0, "the predictor reads frames, not class ids")}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> FramePredictor:
+    def network_for(cls, shape: TaskShape) -> dict[str, tuple[Any, str]]:
+        return _simvp_network(shape, "frames")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], shape: TaskShape = COMPETITION) -> FramePredictor:
         """Built (untrained) from a run's saved config: `resolution` and the `model` section."""
         model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model.", stored=True))
-        return cls(model, resolution=config["resolution"])
+        return cls(model, resolution=config["resolution"], shape=shape)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames 1..11 (B, 11, 3, H, W) -> float frames 12..22 (B, 11, 3, *resolution)."""
-        return self.model(frames_to_model(frames, self.resolution))
+        x = frames_to_model(frames, self.resolution)
+        future = self.shape.future_frames
+        if future <= self.model.config.out_frames:
+            return self.model(x)[:, :future]
+        return roll_out(self.model, x, step=self.model.config.out_frames, frames=future, feed=lambda y: y)
 
     @torch.inference_mode()
     def predict_frames(self, frames: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
-        """Frames 12..22 from frames 1..11: uint8 (B, 11, 3, H, W) -> uint8 (B, 11, 3, H, W)."""
-        if frames.ndim != 5 or frames.shape[1] != INPUT_FRAMES or frames.shape[2] != 3:
-            raise ValueError(f"predict_frames expects uint8 frames (B, 11, 3, H, W), got shape "
+        """The forecast frames from the input frames: uint8 (B, 11, 3, H, W) -> uint8 (B, 11, 3, H, W)
+        (in the competition's shape: frames 12..22 from frames 1..11)."""
+        n = self.shape.input_frames
+        if frames.ndim != 5 or frames.shape[1] != n or frames.shape[2] != 3:
+            raise ValueError(f"predict_frames expects uint8 frames (B, {n}, 3, H, W), got shape "
                              f"{tuple(frames.shape)}")
         size = tuple(frames.shape[-2:])
         with self.autocast():
@@ -249,68 +325,37 @@ class FramePredictor(Served):
         return torch.zeros(1, c.in_frames, c.in_channels, *self.resolution)
 
 
-def roll_out(model: nn.Module, masks: torch.Tensor, *, step: int, frames: int = FUTURE_FRAMES,
-             truth: torch.Tensor | None = None, feedback: float = 1.0) -> torch.Tensor:
-    """Logits of `frames` future masks, `step` frames per pass of the model (the one roll-out).
-
-    The model keeps its 11-in, 11-out shape (so one-shot weights fine-tune as they are) and only
-    the first `step` frames of each pass are used: their argmax is appended to the context and
-    the last 11 masks go in again, until `frames` frames exist. With `truth` (training only),
-    each fed-back chunk is, per sample, the model's own argmax with probability `feedback` and
-    the true masks otherwise (scheduled sampling). The argmax passes no gradient, so each chunk
-    learns from its own loss only.
-
-    Args:
-        model: class ids (B, T, h, w) -> logits (B, T', K, h, w) with T' >= step.
-        masks: long (B, T, h, w), the context (masks 1..11).
-        step: frames kept from each pass.
-        frames: future frames to make.
-        truth: long (B, frames, h, w), the true future masks; None feeds back predictions only.
-        feedback: chance, per sample and chunk, of feeding back the prediction when `truth` is given.
-
-    Returns:
-        Logits (B, frames, K, h, w).
-    """
-    window = masks.shape[1]
-    context, chunks, made = masks, [], 0
-    while made < frames:
-        n = min(step, frames - made)
-        logits = model(context)[:, :n]  # (B, n, K, h, w)
-        fed = logits.argmax(2)
-        if truth is not None and feedback < 1.0:
-            use_own = torch.rand(len(fed), 1, 1, 1, device=fed.device) < feedback
-            fed = torch.where(use_own, fed, truth[:, made : made + n])
-        context = torch.cat([context, fed], dim=1)[:, -window:]
-        chunks.append(logits)
-        made += n
-    return torch.cat(chunks, dim=1)
-
-
 class MaskForecaster(Served):
     """A mask-forecasting SimVP served at its working resolution: masks 1..11 in, 12..22 out.
 
     Args:
-        model: the SimVP (11 class-id masks in through an embedding of 49 ids, 49 logits out).
+        model: the SimVP (the input masks in through an embedding of 49 ids, 49 logits out).
         resolution: (H, W) the SimVP works at.
-        rollout_frames: 0 = one pass makes masks 12..22; k > 0 = `roll_out` k frames at a time.
+        rollout_frames: 0 = one pass makes every forecast mask (rolled out a pass at a time
+            where the shape forecasts more frames than one pass makes); k > 0 = `roll_out` k
+            frames at a time.
+        shape: the task shape.
     """
 
-    NETWORK = {"in_frames": (INPUT_FRAMES, "masks 1..11 go in"),
-               "out_frames": (FUTURE_FRAMES, "masks 12..22 come out"),
-               "input_classes": (NUM_CLASSES, "class ids go in through an embedding"),
+    NETWORK = {"input_classes": (NUM_CLASSES, "class ids go in through an embedding"),
                "out_channels": (NUM_CLASSES, "one logit per class comes out")}
 
-    def __init__(self, model: SimVP, *, resolution: tuple[int, int], rollout_frames: int = 0) -> None:
-        super().__init__(model, resolution=resolution)
-        if not 0 <= rollout_frames <= FUTURE_FRAMES:
-            raise ValueError(f"rollout_frames must be in 0..{FUTURE_FRAMES}, got {rollout_frames}")
+    def __init__(self, model: SimVP, *, resolution: tuple[int, int], rollout_frames: int = 0,
+                 shape: TaskShape = COMPETITION) -> None:
+        super().__init__(model, resolution=resolution, shape=shape)
+        check_rollout(rollout_frames, shape)
         self.rollout_frames = rollout_frames
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> MaskForecaster:
+    def network_for(cls, shape: TaskShape) -> dict[str, tuple[Any, str]]:
+        return _simvp_network(shape, "masks")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], shape: TaskShape = COMPETITION) -> MaskForecaster:
         """Built (untrained) from a run's saved config: `resolution`, `rollout_frames`, `model`."""
         model = SimVP(from_dict(SimVPConfig, config["model"], prefix="model.", stored=True))
-        return cls(model, resolution=config["resolution"], rollout_frames=config.get("rollout_frames", 0))
+        return cls(model, resolution=config["resolution"], rollout_frames=config.get("rollout_frames", 0),
+                   shape=shape)
 
     def forward(self, masks: torch.Tensor, future: torch.Tensor | None = None,
                 feedback: float = 1.0) -> torch.Tensor:
@@ -319,15 +364,19 @@ class MaskForecaster(Served):
         `future` (the true masks 12..22) and `feedback` < 1 serve the roll-out's scheduled
         sampling in training only.
         """
-        if self.rollout_frames == 0:
-            return self.model(masks)
-        return roll_out(self.model, masks, step=self.rollout_frames, truth=future, feedback=feedback)
+        frames, per_pass = self.shape.future_frames, self.model.config.out_frames
+        if self.rollout_frames == 0 and frames <= per_pass:
+            return self.model(masks)[:, :frames]
+        return roll_out(self.model, masks, step=self.rollout_frames or per_pass, frames=frames,
+                        feed=lambda logits: logits.argmax(2), truth=future, feedback=feedback)
 
     @torch.inference_mode()
     def forecast_masks(self, masks: torch.Tensor, *, chunk: int = 4) -> torch.Tensor:
-        """Masks 12..22 from masks 1..11: long (B, 11, H, W) -> long (B, 11, H, W), at the input's size."""
-        if masks.ndim != 4 or masks.shape[1] != INPUT_FRAMES or masks.is_floating_point():
-            raise ValueError(f"forecast_masks expects integer masks (B, 11, H, W), got {masks.dtype} "
+        """The forecast masks from the input masks, at the input's size: long (B, 11, H, W) ->
+        long (B, 11, H, W) (in the competition's shape: masks 12..22 from masks 1..11)."""
+        n = self.shape.input_frames
+        if masks.ndim != 4 or masks.shape[1] != n or masks.is_floating_point():
+            raise ValueError(f"forecast_masks expects integer masks (B, {n}, H, W), got {masks.dtype} "
                              f"of shape {tuple(masks.shape)}")
         size = tuple(masks.shape[-2:])
         out = []
@@ -340,3 +389,9 @@ class MaskForecaster(Served):
 
     def example_input(self) -> torch.Tensor:
         return torch.zeros(1, self.model.config.in_frames, *self.resolution, dtype=torch.long)  # ids
+
+
+def check_rollout(rollout_frames: int, shape: TaskShape) -> None:
+    """`ValueError` unless 0 <= rollout_frames <= the frames `shape` forecasts."""
+    if not 0 <= rollout_frames <= shape.future_frames:
+        raise ValueError(f"rollout_frames must be in 0..{shape.future_frames}, got {rollout_frames}")

@@ -22,7 +22,7 @@ import torch
 from einops import rearrange
 
 from .classes import BACKGROUND, NUM_CLASSES
-from .data.layout import INPUT_FRAMES, LAST_INPUT, TARGET_IN_FUTURE
+from .data.layout import COMPETITION, TaskShape
 from .errors import ConfigError
 from .kinds import KINDS, kind_of
 from .runs import load_run
@@ -64,6 +64,16 @@ Models = dataclasses.make_dataclass(
                "__doc__": "The trained models a row may use, one field per kind of run (None: not given)."})
 
 
+def check_shape(models: Models, shape: TaskShape) -> None:
+    """`ConfigError` in one line when a given model was trained for a task shape whose input
+    and forecast frames are not `shape`'s (the segmenter reads single frames: any shape), or
+    for the dynamics, which works in pixels of its frames, of another image size."""
+    for kind in KINDS:
+        trained = getattr(getattr(models, kind), "shape", None)
+        if kind != "segmenter" and trained is not None:
+            trained.check_serves(shape, f"the {kind} run", same_size=kind == "dynamics")
+
+
 def segment_videos(segmenter: Any, frames: torch.Tensor) -> torch.Tensor:
     """Segment every frame of uint8 videos (B, T, 3, H, W) -> long (B, T, H, W)."""
     masks = segmenter.segment(rearrange(frames, "b t c h w -> (b t) c h w")).long()
@@ -74,22 +84,25 @@ class Batch:
     """The input of B videos and the models, with shared intermediate results computed once.
 
     Args:
-        models: the trained models.
-        frames: uint8 (B, 11, 3, H, W), frames 1..11.
-        frame22: uint8 (B, 3, H, W), the true frame 22; only the oracle row reads it.
-        input_masks: long (B, 11, H, W), masks of frames 1..11 (e.g. the true ones) that replace
-            the segmenter's.
+        models: the trained models (`check_shape` first: they must serve `shape`).
+        frames: uint8 (B, 11, 3, H, W), the input frames (1..11).
+        frame22: uint8 (B, 3, H, W), the true scored frame (22); only the oracle row reads it.
+        input_masks: long (B, 11, H, W), masks of the input frames (e.g. the true ones) that
+            replace the segmenter's.
+        shape: the task shape of the videos.
     """
 
     def __init__(self, models: Models, frames: torch.Tensor, frame22: torch.Tensor | None = None, *,
-                 input_masks: torch.Tensor | None = None):
-        if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[1] != INPUT_FRAMES:
+                 input_masks: torch.Tensor | None = None, shape: TaskShape = COMPETITION):
+        n = shape.input_frames
+        if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[1] != n:
             raise ConfigError(
-                f"pipelines take uint8 frames (B, 11, 3, H, W), got {frames.dtype} {tuple(frames.shape)}"
+                f"pipelines take uint8 frames (B, {n}, 3, H, W), got {frames.dtype} {tuple(frames.shape)}"
             )
         self.models = models
         self.frames = frames
         self.frame22 = frame22
+        self.shape = shape
         self._done: dict[str, Any] = {}
         if input_masks is not None:
             self._done["input_masks"] = input_masks.long()
@@ -116,8 +129,9 @@ class Batch:
         # with a forecaster or dynamics every input frame gets segmented anyway: reuse its frame 11
         if (self.models.forecaster is not None or self.models.dynamics is not None
                 or "input_masks" in self._done):
-            return self.input_masks[:, LAST_INPUT]
-        return self._once("last_mask", lambda: self.models.segmenter.segment(self.frames[:, LAST_INPUT]).long())
+            return self.input_masks[:, self.shape.last_input]
+        return self._once("last_mask",
+                          lambda: self.models.segmenter.segment(self.frames[:, self.shape.last_input]).long())
 
     @property
     def predicted_frames(self) -> torch.Tensor:
@@ -166,7 +180,7 @@ def copy_last_row(batch: Batch) -> torch.Tensor:
 
 def frames_row(batch: Batch) -> torch.Tensor:
     """Paper pipeline: segment the predicted frame 22."""
-    return batch.models.segmenter.segment(batch.predicted_frames[:, TARGET_IN_FUTURE]).long()
+    return batch.models.segmenter.segment(batch.predicted_frames[:, batch.shape.target_in_future]).long()
 
 
 def oracle_row(batch: Batch) -> torch.Tensor:
@@ -176,7 +190,7 @@ def oracle_row(batch: Batch) -> torch.Tensor:
 
 def masks_row(batch: Batch) -> torch.Tensor:
     """Forecast masks from segmented masks; the forecast of frame 22."""
-    return batch.forecast[:, TARGET_IN_FUTURE]
+    return batch.forecast[:, batch.shape.target_in_future]
 
 
 def masks_absent_row(batch: Batch) -> torch.Tensor:

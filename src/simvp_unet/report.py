@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .classes import PALETTE
-from .data.layout import FRAMES, INPUT_FRAMES, LAST_INPUT, TARGET, TARGET_IN_FUTURE
+from .data.layout import TaskShape
 from .pipelines import PIPELINES
 from .viz import draw_path, grid, mask_to_rgb, save_gif, save_png
 
@@ -26,7 +26,8 @@ def results_table(results: Mapping) -> str:
         "|---|---|---:|---:|",
     ]
     if results.get("input_masks") == "true":
-        lines[0] += " Inputs: the TRUE masks of frames 1..11 (forecasting error alone)."
+        shape = TaskShape.from_dict(results.get("shape"), where="results")
+        lines[0] += f" Inputs: the TRUE masks of frames 1..{shape.input_frames} (forecasting error alone)."
     for row, value in results["jaccard"].items():
         s = results["skill"].get(row)
         description = PIPELINES[row].description if row in PIPELINES else ""
@@ -48,11 +49,11 @@ def results_table(results: Mapping) -> str:
 class VideoPictures:
     """What is drawn for one video; arrays are numpy on the CPU.
 
-    Args:
+    Args (frame numbers of the competition's task shape):
         index: video index (names the files).
         frames: uint8 (22, 3, H, W), true frames 1..22.
         masks: uint8 (22, H, W), true masks 1..22.
-        answers: row name -> (H, W) mask of frame 22 by that row.
+        answers: row name -> (H, W) mask of the scored frame 22 by that row.
         predicted_frames: uint8 (11, 3, H, W), frames 12..22 by the predictor, if any.
         input_masks: (11, H, W), masks of frames 1..11 by the segmenter, if computed.
         forecast: (11, H, W), masks 12..22 by the forecaster, if any.
@@ -94,42 +95,46 @@ def caption(image: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(picture)
 
 
-def save_video_pictures(folder: str | Path, video: VideoPictures) -> list[Path]:
-    """Write `video_<i>.png` (sequences and every row's frame-22 mask) and `video_<i>.gif`."""
+def save_video_pictures(folder: str | Path, video: VideoPictures, shape: TaskShape) -> list[Path]:
+    """Write `video_<i>.png` (sequences and every row's mask of the scored frame) and
+    `video_<i>.gif`, for videos of task shape `shape`."""
     folder = Path(folder)
     frames = _hwc(video.frames)
     masks = list(mask_to_rgb(video.masks))
-    rows, labels = [frames[:INPUT_FRAMES], frames[INPUT_FRAMES:]], ["input 1-11", "true 12-22"]
+    n, target, last_input = shape.input_frames, shape.target, shape.last_input
+    ahead = f"{n + 1}-{target + 1}"
+    rows, labels = [frames[:n], frames[n : target + 1]], [f"input 1-{n}", f"true {ahead}"]
     if video.predicted_frames is not None:
         rows.append(_hwc(video.predicted_frames))
-        labels.append("predicted 12-22")
-    rows.append(masks[INPUT_FRAMES:])
-    labels.append("true masks 12-22")
+        labels.append(f"predicted {ahead}")
+    rows.append(masks[n : target + 1])
+    labels.append(f"true masks {ahead}")
     if video.forecast is not None:
         rows.append(list(mask_to_rgb(video.forecast)))
-        labels.append("forecast 12-22")
-    last = [caption(frames[TARGET], "true frame 22")]
+        labels.append(f"forecast {ahead}")
+    scored = f"frame {target + 1}"
+    last = [caption(frames[target], f"true {scored}")]
     if video.predicted_frames is not None:
-        last.append(caption(_hwc(video.predicted_frames)[TARGET_IN_FUTURE], "predicted frame 22"))
-    last.append(caption(masks[TARGET], "true mask 22"))
+        last.append(caption(_hwc(video.predicted_frames)[shape.target_in_future], f"predicted {scored}"))
+    last.append(caption(masks[target], f"true mask {target + 1}"))
     if video.paths is not None:
-        last.append(caption(draw_tracks(frames[LAST_INPUT], video.paths), "tracks over frame 11"))
+        last.append(caption(draw_tracks(frames[last_input], video.paths), f"tracks over frame {n}"))
     last += [caption(mask_to_rgb(mask), row) for row, mask in video.answers.items()]
     rows.append(last)
-    labels.append("frame 22")
+    labels.append(scored)
     png = save_png(folder / f"video_{video.index}.png", grid(rows, labels=labels, label_width=100))
 
-    # The GIF plays the whole video: inputs then the future, true beside predicted.
+    # The GIF plays the video up to the scored frame: inputs then the future, true beside predicted.
     sequence = []
-    for t in range(FRAMES):
-        future = t > LAST_INPUT
+    for t in range(target + 1):
+        future = t > last_input
         cells = [caption(frames[t], f"frame {t + 1}")]
         if video.predicted_frames is not None:
-            shown = _hwc(video.predicted_frames)[t - INPUT_FRAMES] if future else frames[t]
+            shown = _hwc(video.predicted_frames)[t - n] if future else frames[t]
             cells.append(caption(shown, "predicted" if future else "input"))
         cells.append(caption(masks[t], "true mask"))
         if video.forecast is not None:
-            source = video.forecast[t - INPUT_FRAMES] if future else (
+            source = video.forecast[t - n] if future else (
                 video.input_masks[t] if video.input_masks is not None else None)
             if source is not None:
                 cells.append(caption(mask_to_rgb(source), "forecast" if future else "segmented"))

@@ -5,8 +5,8 @@
     masks = segmenter.segment(images)                  # uint8 (N, 3, 160, 240) -> long (N, 160, 240)
     dynamics = load_run("runs/dyn", device="cuda")     # a Dynamics
 
-A run folder holds `checkpoints/best.ckpt` and `last.ckpt`, each with the run's kind and its
-resolved settings as a plain dict beside the weights. `load_run` rebuilds the kind's served
+A run folder holds `checkpoints/best.ckpt` and `last.ckpt`, each with the run's kind, its
+resolved settings as a plain dict and the task shape it was trained for beside the weights. `load_run` rebuilds the kind's served
 module (`kinds.KINDS`) from those settings (as nanoGPT rebuilds its model from the saved
 arguments) and loads its weights: serving a run needs no command line and no trainer.
 """
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .data.layout import TaskShape
 from .errors import ConfigError, DataError, short_reason
 from .hardware import channels_last, folding_helps
 from .inference import Served
@@ -41,7 +42,8 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A training checkpoint (weights_only=True): `hyper_parameters` {kind, config} and `state_dict`."""
+    """A training checkpoint (weights_only=True): `hyper_parameters` {kind, config, shape} and
+    `state_dict` (checkpoints of earlier versions have no shape: the competition's)."""
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
     try:
@@ -89,8 +91,9 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
     ckpt = read_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     try:
-        module = KINDS[hparams["kind"]].served.from_config(hparams["config"])
-    except (KeyError, TypeError, ValueError) as exc:  # e.g. a setting this version no longer has
+        shape = TaskShape.from_dict(hparams.get("shape"), where=f"{path}: shape")
+        module = KINDS[hparams["kind"]].served.from_config(hparams["config"], shape)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:  # e.g. a setting this version no longer has
         raise DataError(f"{path}: stored config is not valid here ({exc}): a run made by another "
                         "version of simvp-unet? Train it again") from None
     weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}

@@ -3,7 +3,8 @@
     predict("data/demo", models, "submission.pt")     # = simvp-unet predict ... --out submission.pt
     score("submission.pt", "data/demo")               # = simvp-unet score submission.pt --data data/demo
 
-The file is `torch.save` of an integer tensor (N, 160, 240) of class ids 0..48, one row per
+The file is `torch.save` of an integer tensor (N, H, W) (N, 160, 240 in the competition's
+task shape) of class ids 0..48, one row per
 hidden video in ascending video index; `predict` writes uint8.
 """
 
@@ -22,6 +23,8 @@ from . import pipelines
 from .classes import NUM_CLASSES
 from .data import layout
 from .data.datasets import VideoDataset
+from .data.layout import TaskShape
+from .data.manifest import task_shape
 from .errors import DataError, short_reason
 from .evaluate import video_loader
 from .inference import default_device
@@ -36,7 +39,8 @@ SUBMISSION_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.in
 def predict(data: str | Path, models: Models, out: str | Path, *, pipeline: str | None = None,
             batch_size: int = 4, device: torch.device | str | None = None,
             progress: bool = True) -> torch.Tensor:
-    """Masks of frame 22 for every hidden video, saved as a uint8 tensor (N, 160, 240).
+    """Masks of the scored frame (22) for every hidden video, saved as a uint8 tensor (N, H, W)
+    (N, 160, 240 in the competition's task shape).
 
     Args:
         data: dataset root (reads `hidden/`).
@@ -53,12 +57,14 @@ def predict(data: str | Path, models: Models, out: str | Path, *, pipeline: str 
     name = pipeline or pipelines.default_row(models)
     pipelines.require(name, models, with_frame22=False)  # fail before reading any video
     device = torch.device(device) if device is not None else default_device()
-    dataset = VideoDataset(data, "hidden", frames=range(layout.INPUT_FRAMES))
+    dataset = VideoDataset(data, "hidden")
+    shape = dataset.shape
+    pipelines.check_shape(models, shape)
     indices, answers = [], []
     with torch.inference_mode(), tqdm(total=len(dataset), desc=f"predict ({name})", unit="video",
                                       disable=not progress, file=sys.stderr) as bar:
         for item in video_loader(dataset, batch_size):
-            mask = pipelines.run(name, Batch(models, item["frames"].to(device)))
+            mask = pipelines.run(name, Batch(models, item["frames"].to(device), shape=shape))
             answers.append(mask.to(torch.uint8).cpu())
             indices += [int(i) for i in item["index"]]
             bar.update(len(mask))
@@ -69,16 +75,17 @@ def predict(data: str | Path, models: Models, out: str | Path, *, pipeline: str 
     return submission
 
 
-def check_submission(obj: Any, path: str | Path, videos: int) -> torch.Tensor:
-    """Validate a loaded submission: an integer tensor (videos, 160, 240) of ids 0..48."""
+def check_submission(obj: Any, path: str | Path, videos: int, shape: TaskShape) -> torch.Tensor:
+    """Validate a loaded submission: an integer tensor (videos, H, W) of ids 0..48, (H, W) the
+    size of `shape`."""
     if not isinstance(obj, torch.Tensor):
         raise DataError(f"submission {path} holds a {type(obj).__name__}, expected a torch tensor")
     if obj.dtype not in SUBMISSION_DTYPES:
         raise DataError(f"submission {path} has dtype {obj.dtype}, expected integer class ids "
                         "(torch.uint8 or torch.int64)")
-    if obj.ndim != 3 or tuple(obj.shape[1:]) != (layout.HEIGHT, layout.WIDTH):
+    if obj.ndim != 3 or tuple(obj.shape[1:]) != shape.size:
         raise DataError(f"submission {path} has shape {tuple(obj.shape)}, expected "
-                        f"(N, {layout.HEIGHT}, {layout.WIDTH})")
+                        f"(N, {shape.height}, {shape.width})")
     if len(obj) != videos:
         raise DataError(f"submission {path} has {len(obj)} masks, the hidden set has {videos} videos")
     if obj.numel() and (int(obj.min()) < 0 or int(obj.max()) >= NUM_CLASSES):
@@ -100,13 +107,14 @@ def score(submission: str | Path, data: str | Path) -> dict[str, Any]:
     except Exception as exc:  # unpickling errors come in many types; all mean "not a tensor file"
         raise DataError(f"submission {path} is not a file written by torch.save of a tensor "
                         f"({short_reason(exc)})") from None
-    masks = check_submission(obj, path, len(hidden))
+    shape = task_shape(data)
+    masks = check_submission(obj, path, len(hidden), shape)
     answers_root = Path(data) / layout.ANSWERS
     if not answers_root.is_dir():
         raise DataError(f"no answers to score against: {answers_root} not found "
                         "(only generated datasets have them)")
     result = MaskScore()
     for row, (index, _) in enumerate(hidden):
-        answer = layout.read_mask(answers_root / layout.video_name(index))[layout.TARGET]
+        answer = layout.read_mask(answers_root / layout.video_name(index), shape)[shape.target]
         result.update(masks[row : row + 1], torch.from_numpy(answer)[None])
     return {"jaccard": result.jaccard(), "videos": len(hidden)}

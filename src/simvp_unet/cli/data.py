@@ -27,7 +27,7 @@ def _generate(args: argparse.Namespace) -> int:
                  if getattr(args, split) is not None]
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    config = resolve(GenerateConfig, "data", args.preset, overrides)
+    config = resolve(GenerateConfig, "data", args.preset, [*overrides, *args.overrides])
     shard = parse_shard(args.shard)
     check_output_dir(args.out)
     summary = generate(args.out, config, workers=args.workers, shard=shard,
@@ -99,15 +99,23 @@ def register(commands: argparse._SubParsersAction) -> None:
         "generate", help="render a CLEVRER-like dataset with PyBullet",
         description="Render CLEVRER-like videos into train/, val/, unlabeled/, hidden/ and "
                     "hidden_answers/ (resumable: finished videos are skipped).\n"
-                    f"Presets: {', '.join(preset_names('data'))}.",
-        epilog="example: simvp-unet data generate --out data/demo --preset demo --workers 2",
+                    f"Presets: {', '.join(preset_names('data'))}.\n"
+                    "Settings: dataclass defaults, then the preset, then --train/--val/--unlabeled/"
+                    "--hidden/--seed and --set key=value\n(dotted keys for the world and the task "
+                    "shape, e.g. --set world.objects=[4,8] --set world.fov=40\n--set shape.frames=32 "
+                    "--set shape.target=29 --set shape.height=128 --set shape.width=192).",
+        epilog="examples:\n  simvp-unet data generate --out data/demo --preset demo --workers 2\n"
+               "  simvp-unet data generate --out data/dense --preset dense --set world.speed=[3,6]",
         formatter_class=fmt)
     gen.add_argument("--out", required=True, type=Path, help="dataset root to create or complete")
     gen.add_argument("--preset", default="tiny",
-                     help="split sizes: tiny, demo, bench, paper or a YAML file (default tiny)")
+                     help=f"split sizes and world: {', '.join(preset_names('data'))} or a YAML file "
+                          "(default tiny)")
     for split in ("train", "val", "unlabeled", "hidden"):
         gen.add_argument(f"--{split}", type=at_least(0), metavar="N", help=f"number of {split} videos")
     gen.add_argument("--seed", type=at_least(0), help="base seed (default from the preset)")
+    gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one setting, e.g. world.objects=[4,8] or shape.frames=32 (repeatable)")
     gen.add_argument("--workers", type=at_least(1), default=1, help="worker processes (default 1)")
     gen.add_argument("--shard", metavar="K/N", help="only every N-th video, starting at K")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,9 +130,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     chk.set_defaults(handler=_check)
 
     sts = sub.add_parser("stats", help="objects, classes and motion statistics",
-                         description="Objects per video, class frequencies, how far moving objects "
-                                     "travel (pixels over 22 frames), entering objects (from "
-                                     "meta.json of generated data, else from masks).",
+                         description="Objects per video, their size in pixels, class frequencies, how "
+                                     "far moving objects travel (pixels over the video), collisions, "
+                                     "objects entering after the input frames (from meta.json of "
+                                     "generated data, else from masks).",
                          epilog="example: simvp-unet data stats data/demo --split train val",
                          formatter_class=fmt)
     sts.add_argument("root", type=Path, help="dataset root")

@@ -17,14 +17,16 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from . import layout
+from .layout import TaskShape
+from .manifest import task_shape
 from .pack import PackedSplit, open_packed
 
 MaskSource = Literal["none", "true", "pred", "any"]
 _MASK_SOURCES = ("none", "true", "pred", "any")
 
 
-def _frame_list(split: str, frames: Iterable[int] | None) -> list[int]:
-    available = layout.split_frames(split)
+def _frame_list(shape: TaskShape, split: str, frames: Iterable[int] | None) -> list[int]:
+    available = shape.split_frames(split)
     frames = list(available if frames is None else frames)
     if not frames:
         raise ConfigError("frames must name at least one frame")
@@ -54,7 +56,7 @@ class VideoDataset(Dataset):
         root: dataset root (holds train/, val/, unlabeled/, hidden/).
         split: one of train, val, unlabeled, hidden.
         frames: 0-based frame indices to return, in order; default every stored frame
-            (0..21, or 0..10 for hidden).
+            (0..21, or 0..10 for hidden, in the competition's shape).
         masks: "none"; "true" (mask.npy, labeled splits); "pred" (mask_pred.npy pseudo-labels
             written by `simvp-unet label`); "any" (the true mask where there is one, else the
             pseudo-label). Every video must have the asked mask, checked here.
@@ -69,8 +71,9 @@ class VideoDataset(Dataset):
         if not with_frames and masks == "none":
             raise ConfigError("a VideoDataset without frames needs masks")
         self.root, self.split, self.masks, self.with_frames = Path(root), split, masks, with_frames
+        self.shape = task_shape(root)  # the dataset's task shape (`manifest.task_shape`)
         self.videos = _videos(root, split)
-        self.frames = _frame_list(split, frames)
+        self.frames = _frame_list(self.shape, split, frames)
         # a slice reads a memory map in one piece; a list of indices gathers frame by frame
         first, last = self.frames[0], self.frames[-1]
         contiguous = self.frames == list(range(first, last + 1))
@@ -105,10 +108,10 @@ class VideoDataset(Dataset):
             if packed_masks and pack.has("masks"):
                 masks = np.array(pack.array("masks")[row, self._take])
         elif self.with_frames:
-            frames = _to_chw(layout.read_frames(folder, self.frames))
+            frames = _to_chw(layout.read_frames(folder, self.frames, self.shape.size))
         if mask_file is not None and masks is None:  # e.g. pseudo-labels written after packing
             path = folder / mask_file
-            masks = layout.check_mask(layout.load_mask_file(path), path)[self.frames]
+            masks = layout.check_mask(layout.load_mask_file(path), path, shape=self.shape)[self.frames]
         return frames, masks
 
     def __getitem__(self, n: int) -> dict:
@@ -127,15 +130,16 @@ class FrameDataset(Dataset):
     Args:
         root: dataset root.
         split: a labeled split (train or val): every video must have mask.npy.
-        frames: 0-based frame indices taken from every video (default all 22).
+        frames: 0-based frame indices taken from every video (default all of them).
         packed: use `<root>/packed/` when present and up to date.
     """
 
-    def __init__(self, root: str | Path, split: str, *, frames: Iterable[int] = range(layout.FRAMES),
+    def __init__(self, root: str | Path, split: str, *, frames: Iterable[int] | None = None,
                  packed: bool = True) -> None:
         self.root, self.split = Path(root), split
+        self.shape = task_shape(root)
         self.videos = _videos(root, split)
-        self.frames = _frame_list(split, frames)
+        self.frames = _frame_list(self.shape, split, frames)
         for _, folder in self.videos:
             if not (folder / layout.MASK_FILE).is_file():
                 raise DataError(f"missing mask: {folder / layout.MASK_FILE} (FrameDataset needs "
@@ -156,11 +160,12 @@ class FrameDataset(Dataset):
             image = np.array(self.packed.array("frames")[row, t])
             mask = np.array(self.packed.array("masks")[row, t])
         else:
-            image = layout.read_frame(folder / layout.frame_name(t)).transpose(2, 0, 1)
+            image = layout.read_frame(folder / layout.frame_name(t), self.shape.size).transpose(2, 0, 1)
             path = folder / layout.MASK_FILE
             masks = layout.load_mask_file(path, mmap=True)
-            if masks.shape != (layout.FRAMES, layout.HEIGHT, layout.WIDTH):
-                layout.check_mask(masks, path)  # raises with the shape in the message
-            mask = layout.check_mask(np.array(masks[t : t + 1]), path, frames=1)[0]
+            shape = self.shape
+            if masks.shape != (shape.frames, shape.height, shape.width):
+                layout.check_mask(masks, path, shape=shape)  # raises with the shape in the message
+            mask = layout.check_mask(np.array(masks[t : t + 1]), path, shape=shape, frames=1)[0]
         return {"image": torch.from_numpy(np.ascontiguousarray(image)),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask)), "index": index, "t": t}

@@ -1,13 +1,16 @@
 """Generate a CLEVRER-like dataset in the real task's layout with PyBullet.
 
     simvp-unet data generate --out data/demo --preset demo --workers 2
+    simvp-unet data generate --out data/dense --preset dense --set shape.frames=32 --set shape.target=29
 
-Video indices continue across splits in the order train, val, unlabeled, hidden. A video's
+What is generated is a `GenerateConfig`: split sizes and seed, the world (`world:`, a
+`scenes.WorldConfig`: objects, motion, camera, physics) and the task shape (`shape:`, a
+`layout.TaskShape`: frames per video, input frames, the scored frame, image size). Video indices continue across splits in the order train, val, unlabeled, hidden. A video's
 content depends only on (seed, split, index), not on workers or shards, and the same
 settings write the same bytes. Each video is written into a temporary folder and renamed
 when complete, so a rerun skips finished videos and an interrupted run leaves no partial one.
-Hidden videos keep frames 0..10; their frames 11..21, mask.npy and meta.json (which tells
-the future) go to hidden_answers/.
+Hidden videos keep the input frames (0..10 in the competition's shape); their other frames
+(11..21), mask.npy and meta.json (which tells the future) go to hidden_answers/.
 
 One writer per video: a run holds a lock on the folder (`.generate.K-N.lock`, its pid inside,
 removed when it ends) and a second run into the same folder fails at once with that pid,
@@ -29,7 +32,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,8 @@ from tqdm import tqdm
 from ..errors import ConfigError, OutputError, output_error
 from ..io import write_json
 from . import layout, manifest, meshes, scenes
+from .layout import TaskShape
+from .scenes import WorldConfig
 
 try:
     import fcntl
@@ -53,14 +58,19 @@ _LOCK_RE = re.compile(r"^\.generate\.(\d+)-(\d+)\.lock$")  # a run's lock: .gene
 
 @dataclass
 class GenerateConfig:
-    """Sizes of the generated splits and the seed (presets: `presets/data_<name>.yaml`).
+    """What to generate: split sizes, seed, world and task shape (presets:
+    `presets/data_<name>.yaml`; `--set world.objects=[4,8]`, `--set shape.frames=32`).
 
     Args:
         train: labeled training videos.
         val: labeled validation videos.
         unlabeled: videos without masks.
-        hidden: test videos (frames 0..10; the rest goes to hidden_answers/).
+        hidden: test videos (the input frames; the rest goes to hidden_answers/).
         seed: base seed; a video's random generator is seeded with (seed, split, index).
+        world: objects, motion, camera and physics (`scenes.WorldConfig`; the defaults are
+            the CLEVRER-like world).
+        shape: frames per video, input frames, the scored frame and image size
+            (`layout.TaskShape`; default the competition's).
     """
 
     train: int = 4
@@ -68,6 +78,8 @@ class GenerateConfig:
     unlabeled: int = 4
     hidden: int = 2
     seed: int = 0
+    world: WorldConfig = field(default_factory=WorldConfig)
+    shape: TaskShape = field(default_factory=TaskShape)
 
     def __post_init__(self) -> None:
         for split in layout.SPLITS:
@@ -119,18 +131,19 @@ def _quiet_c_output() -> Iterator[None]:
         os.close(devnull)
 
 
-def _init_worker(mesh_dir: str) -> None:
+def _init_worker(mesh_dir: str, world: WorldConfig, shape: TaskShape) -> None:
+    """Build this process's `World` (its PyBullet client renders every video the process writes)."""
     global _WORLD
     with _quiet_c_output():
         from .world import World  # pybullet only where videos are rendered
 
         if _WORLD is not None:
             _WORLD.client.disconnect()
-        _WORLD = World(meshes.write_meshes(mesh_dir))
+        _WORLD = World(meshes.write_meshes(mesh_dir), world=world, shape=shape)
 
 
 def _write_folder(tmp: Path, frames: np.ndarray, ts: range, masks: np.ndarray | None,
-                  meta: dict | None) -> None:
+                  meta: dict | None, shape: TaskShape) -> None:
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -138,7 +151,7 @@ def _write_folder(tmp: Path, frames: np.ndarray, ts: range, masks: np.ndarray | 
         for t in ts:
             layout.write_frame(tmp / layout.frame_name(t), frames[t], atomic=False)
         if masks is not None:
-            layout.write_mask(tmp / layout.MASK_FILE, masks, atomic=False)
+            layout.write_mask(tmp / layout.MASK_FILE, masks, shape, atomic=False)
         if meta is not None:
             write_json(tmp / layout.META_FILE, meta)
     except OSError as exc:  # the video folder, not the file inside the temporary one
@@ -149,18 +162,19 @@ def _render_video(job: tuple[str, str, int, int]) -> tuple[str, int]:
     """Render and write one video; returns (split, index)."""
     root, split, index, seed = job
     root = Path(root)
-    plan = scenes.sample_scene(video_rng(seed, split, index))
+    world, shape = _WORLD.config, _WORLD.task_shape
+    plan = scenes.sample_scene(video_rng(seed, split, index), world, shape)
     frames, masks, meta = _WORLD.run(plan)
     meta = {"version": GENERATOR_VERSION, "seed": seed, "split": split, "index": index,
-            "fps": 240 / scenes.STEPS_PER_FRAME, **meta}
+            "fps": world.fps, **meta}
     name = layout.video_name(index)
     final = root / split / name
     if split == "hidden":
         answers = root / layout.ANSWERS / name
         tmp_answers = root / layout.ANSWERS / (_TMP_PREFIX + name)
-        _write_folder(tmp_answers, frames, range(layout.INPUT_FRAMES, layout.FRAMES), masks, meta)
+        _write_folder(tmp_answers, frames, range(shape.input_frames, shape.frames), masks, meta, shape)
         tmp = root / split / (_TMP_PREFIX + name)
-        _write_folder(tmp, frames, layout.split_frames(split), None, None)
+        _write_folder(tmp, frames, shape.split_frames(split), None, None, shape)
         for old in (final, answers):  # a half-finished earlier attempt
             if old.exists():
                 shutil.rmtree(old)
@@ -169,7 +183,7 @@ def _render_video(job: tuple[str, str, int, int]) -> tuple[str, int]:
     else:
         tmp = root / split / (_TMP_PREFIX + name)
         labeled = split in layout.LABELED_SPLITS
-        _write_folder(tmp, frames, layout.split_frames(split), masks if labeled else None, meta)
+        _write_folder(tmp, frames, shape.split_frames(split), masks if labeled else None, meta, shape)
         tmp.rename(final)
     return split, index
 
@@ -311,13 +325,13 @@ def _writer_lock(root: Path, shard: tuple[int, int]) -> Iterator[None]:
             os.close(fd)
 
 
-def _run_jobs(jobs: list, workers: int, mesh_dir: str) -> Iterator[tuple[str, int]]:
+def _run_jobs(jobs: list, workers: int, mesh_dir: str, config: GenerateConfig) -> Iterator[tuple[str, int]]:
     if workers <= 1:
-        _init_worker(mesh_dir)
+        _init_worker(mesh_dir, config.world, config.shape)
         yield from map(_render_video, jobs)
         return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(mesh_dir,)) as pool:
+    with context.Pool(workers, initializer=_init_worker, initargs=(mesh_dir, config.world, config.shape)) as pool:
         yield from pool.imap_unordered(_render_video, jobs, chunksize=2)
 
 
@@ -326,7 +340,8 @@ def generate(root: str | Path, config: GenerateConfig, *, workers: int = 1,
     """Generate (or finish) the dataset under `root`; returns a summary dict
     (videos written, skipped, seconds, videos per second).
 
-    Refuses (`ConfigError`) a folder generated with other settings (see `manifest`);
+    Refuses (`ConfigError`) a folder generated with other settings (seed, split sizes, world,
+    task shape: see `manifest`);
     `preset` is only recorded in `dataset.json`.
     """
     if workers < 1:
@@ -351,7 +366,7 @@ def generate(root: str | Path, config: GenerateConfig, *, workers: int = 1,
             except OSError as exc:
                 raise output_error(root, exc) from None
             bar = tqdm(total=len(jobs), desc="generate", unit="video", disable=not progress)
-            for _ in _run_jobs(jobs, min(workers, max(len(jobs), 1)), str(mesh_dir)):
+            for _ in _run_jobs(jobs, min(workers, max(len(jobs), 1)), str(mesh_dir), config):
                 bar.update()
             bar.close()
         finally:

@@ -5,6 +5,8 @@
     simvp-unet data show data/demo --sheet --out sheet.png
 
 Works on the real task's data too (statistics then come from masks instead of meta.json).
+Frame counts and sizes are the dataset's own task shape (`manifest.task_shape`: the one its
+dataset.json records, else the one its files show).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from tqdm import tqdm
 
 from .. import viz
 from ..classes import CLASS_NAMES, NUM_CLASSES
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from . import layout, manifest, pack
+from .layout import COMPETITION, TaskShape
 
 MOVING_PX = 3.0  # an object whose center travels less than this over the video is at rest
 
@@ -27,20 +30,21 @@ MOVING_PX = 3.0  # an object whose center travels less than this over the video 
 # -- check ----------------------------------------------------------------------------------------
 
 
-def _check_video(split: str, folder: Path, objects: dict[str, list[bool]]) -> list[str]:
-    """Problems of one video's frames and masks; whether each readable mask holds an object
-    is added to `objects` under '<split>/video_*/<mask file>'."""
+def _check_video(split: str, folder: Path, objects: dict[str, list[bool]], shape: TaskShape) -> list[str]:
+    """Problems of one video's frames and masks (against the dataset's `shape`); whether each
+    readable mask holds an object is added to `objects` under '<split>/video_*/<mask file>'."""
     problems = []
-    for t in layout.split_frames(split):
+    for t in shape.split_frames(split):
         try:
-            layout.read_frame(folder / layout.frame_name(t))
+            layout.read_frame(folder / layout.frame_name(t), shape.size)
         except DataError as exc:
             problems.append(str(exc))
     if split == "hidden":
         leaked = sorted(p.name for p in folder.glob("image_*.png")
-                        if p.name not in {layout.frame_name(t) for t in layout.split_frames(split)})
+                        if p.name not in {layout.frame_name(t) for t in shape.split_frames(split)})
         if leaked:
-            problems.append(f"hidden video {folder} holds frames beyond image_10: {', '.join(leaked)}")
+            problems.append(f"hidden video {folder} holds frames beyond {layout.frame_name(shape.last_input)}: "
+                            f"{', '.join(leaked)}")
     mask_files = []
     if split in layout.LABELED_SPLITS or (folder / layout.MASK_FILE).exists():
         mask_files.append(layout.MASK_FILE)
@@ -48,7 +52,7 @@ def _check_video(split: str, folder: Path, objects: dict[str, list[bool]]) -> li
         mask_files.append(layout.PRED_MASK_FILE)
     for name in mask_files:
         try:
-            mask = layout.check_mask(layout.load_mask_file(folder / name), folder / name)
+            mask = layout.check_mask(layout.load_mask_file(folder / name), folder / name, shape=shape)
         except DataError as exc:
             problems.append(str(exc))
         else:
@@ -146,12 +150,13 @@ def check(root: str | Path, *, progress: bool = False) -> list[str]:
             jobs.append((split, folder))
     jobs += [(layout.ANSWERS, folder) for _, folder in videos.get(layout.ANSWERS, [])]
     problems += _check_layout(root, videos)
+    shape = _dataset_shape(root, problems)
     objects: dict[str, list[bool]] = {}
     for split, folder in tqdm(jobs, desc="check", unit="video", disable=not progress):
         if split == layout.ANSWERS:
-            problems += _check_answers(folder, objects)
+            problems += _check_answers(folder, objects, shape)
         else:
-            problems += _check_video(split, folder, objects)
+            problems += _check_video(split, folder, objects, shape)
         problems += _check_meta(folder / layout.META_FILE)
     empty = [masks for masks, found in objects.items() if not any(found)]
     if empty:
@@ -160,15 +165,30 @@ def check(root: str | Path, *, progress: bool = False) -> list[str]:
     return problems
 
 
-def _check_answers(folder: Path, objects: dict[str, list[bool]]) -> list[str]:
+def _dataset_shape(root: Path, problems: list[str]) -> TaskShape:
+    """The task shape the videos are checked against: the recorded one, else the one the files
+    show, else the competition's. A bad recorded shape is added to `problems` (an unreadable
+    dataset.json or first frame is reported where it is checked)."""
+    try:
+        return manifest.task_shape(root)
+    except (ConfigError, DataError) as exc:
+        if isinstance(exc, ConfigError):
+            problems.append(str(exc))
+    try:
+        return manifest.inferred_shape(root)
+    except DataError:
+        return COMPETITION
+
+
+def _check_answers(folder: Path, objects: dict[str, list[bool]], shape: TaskShape) -> list[str]:
     problems = []
-    for t in range(layout.INPUT_FRAMES, layout.FRAMES):
+    for t in range(shape.input_frames, shape.frames):
         try:
-            layout.read_frame(folder / layout.frame_name(t))
+            layout.read_frame(folder / layout.frame_name(t), shape.size)
         except DataError as exc:
             problems.append(str(exc))
     try:
-        mask = layout.read_mask(folder)
+        mask = layout.read_mask(folder, shape)
     except DataError as exc:
         problems.append(str(exc))
     else:
@@ -213,7 +233,7 @@ def _tracks_from_meta(meta: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return tracks
 
 
-def _video_tracks(split: str, folder: Path) -> tuple[dict, dict | None] | None:
+def _video_tracks(split: str, folder: Path, shape: TaskShape) -> tuple[dict, dict | None] | None:
     """(tracks, meta.json or None) of a video, from its meta.json, else its mask or
     pseudo-label; None when it has none of them."""
     meta_path = folder / layout.META_FILE
@@ -226,29 +246,33 @@ def _video_tracks(split: str, folder: Path) -> tuple[dict, dict | None] | None:
         except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
             raise DataError(f"bad meta file {meta_path}: {exc!r}") from None
     if (folder / layout.MASK_FILE).is_file():
-        return _tracks_from_masks(layout.read_mask(folder)), None
+        return _tracks_from_masks(layout.read_mask(folder, shape)), None
     if (folder / layout.PRED_MASK_FILE).is_file():
-        return _tracks_from_masks(layout.read_mask(folder, predicted=True)), None
+        return _tracks_from_masks(layout.read_mask(folder, shape, predicted=True)), None
     return None
 
 
 def stats(root: str | Path, *, splits: list[str] | None = None, limit: int | None = None) -> dict:
-    """Objects per video, class frequencies, motion and entering statistics per split.
+    """Objects per video, their size, class frequencies, motion, collision and entering
+    statistics per split: what tells one generated world from another.
 
-    Motion: how far each object's center travels over the video (path length in pixels,
-    while in view); an object is moving if it travels at least 3 pixels. Entering: an object
-    absent from frames 0..10 that appears later. "no_objects": the split's videos have masks
+    Size: an object's median visible pixels over the frames it is seen in (the camera's
+    distance and field of view, and the objects' radius, show here). Motion: how far each
+    object's center travels over the video (path length in pixels, while in view); an object
+    is moving if it travels at least 3 pixels. Entering: an object absent from the input frames
+    (the dataset's task shape) that appears later. "no_objects": the split's videos have masks
     or meta.json, and none holds an object.
     """
     root = Path(root)
+    shape = manifest.task_shape(root)
     splits = splits or [s for s in layout.SPLITS if (root / s).is_dir()]
     result = {}
     for split in splits:
         videos = layout.list_videos(root, split)[:limit]
-        objects, travels, late, classes, collisions = [], [], 0, np.zeros(NUM_CLASSES, int), []
+        objects, sizes, travels, late, classes, collisions = [], [], [], 0, np.zeros(NUM_CLASSES, int), []
         used = 0
         for _, folder in videos:
-            described = _video_tracks(split, folder)
+            described = _video_tracks(split, folder, shape)
             if described is None:
                 continue
             tracks, meta = described
@@ -258,10 +282,11 @@ def stats(root: str | Path, *, splits: list[str] | None = None, limit: int | Non
             for cid, (pixels, centers) in seen.items():
                 classes[cid] += 1
                 visible = pixels > 0
+                sizes.append(float(np.median(pixels[visible])))
                 steps = np.linalg.norm(np.diff(centers, axis=0), axis=-1)
                 both = visible[1:] & visible[:-1]
                 travels.append(float(np.nansum(steps[both])))
-            if any(tr[0][: layout.INPUT_FRAMES].sum() == 0 for tr in seen.values()):
+            if any(tr[0][: shape.input_frames].sum() == 0 for tr in seen.values()):
                 late += 1
             if meta is not None:
                 collisions.append(sum(e["type"] == "collision" for e in meta["events"]))
@@ -270,9 +295,10 @@ def stats(root: str | Path, *, splits: list[str] | None = None, limit: int | Non
         result[split] = {
             "videos": len(videos), "described": used, "no_objects": used > 0 and not any(objects),
             "objects_per_video": _summary(np.array(objects)),
+            "object_px": _summary(np.array(sizes)),
             "moving_share": round(float(len(moving) / max(len(travels_arr), 1)), 3),
             "travel_px_moving": _summary(moving),
-            "late_entry_share": round(late / max(used, 1), 3),
+            "late_entry_share": round(late / max(used, 1), 3), "input_frames": shape.input_frames,
             "collisions_per_video": _summary(np.array(collisions)) if collisions else None,
             "class_counts": {CLASS_NAMES[c]: int(n) for c, n in enumerate(classes) if n},
         }
@@ -293,15 +319,17 @@ def format_stats(result: dict) -> str:
     lines = []
     for split, s in result.items():
         lines.append(f"{split}: {s['videos']} videos ({s['described']} with masks or meta.json)")
+        if not s["described"]:
+            continue
         if s["no_objects"]:
             lines.append(f"  no objects: the masks (or meta.json) of its {s['described']} videos hold background "
                          "only")
-        for key in ("objects_per_video", "travel_px_moving", "collisions_per_video"):
+        for key in ("objects_per_video", "object_px", "travel_px_moving", "collisions_per_video"):
             if s[key]:
                 lines.append(f"  {key:22s} " + "  ".join(f"{k} {v}" for k, v in s[key].items()))
         lines.append(f"  {'moving_share':22s} {s['moving_share']}")
         lines.append(f"  {'late_entry_share':22s} {s['late_entry_share']}  (videos with an object "
-                     f"first in view at frame >= {layout.INPUT_FRAMES})")
+                     f"first in view after the {s['input_frames']} input frames)")
         top = sorted(s["class_counts"].items(), key=lambda kv: -kv[1])
         if top:
             lines.append(f"  classes ({len(top)} seen): "
@@ -341,27 +369,27 @@ def _labeled(frame: np.ndarray, mask: np.ndarray | None, scale: int = 2) -> np.n
     return np.asarray(image)
 
 
-def _video_arrays(root: Path, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _video_arrays(root: Path, index: int, shape: TaskShape) -> tuple[np.ndarray, np.ndarray | None]:
     """All frames known of a video and its masks (true, answers or pseudo-labels) if any."""
     split, folder = find_video(root, index)
-    frames = layout.read_frames(folder, layout.split_frames(split))
+    frames = layout.read_frames(folder, shape.split_frames(split), shape.size)
     masks = None
     answers = root / layout.ANSWERS / folder.name
     if split == "hidden" and answers.is_dir():
-        frames = np.concatenate([frames, layout.read_frames(answers, range(layout.INPUT_FRAMES,
-                                                                           layout.FRAMES))])
-        masks = layout.read_mask(answers)
+        frames = np.concatenate([frames, layout.read_frames(answers, range(shape.input_frames, shape.frames),
+                                                            shape.size)])
+        masks = layout.read_mask(answers, shape)
     elif (folder / layout.MASK_FILE).is_file():
-        masks = layout.read_mask(folder)
+        masks = layout.read_mask(folder, shape)
     elif (folder / layout.PRED_MASK_FILE).is_file():
-        masks = layout.read_mask(folder, predicted=True)
+        masks = layout.read_mask(folder, shape, predicted=True)
     return frames, masks
 
 
 def show_video(root: str | Path, index: int, out: str | Path) -> Path:
     """Frames of one video with its mask overlaid and object names: a PNG grid or a GIF."""
     root, out = Path(root), Path(out)
-    frames, masks = _video_arrays(root, index)
+    frames, masks = _video_arrays(root, index, manifest.task_shape(root))
     pictures = [_labeled(f, None if masks is None else masks[t]) for t, f in enumerate(frames)]
     if out.suffix.lower() == ".gif":
         return viz.save_gif(out, pictures, fps=6)
@@ -372,19 +400,23 @@ def show_video(root: str | Path, index: int, out: str | Path) -> Path:
 
 
 def show_sheet(root: str | Path, out: str | Path, *, split: str = "train", count: int = 8) -> Path:
-    """Contact sheet: one row per video (frames 0, 5, 10, 15, 21 and the mask of frame 21)."""
+    """Contact sheet: one row per video (the first, middle and last input frames, a forecast
+    frame half-way and the scored one: 0, 5, 10, 15, 21 in the competition's shape, and the
+    mask of the scored frame)."""
     root = Path(root)
+    shape = manifest.task_shape(root)
     videos = layout.list_videos(root, split)
     if not videos:
         raise DataError(f"no videos in {root / split}")
     picks = [videos[int(i)] for i in np.linspace(0, len(videos) - 1, min(count, len(videos)))]
+    shown = (0, shape.last_input // 2, shape.last_input, (shape.last_input + shape.target) // 2, shape.target)
     rows, labels = [], []
     for index, _ in picks:
-        frames, masks = _video_arrays(root, index)
-        ts = [t for t in (0, 5, 10, 15, 21) if t < len(frames)]
+        frames, masks = _video_arrays(root, index, shape)
+        ts = [t for t in shown if t < len(frames)]
         row = [frames[t] for t in ts]
         if masks is not None:
-            row.append(viz.mask_to_rgb(masks[-1]))
+            row.append(viz.mask_to_rgb(masks[shape.target]))
         rows.append(row)
         labels.append(str(index))
     return viz.save_png(out, viz.grid(rows, labels=labels, label_width=40))

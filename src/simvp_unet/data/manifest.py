@@ -1,12 +1,19 @@
-"""What made a generated dataset: `<root>/dataset.json` (generator version, seed, split sizes).
+"""What made a generated dataset: `<root>/dataset.json` (generator version, seed, split sizes,
+the task's shape, the world), and the task shape of any dataset (`task_shape`).
 
     {"generator_version": 1, "seed": 0, "preset": "tiny",
-     "splits": {"train": 4, "val": 2, "unlabeled": 4, "hidden": 2}}
+     "splits": {"train": 4, "val": 2, "unlabeled": 4, "hidden": 2},
+     "shape": {"frames": 22, "input_frames": 11, "target": 21, "height": 160, "width": 240},
+     "world": {"objects": [3, 6], ..., "steps_per_frame": 10}}
 
 `data generate` writes it before the first video and refuses to add videos made with other
-settings to a folder (which would mix seeds or give two videos one index); with the same
-settings it finishes what is missing. `data check` compares the videos on disk with it.
-Datasets without one (the real task's, or older ones) are judged by their `meta.json` files.
+settings to a folder (which would mix seeds, worlds or shapes, or give two videos one index);
+with the same settings it finishes what is missing. `data check` compares the videos on disk
+with it. The world is recorded whole (every setting of `scenes.WorldConfig`: the file says
+what the videos show without the preset); a file without "shape" or "world" (written before
+they were recorded), or without a world setting added since, was made with the defaults.
+Datasets without one (the real task's, or older ones) are judged by their `meta.json` files,
+and their task shape is read from their files (`task_shape`).
 """
 
 from __future__ import annotations
@@ -15,9 +22,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
+from ..config import to_dict
 from ..errors import ConfigError, DataError
 from ..io import write_json
 from . import layout
+from .layout import COMPETITION, TaskShape
+from .scenes import DEFAULT_WORLD
 
 MANIFEST_FILE = "dataset.json"
 
@@ -25,7 +37,8 @@ MANIFEST_FILE = "dataset.json"
 def describe(config: Any, version: int, preset: str | None = None) -> dict[str, Any]:
     """The manifest of a dataset generated with `config` (a `GenerateConfig`)."""
     return {"generator_version": version, "seed": config.seed, "preset": preset,
-            "splits": {split: getattr(config, split) for split in layout.SPLITS}}
+            "splits": {split: getattr(config, split) for split in layout.SPLITS},
+            "shape": config.shape.as_dict(), "world": to_dict(config.world)}
 
 
 def read(root: str | Path) -> dict[str, Any] | None:
@@ -40,6 +53,9 @@ def read(root: str | Path) -> dict[str, Any] | None:
             raise ValueError("split sizes must be integers >= 0")
         int(manifest["seed"])
         int(manifest["generator_version"])
+        for section in ("shape", "world"):
+            if not isinstance(manifest.get(section, {}), dict):
+                raise ValueError(f"{section} must be a mapping")
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"corrupt {path} ({type(exc).__name__}: {exc}); it records how the dataset was "
                         "generated: restore it or regenerate into a new folder") from None
@@ -47,7 +63,9 @@ def read(root: str | Path) -> dict[str, Any] | None:
 
 
 def differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    """What differs between two manifests ('seed 0 there, 1 here', ...); the preset name is not compared."""
+    """What differs between two manifests ('seed 0 there, 1 here', 'world.fov 33.9 there, 50
+    here', ...); the preset name is not compared, and a missing shape or world setting is the
+    default."""
     diff = []
     for key in ("generator_version", "seed"):
         if have[key] != want[key]:
@@ -55,7 +73,18 @@ def differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
     for split in layout.SPLITS:
         if have["splits"][split] != want["splits"][split]:
             diff.append(f"{split} {have['splits'][split]} there, {want['splits'][split]} here")
+    for section, defaults in (("shape", COMPETITION.as_dict()), ("world", to_dict(DEFAULT_WORLD))):
+        there = {**defaults, **have.get(section, {})}
+        here = {**defaults, **want.get(section, {})}
+        for key in [*defaults, *sorted((set(there) | set(here)) - set(defaults))]:
+            if there.get(key) != here.get(key):
+                diff.append(f"{section}.{key} {_plain(there.get(key))} there, {_plain(here.get(key))} here")
     return diff
+
+
+def _plain(value: Any) -> str:
+    """A setting as it is written in a preset: [3, 6], 0.35."""
+    return json.dumps(value)
 
 
 def _meta_seed(folder: Path) -> int | None:
@@ -67,7 +96,7 @@ def _meta_seed(folder: Path) -> int | None:
 
 def _unrecorded_conflicts(root: Path, want: dict[str, Any], ranges: dict[str, range]) -> list[str]:
     """Conflicts of a dataset without a manifest with `want`: videos outside the ranges the
-    settings give their split, videos of another seed."""
+    settings give their split, videos of another seed, frames of another count or size."""
     diff = []
     for split in layout.SPLITS:
         if not (root / split).is_dir():
@@ -80,6 +109,11 @@ def _unrecorded_conflicts(root: Path, want: dict[str, Any], ranges: dict[str, ra
         seeds = {_meta_seed(folder) for _, folder in videos[:1]} - {None}
         if seeds and seeds != {want["seed"]}:
             diff.append(f"{split}/ was generated with seed {seeds.pop()}, not {want['seed']}")
+    if _first_video(root, ("train", "val", "unlabeled")) is not None:
+        shape, wanted = inferred_shape(root), TaskShape(**want["shape"])
+        if (shape.frames, *shape.size) != (wanted.frames, *wanted.size):
+            diff.append(f"its videos have {shape.frames} frames of {shape.width}x{shape.height}, not "
+                        f"{wanted.frames} of {wanted.width}x{wanted.height}")
     return diff
 
 
@@ -94,3 +128,56 @@ def claim(root: str | Path, want: dict[str, Any], ranges: dict[str, range]) -> N
                           "generate into another folder, or rerun with the same settings to finish it")
     if have is None:
         write_json(root / MANIFEST_FILE, want)
+
+
+def _frame_count(folder: Path) -> int:
+    """Frames 0..n-1 present in a video folder (n)."""
+    n = 0
+    while (folder / layout.frame_name(n)).is_file():
+        n += 1
+    return n
+
+
+def _first_video(root: Path, splits: tuple[str, ...]) -> Path | None:
+    for split in splits:
+        if (root / split).is_dir():
+            videos = layout.list_videos(root, split)
+            if videos:
+                return videos[0][1]
+    return None
+
+
+def inferred_shape(root: str | Path) -> TaskShape:
+    """The task shape a dataset's files show: frames per video and image size from its first
+    full video (train, val, unlabeled), input frames from its hidden videos; what the files do
+    not show is the competition's (frames 1..11 in, the last frame scored)."""
+    root = Path(root)
+    full, hidden = _first_video(root, ("train", "val", "unlabeled")), _first_video(root, ("hidden",))
+    if full is None and hidden is None:
+        return COMPETITION
+    inputs = _frame_count(hidden) if hidden is not None else None
+    if full is not None:
+        frames = _frame_count(full)
+        inputs = inputs or (COMPETITION.input_frames if frames > COMPETITION.input_frames else frames // 2)
+    else:  # only hidden videos: the competition's forecast length after them
+        frames = inputs + COMPETITION.future_frames
+    first = (full or hidden) / layout.frame_name(0)
+    try:
+        with Image.open(first) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise DataError(f"corrupt image {first}: {exc}") from None
+    try:
+        return TaskShape(frames=frames, input_frames=inputs, target=frames - 1, height=height, width=width)
+    except ConfigError as exc:
+        raise DataError(f"{root}: the videos' files give no usable task shape ({exc}); "
+                        f"first video: {full or hidden}") from None
+
+
+def task_shape(root: str | Path) -> TaskShape:
+    """The task shape of the dataset at `root`: the one its dataset.json records, else the one
+    its files show (`inferred_shape`)."""
+    manifest = read(root)
+    if manifest is not None and "shape" in manifest:
+        return TaskShape.from_dict(manifest["shape"], where=str(Path(root) / MANIFEST_FILE))
+    return inferred_shape(root)

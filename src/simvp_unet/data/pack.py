@@ -30,6 +30,8 @@ from tqdm import tqdm
 from ..errors import DataError, OutputError, output_error, short_reason
 from ..io import write_json
 from . import layout
+from .layout import COMPETITION, TaskShape
+from .manifest import task_shape
 
 PACKED = "packed"
 _VERSION = 4
@@ -164,14 +166,16 @@ def check_arrays(root: str | Path, split: str, info: dict) -> list[str]:
     return problems
 
 
-def _kept(root: Path, split: str, videos: list[tuple[int, Path]], arrays: list[str]) -> dict | None:
+def _kept(root: Path, split: str, videos: list[tuple[int, Path]], arrays: list[str],
+          shape: TaskShape) -> dict | None:
     """The index info of a pack already there that holds these videos' files, intact; its
     fingerprint renewed where only that differs (a copied dataset: same bytes). None: pack."""
     paths = _paths(root, split)
     try:
         info = json.loads(paths["index"].read_text())
         same = (info["version"] == _VERSION and info["indices"] == [i for i, _ in videos]
-                and info["arrays"] == arrays and info["frames"] == len(layout.split_frames(split)))
+                and info["arrays"] == arrays and info["frames"] == len(shape.split_frames(split))
+                and info.get("size", list(COMPETITION.size)) == list(shape.size))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not same or check_arrays(root, split, info):
@@ -193,18 +197,19 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
     videos = layout.list_videos(root, split)
     if not videos:
         raise DataError(f"no videos to pack in {root / split}")
-    frames = layout.split_frames(split)
+    shape = task_shape(root)
+    frames = shape.split_frames(split)
     paths = _paths(root, split)
     paths["index"].parent.mkdir(parents=True, exist_ok=True)
     arrays = ["frames"]
     if all((folder / layout.MASK_FILE).is_file() for _, folder in videos):
         arrays.append("masks")
-    kept = _kept(root, split, videos, arrays)
+    kept = _kept(root, split, videos, arrays, shape)
     if kept is not None:
         return {**kept, "kept": True}
     shapes = {
-        "frames": (len(videos), len(frames), 3, layout.HEIGHT, layout.WIDTH),  # as the datasets return them
-        "masks": (len(videos), layout.FRAMES, layout.HEIGHT, layout.WIDTH),
+        "frames": (len(videos), len(frames), 3, *shape.size),  # as the datasets return them
+        "masks": (len(videos), shape.frames, *shape.size),
     }
     needed = sum(int(np.prod(shapes[name])) for name in arrays)
     free = shutil.disk_usage(paths["index"].parent).free
@@ -219,9 +224,9 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
             out = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=np.uint8,
                                                    shape=shapes[name]) for name in arrays}
             for n, (_, folder) in enumerate(tqdm(videos, desc=f"pack {split}", disable=not progress)):
-                out["frames"][n] = layout.read_frames(folder, frames).transpose(0, 3, 1, 2)
+                out["frames"][n] = layout.read_frames(folder, frames, shape.size).transpose(0, 3, 1, 2)
                 if "masks" in out:
-                    out["masks"][n] = layout.read_mask(folder)
+                    out["masks"][n] = layout.read_mask(folder, shape)
             for array in out.values():
                 array.flush()
             del out
@@ -238,7 +243,7 @@ def pack_split(root: str | Path, split: str, *, progress: bool = True) -> dict:
     finally:
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
-    info = {"version": _VERSION, "split": split, "frames": len(frames), "arrays": arrays,
+    info = {"version": _VERSION, "split": split, "frames": len(frames), "size": list(shape.size), "arrays": arrays,
             "indices": [i for i, _ in videos], "fingerprint": before, "content": digest}
     write_json(paths["index"], info)
     return info

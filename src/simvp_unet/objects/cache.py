@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import layout
+from ..data.manifest import task_shape
 from ..data.pack import file_digest, stat_key
 from ..errors import DataError, OutputError
 from ..io import atomic_path
@@ -77,14 +78,14 @@ def cache_path(root: str | Path, split: str, cache_dir: str | Path | None = None
     return folder / f"{split}.npz"
 
 
-def _check_arrays(arrays: dict[str, np.ndarray], files: list[tuple[int, Path, bool]]) -> None:
+def _check_arrays(arrays: dict[str, np.ndarray], files: list[tuple[int, Path, bool]], frames: int) -> None:
     """Raise ValueError unless `arrays` hold one row of tracks per video of `files`, in order."""
     if set(arrays) != {*_FIELDS, "index", "pseudo"}:
         raise ValueError(f"fields {sorted(arrays)}")
     if (arrays["index"].tolist() != [i for i, _, _ in files]
             or arrays["pseudo"].tolist() != [pseudo for _, _, pseudo in files]):
         raise ValueError("other videos")
-    n, k, t = len(files), arrays["classes"].shape[-1], layout.FRAMES
+    n, k, t = len(files), arrays["classes"].shape[-1], frames
     shapes = {"classes": (n, k), "present": (n, k, t), "center": (n, k, t, 2), "size": (n, k, t, 2),
               "area": (n, k, t), "cut": (n, k, t), "whole": (n, k, t)}
     for name, shape in shapes.items():
@@ -92,7 +93,8 @@ def _check_arrays(arrays: dict[str, np.ndarray], files: list[tuple[int, Path, bo
             raise ValueError(f"{name} has shape {arrays[name].shape}, not {shape}")
 
 
-def _read_cache(path: Path, files: list[tuple[int, Path, bool]]) -> tuple[dict[str, np.ndarray], str, str] | None:
+def _read_cache(path: Path, files: list[tuple[int, Path, bool]],
+                frames: int) -> tuple[dict[str, np.ndarray], str, str] | None:
     """(arrays, fingerprint, content hash) of a cache that fits `files`; None where there is
     none or it cannot be read, whatever the reason (it is rebuilt)."""
     try:
@@ -101,7 +103,7 @@ def _read_cache(path: Path, files: list[tuple[int, Path, bool]]) -> tuple[dict[s
         with np.load(path, allow_pickle=False) as cached:
             arrays = {k: cached[k] for k in cached.files}
         stamp, content = str(arrays.pop("fingerprint")), str(arrays.pop("content"))
-        _check_arrays(arrays, files)
+        _check_arrays(arrays, files, frames)
     except Exception:  # noqa: BLE001 - truncated (BadZipFile), not a zip, pickled objects refused, keys, shapes...
         return None
     return arrays, stamp, content
@@ -123,7 +125,7 @@ def _save(path: Path, arrays: dict[str, np.ndarray], stamp: str, content: str, s
 
 def split_tracks(root: str | Path, split: str, *, cache_dir: str | Path | None = None,
                  progress: bool = True) -> dict[str, np.ndarray]:
-    """Tracks over all 22 frames of every video of `split` that has masks (see module doc).
+    """Tracks over all frames of every video of `split` that has masks (see module doc).
 
     Args:
         root: dataset root.
@@ -141,9 +143,10 @@ def split_tracks(root: str | Path, split: str, *, cache_dir: str | Path | None =
     if not files:
         raise DataError(f"no masks in {root / split}: tracks need mask.npy or {layout.PRED_MASK_FILE} "
                         "(run `simvp-unet label` for unlabeled videos)")
+    shape = task_shape(root)
     stamp = _fingerprint(files)
     path = cache_path(root, split, cache_dir)
-    cached = _read_cache(path, files)
+    cached = _read_cache(path, files, shape.frames)
     if cached is not None:
         arrays, cached_stamp, cached_content = cached
         if cached_stamp == stamp:
@@ -157,7 +160,7 @@ def split_tracks(root: str | Path, split: str, *, cache_dir: str | Path | None =
               file=sys.stderr) as bar:
         for start in range(0, len(files), _CHUNK):
             chunk = files[start:start + _CHUNK]
-            masks = np.stack([layout.check_mask(layout.load_mask_file(p), p) for _, p, _ in chunk])
+            masks = np.stack([layout.check_mask(layout.load_mask_file(p), p, shape=shape) for _, p, _ in chunk])
             parts.append(extract_tracks(torch.from_numpy(masks), templates=False).arrays())
             bar.update(len(chunk))
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

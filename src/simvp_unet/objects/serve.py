@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..config import from_dict
-from ..data.layout import FUTURE_FRAMES, INPUT_FRAMES
+from ..data.layout import COMPETITION, TaskShape
 from ..errors import ConfigError
 from ..inference import Served
 from .dynamics import DynamicsNet, DynamicsNetConfig
@@ -55,14 +55,18 @@ class Dynamics(Served):
 
     Args:
         model: the dynamics network, with its fitted ground plane and constant-velocity settings.
+        shape: the task shape: its forecast frames are the network's steps.
     """
 
-    NETWORK = {"steps": (FUTURE_FRAMES, "frames 12..22 are forecast")}
+    @classmethod
+    def network_for(cls, shape: TaskShape) -> dict[str, tuple[Any, str]]:
+        return {"steps": (shape.future_frames, f"frames {shape.input_frames + 1}..{shape.target + 1} are forecast")}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Dynamics:
+    def from_config(cls, config: Mapping[str, Any], shape: TaskShape = COMPETITION) -> Dynamics:
         """Built (untrained) from a run's saved config: its `model` section."""
-        return cls(DynamicsNet(from_dict(DynamicsNetConfig, config["model"], prefix="model.", stored=True)))
+        model = DynamicsNet(from_dict(DynamicsNetConfig, config["model"], prefix="model.", stored=True))
+        return cls(model, shape=shape)
 
     def example_input(self) -> torch.Tensor:
         raise ConfigError("a dynamics run exports as safetensors only (its input is a set of tracks, "
@@ -76,8 +80,9 @@ class Dynamics(Served):
             masks: class ids of frames 1..11.
             learned: the trained network (`objects`); False: constant velocity (`objects-cv`).
         """
-        if masks.ndim != 4 or masks.shape[1] != INPUT_FRAMES or masks.is_floating_point():
-            raise ValueError(f"forecast_objects expects integer masks (B, 11, H, W), got {masks.dtype} "
+        n = self.shape.input_frames
+        if masks.ndim != 4 or masks.shape[1] != n or masks.is_floating_point():
+            raise ValueError(f"forecast_objects expects integer masks (B, {n}, H, W), got {masks.dtype} "
                              f"of shape {tuple(masks.shape)}")
         tracks = extract_tracks(masks)
         device = self.device

@@ -1,12 +1,15 @@
 """Pieces shared by the trainers: settings, the optimizer, pictures, checkpoints.
 
 Every trainer wraps the served module of its kind (`kinds.KINDS[kind].served`). Those of the image
-networks work at the run's `resolution` (H, W): inputs arrive at the dataset's size (160 x 240)
-as uint8 and are converted and resized on the device, so the data loaders stay cheap.
+networks work at the run's `resolution` (H, W): inputs arrive at the dataset's size as uint8
+and are converted and resized on the device, so the data loaders stay cheap. A run is trained
+for its dataset's task shape (`data.layout.TaskShape`): `TrainModule.for_shape` fits the
+settings to it (the frames a network reads and makes) and the checkpoints record it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Iterator
@@ -22,13 +25,33 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch.utils.data import Dataset, Sampler
 
 from ..config import to_dict
-from ..errors import TrainingDiverged
+from ..data.layout import COMPETITION, TaskShape
+from ..errors import ConfigError, TrainingDiverged
 from ..hardware import channels_last
 from ..hardware import has_native_bf16 as has_native_bf16  # re-exported: the trainers' precision
 from ..io import atomic_path
 from ..viz import grid, save_png
 
 # ---------------------------------------------------------------------------- settings
+
+
+def picture_frames(shape: TaskShape) -> tuple[int, ...]:
+    """Forecast frames the trainers' pictures show: the first, the middle and the scored one
+    (frames 12, 17 and 22 of the competition's shape), as indices among the forecast ones."""
+    return tuple(sorted({0, shape.future_frames // 2, shape.target_in_future}))
+
+
+def shaped(model: Any, values: dict[str, Any], shape: TaskShape) -> Any:
+    """`model` (a network config) with the settings `values` a task shape gives it (frame
+    counts, image size); `ConfigError` naming one set by hand to another value (they come from
+    the data)."""
+    default = type(model)()
+    for name, value in values.items():
+        mine = getattr(model, name)
+        if mine not in (value, getattr(default, name)):
+            raise ConfigError(f"model.{name}={mine}, but the data's task shape ({shape.describe()}) gives "
+                              f"{value}: it comes from the data; drop the setting")
+    return dataclasses.replace(model, **values)
 
 
 @dataclass
@@ -112,8 +135,12 @@ class TrainModule(L.LightningModule):
     keep their network as `self.model` and serve it through the `served` property (the served
     module around that same network, holding no weights of its own). So the checkpoint's
     weights are the network's, under `model.`, and it holds `{"kind": ..., "config": plain
-    dict}`: `runs.load_run` rebuilds the served module from it with no command line and no
-    Lightning, and `torch.load(weights_only=True)` can read it.
+    dict, "shape": the task shape}`: `runs.load_run` rebuilds the served module from it with no
+    command line and no Lightning, and `torch.load(weights_only=True)` can read it.
+
+    Args:
+        config: the run's resolved settings, fitted to `shape` (`for_shape`).
+        shape: the task shape of the data it trains on.
     """
 
     kind: str = ""
@@ -128,10 +155,17 @@ class TrainModule(L.LightningModule):
         with one line when the data cannot serve (`train.splits`)."""
         raise NotImplementedError
 
-    def __init__(self, config: TrainSettings) -> None:
+    @classmethod
+    def for_shape(cls, config: TrainSettings, shape: TaskShape) -> TrainSettings:
+        """The settings fitted to the data's task shape (default: unchanged); `ConfigError` in
+        one line where a setting cannot serve it."""
+        return config
+
+    def __init__(self, config: TrainSettings, shape: TaskShape = COMPETITION) -> None:
         super().__init__()
         self.config = config
-        self.save_hyperparameters({"kind": self.kind, "config": to_dict(config)})
+        self.shape = shape
+        self.save_hyperparameters({"kind": self.kind, "config": to_dict(config), "shape": shape.as_dict()})
         self._picture_batch: dict[str, torch.Tensor] | None = None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -8,8 +8,8 @@ labeled videos and the pseudo-labels of the unlabeled ones, then read from one f
 the first step, the ground plane, the constant-velocity forecast (`objects-cv`) and the
 simulator's numbers (`objects.physics`) are fitted to the training tracks; the network starts
 equal to the fitted simulator and learns corrections.
-Each sample is a window of 11 input frames starting at frame 1..`window_shift`+1 with the
-frames after it as targets (more examples of collisions than frame 12..22 alone), mirrored
+Each sample is a window of the input frames (11 in the competition's task shape) starting at
+frame 1..`window_shift`+1 with the frames after it as targets (more examples of collisions than frame 12..22 alone), mirrored
 left-right at random (the camera has no roll, so a mirrored scene is a possible one).
 The loss is the pixel distance between forecast and true box centers where the object is seen
 whole; validation reports that distance at frame 22 for the network and the fitted constant
@@ -18,6 +18,7 @@ velocity.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +30,16 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..classes import BACKGROUND
-from ..data.layout import FRAMES, FUTURE_FRAMES, INPUT_FRAMES, TARGET_IN_FUTURE
-from ..errors import DataError
+from ..data.layout import COMPETITION, TaskShape
+from ..data.manifest import task_shape
+from ..errors import ConfigError, DataError
 from ..inference import check_network
 from ..objects.cache import split_tracks
 from ..objects.dynamics import DynamicsNet, DynamicsNetConfig
 from ..objects.motion import fit_constant_velocity
 from ..objects.serve import Dynamics
 from ..viz import draw_path
-from .common import TrainModule, TrainSettings, picture_rows
+from .common import TrainModule, TrainSettings, picture_rows, shaped
 from .splits import check_splits, masked_splits, require_true_masks
 
 TRACK_FIELDS = ("classes", "present", "center", "whole", "size", "pseudo")
@@ -78,8 +80,8 @@ class DynamicsConfig(TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.window_shift < FUTURE_FRAMES:
-            raise ValueError(f"window_shift must be in 0..{FUTURE_FRAMES - 1}, got {self.window_shift}")
+        if self.window_shift < 0:
+            raise ValueError(f"window_shift must be >= 0, got {self.window_shift}")
         if not self.train_splits:
             raise ValueError("train_splits must name at least one split")
         if self.fit_iterations < 1:
@@ -104,15 +106,16 @@ class TrackDataset(Dataset):
         return {k: v[i] for k, v in self.arrays.items()}
 
 
-def window(batch: dict[str, torch.Tensor], shift: int) -> tuple[torch.Tensor, ...]:
-    """Inputs and targets of windows starting at frame `shift` (0-based).
+def window(batch: dict[str, torch.Tensor], shift: int, shape: TaskShape) -> tuple[torch.Tensor, ...]:
+    """Inputs and targets of windows of `shape`'s input frames starting at frame `shift`
+    (0-based); the targets are the shape's forecast frames after it (those the video has).
 
     Returns:
         classes (B, K) (0 where the object is not seen in the input), present (B, K, 11),
         center (B, K, 11, 2), box size (B, K, 11, 2), target centers (B, K, 11, 2) and where
         they count (B, K, 11).
     """
-    end = shift + INPUT_FRAMES
+    end = shift + shape.input_frames
     # slots are filled from the first: cut the empty tail shared by the whole batch (pairs of
     # objects cost K^2)
     used = int((batch["classes"] != BACKGROUND).any(0).nonzero().max()) + 1 if batch["classes"].any() else 1
@@ -121,11 +124,12 @@ def window(batch: dict[str, torch.Tensor], shift: int) -> tuple[torch.Tensor, ..
     valid = (batch["classes"] != BACKGROUND) & present.any(-1)
     classes = torch.where(valid, batch["classes"], BACKGROUND)
     b, k = classes.shape
-    target = batch["center"].new_zeros(b, k, FUTURE_FRAMES, 2)
-    counts = torch.zeros(b, k, FUTURE_FRAMES, dtype=torch.bool, device=classes.device)
-    frames = FRAMES - end
-    target[:, :, :frames] = batch["center"][:, :, end:]
-    counts[:, :, :frames] = batch["whole"][:, :, end:] & valid.unsqueeze(-1)
+    future = shape.future_frames
+    target = batch["center"].new_zeros(b, k, future, 2)
+    counts = torch.zeros(b, k, future, dtype=torch.bool, device=classes.device)
+    frames = min(shape.frames - end, future)
+    target[:, :, :frames] = batch["center"][:, :, end : end + frames]
+    counts[:, :, :frames] = batch["whole"][:, :, end : end + frames] & valid.unsqueeze(-1)
     return classes, present, batch["center"][:, :, shift:end], batch["size"][:, :, shift:end], target, counts
 
 
@@ -139,6 +143,7 @@ class DynamicsModule(TrainModule):
 
     Args:
         config: the resolved `DynamicsConfig`.
+        shape: the data's task shape.
     """
 
     kind = "dynamics"
@@ -147,11 +152,25 @@ class DynamicsModule(TrainModule):
     monitor = "val/error"
     monitor_mode = "min"
 
-    def __init__(self, config: DynamicsConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: DynamicsConfig, shape: TaskShape = COMPETITION) -> None:
+        super().__init__(config, shape)
         self.model = DynamicsNet(config.model)
-        weights = torch.linspace(0.5, 1.5, FUTURE_FRAMES)  # later frames matter more
+        weights = torch.linspace(0.5, 1.5, shape.future_frames)  # later frames matter more
         self.register_buffer("frame_weights", weights / weights.mean(), persistent=False)
+
+    @classmethod
+    def for_shape(cls, config: DynamicsConfig, shape: TaskShape) -> DynamicsConfig:
+        """The network forecasts the shape's frames in pixels of its frames; windows fit its videos."""
+        if not config.window_shift < shape.frames - shape.input_frames:
+            raise ConfigError(f"window_shift must be in 0..{shape.frames - shape.input_frames - 1} (windows of "
+                              f"{shape.input_frames} input frames in {shape.frames}-frame videos), got "
+                              f"{config.window_shift}")
+        if config.model.history >= shape.input_frames:
+            raise ConfigError(f"model.history={config.model.history} displacements need {config.model.history + 1} "
+                              f"input frames; the data has {shape.input_frames}: set model.history="
+                              f"{shape.input_frames - 1} or less")
+        return dataclasses.replace(config, model=shaped(config.model, {"steps": shape.future_frames,
+                                                                       "image_size": shape.size}, shape))
 
     @classmethod
     def datasets(cls, config: DynamicsConfig, root: Path) -> tuple[TrackDataset, TrackDataset]:
@@ -168,16 +187,18 @@ class DynamicsModule(TrainModule):
         if not (train["classes"] != BACKGROUND).any():
             raise DataError(f"no tracks in the training splits: the masks of {', '.join(str(root / s) for s in splits)} "
                             "hold no objects (background only); nothing to learn the dynamics from")
-        _, _, _, _, _, counts = window({k: torch.from_numpy(val[k]) for k in TRACK_FIELDS}, 0)
-        if not counts[:, :, TARGET_IN_FUTURE].any():
+        shape = task_shape(root)
+        _, _, _, _, _, counts = window({k: torch.from_numpy(val[k]) for k in TRACK_FIELDS}, 0, shape)
+        if not counts[:, :, shape.target_in_future].any():
             raise DataError(f"the validation split has no objects: no mask of {root / config.val_split} holds an "
-                            "object seen whole in frame 22, so val/error would be 0 whatever is learned")
+                            f"object seen whole in frame {shape.target + 1}, so val/error would be 0 whatever "
+                            "is learned")
         return TrackDataset(train), TrackDataset(val)
 
     @property
     def served(self) -> Dynamics:
         """The served module around `self.model` (`forecast_objects`)."""
-        return Dynamics(self.model)
+        return Dynamics(self.model, shape=self.shape)
 
     def setup(self, stage: str) -> None:
         pass  # no convolutions: the memory format of the base class does not apply
@@ -203,7 +224,7 @@ class DynamicsModule(TrainModule):
             a = {k: v[keep.sort().values] for k, v in a.items()}
         self.model.plane.fit(a["classes"].numpy(), a["center"].numpy(), a["size"].numpy(),
                              a["whole"].numpy())
-        classes, present, center, size, target, counts = window(a, 0)
+        classes, present, center, size, target, counts = window(a, 0, self.shape)
         filled = self.model.past(classes, present, center, size)
 
         def error(forecast: torch.Tensor) -> torch.Tensor:
@@ -222,7 +243,7 @@ class DynamicsModule(TrainModule):
 
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
                 size: torch.Tensor, *, learned: bool = True) -> torch.Tensor:
-        """Forecast centers (B, K, 11, 2) in pixels."""
+        """Forecast centers (B, K, forecast frames, 2) in pixels."""
         return self.model(classes, present, center, size=size, learned=learned)
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -232,7 +253,7 @@ class DynamicsModule(TrainModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         shift = int(torch.randint(0, self.config.window_shift + 1, ()))
-        classes, present, center, size, target, counts = window(batch, shift)
+        classes, present, center, size, target, counts = window(batch, shift, self.shape)
         if self.config.mirror and bool(torch.rand(()) < 0.5):
             width = float(self.config.model.image_size[1])
             center, target = mirrored(center, width), mirrored(target, width)
@@ -241,12 +262,13 @@ class DynamicsModule(TrainModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        classes, present, center, size, target, counts = window(batch, 0)
+        classes, present, center, size, target, counts = window(batch, 0, self.shape)
         n = len(classes)
-        last = counts[:, :, TARGET_IN_FUTURE]
+        scored = self.shape.target_in_future
+        last = counts[:, :, scored]
         for name, learned in (("error", True), ("error_cv", False)):
             pred = self(classes, present, center, size, learned=learned)
-            distance = (pred[:, :, TARGET_IN_FUTURE] - target[:, :, TARGET_IN_FUTURE]).norm(dim=-1)
+            distance = (pred[:, :, scored] - target[:, :, scored]).norm(dim=-1)
             error = (distance * last).sum() / last.sum().clamp_min(1)
             self.log(f"val/{name}", error, prog_bar=learned, sync_dist=True, batch_size=n)
             if learned:

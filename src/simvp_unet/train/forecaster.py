@@ -20,6 +20,7 @@ model's own predictions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +33,21 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from ..classes import NUM_CLASSES
 from ..data.datasets import VideoDataset
-from ..data.layout import FUTURE_FRAMES, INPUT_FRAMES, LAST_INPUT, TARGET, TARGET_IN_FUTURE
-from ..inference import MaskForecaster, check_network, logits_to_size, masks_to_size
+from ..data.layout import COMPETITION, TaskShape
+from ..errors import ConfigError
+from ..inference import (
+    MaskForecaster,
+    check_network,
+    check_rollout,
+    logits_to_size,
+    masks_to_size,
+    simvp_frames,
+)
 from ..metrics import task_metric
 from ..models.simvp import SimVP, SimVPConfig
 from ..viz import mask_to_rgb
-from .common import TrainModule, TrainSettings, picture_rows, total_steps
+from .common import TrainModule, TrainSettings, picture_frames, picture_rows, shaped, total_steps
 from .splits import check_splits, masked_splits, require_true_masks
-
-PICTURE_FRAMES = (0, 5, 10)  # of the 11 forecast ones: frames 12, 17 and 22
 
 
 @dataclass
@@ -57,7 +64,8 @@ class ForecasterConfig(TrainSettings):
         sampling_end: that probability at the end of training (roll-out only).
         background_weight: weight of background pixels in the cross-entropy (objects weigh 1);
             below 1 makes a missed object cost more than a spilled one, as the Jaccard does.
-        model: the SimVP (11 class-id masks in through an embedding of 49 ids, 49 logits out).
+        model: the SimVP (class-id masks in through an embedding of 49 ids, 49 logits out; the
+            frames it reads and makes come from the data's task shape).
     """
 
     train_splits: list[str] = field(default_factory=lambda: ["train", "unlabeled"])
@@ -71,8 +79,8 @@ class ForecasterConfig(TrainSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_network(self.model, MaskForecaster.NETWORK)
-        if not 0 <= self.rollout_frames <= FUTURE_FRAMES:
-            raise ValueError(f"rollout_frames must be in 0..{FUTURE_FRAMES}, got {self.rollout_frames}")
+        if self.rollout_frames < 0:
+            raise ValueError(f"rollout_frames must be >= 0, got {self.rollout_frames}")
         for name in ("sampling_start", "sampling_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
@@ -87,6 +95,7 @@ class ForecasterModule(TrainModule):
 
     Args:
         config: the resolved `ForecasterConfig`.
+        shape: the data's task shape.
     """
 
     kind = "forecaster"
@@ -94,8 +103,8 @@ class ForecasterModule(TrainModule):
     monitor = "val/jaccard"
     monitor_mode = "max"
 
-    def __init__(self, config: ForecasterConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ForecasterConfig, shape: TaskShape = COMPETITION) -> None:
+        super().__init__(config, shape)
         self.model = SimVP(config.model)
         self.val_jaccard = task_metric()
         weights = torch.ones(NUM_CLASSES)
@@ -108,6 +117,15 @@ class ForecasterModule(TrainModule):
         total = max(total_steps(self.trainer, cfg), 1)
         progress = min(self.global_step / total, 1.0)
         return cfg.sampling_start + (cfg.sampling_end - cfg.sampling_start) * progress
+
+    @classmethod
+    def for_shape(cls, config: ForecasterConfig, shape: TaskShape) -> ForecasterConfig:
+        """The SimVP reads the shape's input masks and makes its forecast ones (`simvp_frames`)."""
+        try:
+            check_rollout(config.rollout_frames, shape)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (the data forecasts {shape.future_frames} frames)") from None
+        return dataclasses.replace(config, model=shaped(config.model, simvp_frames(shape), shape))
 
     @classmethod
     def datasets(cls, config: ForecasterConfig, root: Path) -> tuple[Dataset, Dataset]:
@@ -123,7 +141,7 @@ class ForecasterModule(TrainModule):
     def served(self) -> MaskForecaster:
         """The inference module around `self.model` (`forecast_masks` for full-size masks)."""
         return MaskForecaster(self.model, resolution=self.resolution,
-                              rollout_frames=self.config.rollout_frames)
+                              rollout_frames=self.config.rollout_frames, shape=self.shape)
 
     def forward(self, masks: torch.Tensor, future: torch.Tensor | None = None,
                 feedback: float = 1.0) -> torch.Tensor:
@@ -134,8 +152,8 @@ class ForecasterModule(TrainModule):
         return self.served(masks, future, feedback)
 
     def _split(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        masks = masks_to_size(batch["masks"], self.resolution)  # (B, 22, h, w)
-        return masks[:, :INPUT_FRAMES], masks[:, INPUT_FRAMES:]
+        masks, shape = masks_to_size(batch["masks"], self.resolution), self.shape  # (B, 22, h, w)
+        return masks[:, : shape.input_frames], masks[:, shape.input_frames : shape.target + 1]
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(rearrange(logits.float(), "b t k h w -> (b t) k h w"),
@@ -155,18 +173,19 @@ class ForecasterModule(TrainModule):
         inputs, future = self._split(batch)
         logits = self(inputs)
         loss = self._loss(logits, future)
-        true_last = batch["masks"][:, TARGET].long()  # frame 22 at full size
-        pred_last = logits_to_size(logits[:, TARGET_IN_FUTURE], true_last.shape[-2:]).argmax(1)
+        true_last = batch["masks"][:, self.shape.target].long()  # frame 22 at full size
+        pred_last = logits_to_size(logits[:, self.shape.target_in_future], true_last.shape[-2:]).argmax(1)
         self.val_jaccard.update(pred_last, true_last)
         n = len(inputs)
         self.log("val/loss", loss, sync_dist=True, batch_size=n)
         self.log("val/jaccard", self.val_jaccard, prog_bar=True, batch_size=n)
         if batch_idx == 0 and self.config.pictures:
             size = tuple(true_last.shape[-2:])
-            shown = logits[: self.config.pictures, list(PICTURE_FRAMES)]
+            frames = list(picture_frames(self.shape))
+            shown = logits[: self.config.pictures, frames]
             pred = logits_to_size(rearrange(shown, "b t k h w -> (b t) k h w"), size).argmax(1)
-            pred = rearrange(pred, "(b t) h w -> b t h w", t=len(PICTURE_FRAMES))
-            true = batch["masks"][:, [LAST_INPUT] + [INPUT_FRAMES + t for t in PICTURE_FRAMES]]
+            pred = rearrange(pred, "(b t) h w -> b t h w", t=len(frames))
+            true = batch["masks"][:, [self.shape.last_input] + [self.shape.input_frames + t for t in frames]]
             self.keep_for_pictures(batch_idx, true=true, pred=pred)
 
     def draw_picture(self, batch: dict[str, torch.Tensor]) -> np.ndarray:

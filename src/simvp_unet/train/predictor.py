@@ -3,11 +3,12 @@
     simvp-unet train predictor --data data/demo --preset cpu --out runs/pred
 
 Needs no labels: trains on every video of `train_splits` (the paper: the unlabeled ones).
-Validation reports MSE, SSIM and PSNR of the predicted frames at full size (160 x 240).
+Validation reports MSE, SSIM and PSNR of the predicted frames at the dataset's full size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,19 +22,18 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ..data.datasets import VideoDataset
-from ..data.layout import INPUT_FRAMES
+from ..data.layout import COMPETITION, TaskShape
 from ..inference import (
     FramePredictor,
     check_network,
     frames_to_model,
     frames_to_uint8,
     resize_images,
+    simvp_frames,
 )
 from ..models.simvp import SimVP, SimVPConfig
-from .common import TrainModule, TrainSettings, picture_rows, to_hwc
+from .common import TrainModule, TrainSettings, picture_frames, picture_rows, shaped, to_hwc
 from .splits import check_splits
-
-PICTURE_FRAMES = (0, 5, 10)  # of the 11 predicted ones: frames 12, 17 and 22
 
 
 @dataclass
@@ -42,7 +42,8 @@ class PredictorConfig(TrainSettings):
 
     Args:
         train_splits: splits whose videos (frames only) train the model.
-        model: the SimVP (11 RGB frames in, 11 out).
+        model: the SimVP (RGB frames; the frames it reads and makes come from the data's task
+            shape: 11 in, 11 out in the competition's).
     """
 
     train_splits: list[str] = field(default_factory=lambda: ["unlabeled"])
@@ -56,10 +57,12 @@ class PredictorConfig(TrainSettings):
 
 
 class PredictorModule(TrainModule):
-    """SimVP training on frames: uint8 (B, 22, 3, H, W) clips, first 11 in, last 11 as targets.
+    """SimVP training on frames: uint8 (B, 22, 3, H, W) clips, the input frames in, the
+    forecast ones (12..22) as targets.
 
     Args:
         config: the resolved `PredictorConfig`.
+        shape: the data's task shape.
     """
 
     kind = "predictor"
@@ -67,12 +70,17 @@ class PredictorModule(TrainModule):
     monitor = "val/mse"
     monitor_mode = "min"
 
-    def __init__(self, config: PredictorConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: PredictorConfig, shape: TaskShape = COMPETITION) -> None:
+        super().__init__(config, shape)
         self.model = SimVP(config.model)
         self.val_mse = MeanSquaredError()
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
+
+    @classmethod
+    def for_shape(cls, config: PredictorConfig, shape: TaskShape) -> PredictorConfig:
+        """The SimVP reads the shape's input frames and makes its forecast ones (`simvp_frames`)."""
+        return dataclasses.replace(config, model=shaped(config.model, simvp_frames(shape), shape))
 
     @classmethod
     def datasets(cls, config: PredictorConfig, root: Path) -> tuple[Dataset, Dataset]:
@@ -84,15 +92,15 @@ class PredictorModule(TrainModule):
     @property
     def served(self) -> FramePredictor:
         """The inference module around `self.model` (`predict_frames` for full-size frames)."""
-        return FramePredictor(self.model, resolution=self.resolution)
+        return FramePredictor(self.model, resolution=self.resolution, shape=self.shape)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames 1..11 (B, 11, 3, H, W) -> float frames 12..22 (B, 11, 3, *resolution)."""
         return self.served(frames)
 
     def _split(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = batch["frames"]
-        return frames[:, :INPUT_FRAMES], frames[:, INPUT_FRAMES:]
+        frames, shape = batch["frames"], self.shape
+        return frames[:, : shape.input_frames], frames[:, shape.input_frames : shape.target + 1]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         inputs, future = self._split(batch)
@@ -121,6 +129,7 @@ class PredictorModule(TrainModule):
     def draw_picture(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         rows, labels = [], []
         for future, pred in zip(batch["future"], batch["pred"], strict=True):
-            rows += [[to_hwc(future[t]) for t in PICTURE_FRAMES], [to_hwc(pred[t]) for t in PICTURE_FRAMES]]
+            shown = picture_frames(self.shape)
+            rows += [[to_hwc(future[t]) for t in shown], [to_hwc(pred[t]) for t in shown]]
             labels += ["true", "pred"]
         return picture_rows(rows, labels)  # columns: frames 12, 17, 22

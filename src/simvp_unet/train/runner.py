@@ -31,6 +31,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import from_dict, read_yaml_mapping, resolve, to_dict
+from ..data.layout import TaskShape
+from ..data.manifest import task_shape
 from ..errors import ConfigError, DataError
 from ..hardware import has_native_bf16
 from ..io import write_yaml
@@ -98,10 +100,11 @@ def _has_checkpoint(out: Path) -> bool:
 
 
 def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
-                 resume: bool) -> tuple[Any, Path | None, int]:
+                 resume: bool, root: Path) -> tuple[Any, Path | None, int]:
     """Resolve the config (new run) or read it back (resume) and check the folder; writes nothing
     (config.yaml is written once data and devices are checked too, see `train`). Returns the
-    config, the checkpoint to resume from (None: a new run) and its global step."""
+    config, the checkpoint to resume from (None: a new run) and its global step. A resumed run
+    must train on data of the task shape it started with."""
     config_file = out / CONFIG_FILE
     last = checkpoint_path(out, "last")
     if resume:
@@ -121,6 +124,10 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         saved_kind = data.pop("kind", kind)
         if saved_kind != kind:
             raise ConfigError(f"cannot resume: {out} is a {saved_kind} run, not a {kind} run")
+        saved_shape = TaskShape.from_dict(data.pop("shape", None), where=f"{config_file}: shape")
+        if saved_shape != task_shape(root):
+            raise ConfigError(f"cannot resume: {out} was trained on {saved_shape.describe()}; {root} holds "
+                              f"{task_shape(root).describe()}")
         try:
             saved = from_dict(KINDS[kind].config_class, data, stored=True)
         except ConfigError as exc:
@@ -255,8 +262,10 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         raise ConfigError(f"--workers must be >= 0, got {runtime.workers}")
     out, root = Path(out), Path(data)
     overrides = list(overrides) + ([f"init_from={init}"] if init else [])
-    config, ckpt_path, step = _prepare_run(kind, out, preset, overrides, resume)
+    config, ckpt_path, step = _prepare_run(kind, out, preset, overrides, resume, root)
     trainer_class = KINDS[kind].trainer()
+    shape = task_shape(root)
+    config = trainer_class.for_shape(config, shape)
     train_set, val_set = trainer_class.datasets(config, root)
     # every file a batch will read, before the first step (not when a batch first samples it)
     check_readable(train_set, val_set, progress=_is_rank_zero_process())
@@ -265,7 +274,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     L.seed_everything(config.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
-    module = trainer_class(config)
+    module = trainer_class(config, shape)
     if config.init_from and ckpt_path is None:
         _init_weights(module, config.init_from)
     elif ckpt_path is None:
@@ -287,7 +296,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     with _device_errors(runtime):
         trainer = _trainer(out, config, runtime, callbacks, multi)
     if ckpt_path is None and _is_rank_zero_process():  # everything checked: now the folder is a run
-        write_yaml(out / CONFIG_FILE, {"kind": kind, **to_dict(config)})
+        write_yaml(out / CONFIG_FILE, {"kind": kind, "shape": shape.as_dict(), **to_dict(config)})
     in_memory = trainer_class.in_memory_data
     train_loader = _loader(train_set, config, runtime, train=True, in_memory=in_memory)
     if ckpt_path is not None and trainer.world_size == 1:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, Dataset
 
 from ..data.datasets import FrameDataset
+from ..data.layout import COMPETITION, TaskShape
 from ..inference import Segmenter, check_network, logits_to_size, masks_to_size
 from ..metrics import task_metric
 from ..models.unet import UNet, UNetConfig
@@ -146,8 +147,8 @@ class SegmenterModule(TrainModule):
     monitor = "val/jaccard"
     monitor_mode = "max"
 
-    def __init__(self, config: SegmenterConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: SegmenterConfig, shape: TaskShape = COMPETITION) -> None:
+        super().__init__(config, shape)
         self.model = UNet(config.model)
         self.val_jaccard = task_metric()
 
@@ -164,7 +165,7 @@ class SegmenterModule(TrainModule):
     @property
     def served(self) -> Segmenter:
         """The inference module around `self.model` (`segment` for full-size masks)."""
-        return Segmenter(self.model, resolution=self.resolution)
+        return Segmenter(self.model, resolution=self.resolution, shape=self.shape)
 
     def cross_entropy(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy; the split head's outputs are log-probabilities already, so the

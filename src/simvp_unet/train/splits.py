@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..data import layout
 from ..data.datasets import FrameDataset, VideoDataset
+from ..data.layout import TaskShape
 from ..errors import ConfigError, DataError, os_reason
 
 
@@ -80,7 +81,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHECK_THREADS = 8
 
 
-def check_frame_file(path: Path) -> None:
+def check_frame_file(path: Path, shape: TaskShape) -> None:
     """Fail with one line unless `path` is a whole frame of the dataset's size, without
     decoding it: a PNG is read once and each chunk checked against its CRC (a truncated or
     damaged file fails, as its decoding would), its size taken from the header. A frame in
@@ -92,7 +93,7 @@ def check_frame_file(path: Path) -> None:
     except OSError as exc:
         raise DataError(f"cannot read frame {path}: {os_reason(exc)}") from None
     if not data.startswith(_PNG_SIGNATURE):
-        layout.read_frame(path)
+        layout.read_frame(path, shape.size)
         return
     size, pos = None, len(_PNG_SIGNATURE)
     while True:
@@ -112,20 +113,20 @@ def check_frame_file(path: Path) -> None:
         pos = end + 4
     if size is None:
         raise DataError(f"corrupt image {path}: no IHDR chunk")
-    if size != (layout.WIDTH, layout.HEIGHT):
-        raise DataError(f"frame {path} is {size[0]}x{size[1]}, expected {layout.WIDTH}x{layout.HEIGHT} "
-                        "(width x height)")
+    if size != (shape.width, shape.height):
+        raise DataError(f"frame {path} is {size[0]}x{size[1]}, expected {shape.width}x{shape.height} "
+                        "(width x height) like the dataset's other frames")
 
 
-def check_mask_file(path: Path) -> None:
+def check_mask_file(path: Path, shape: TaskShape) -> None:
     """Fail with one line unless `path` is a mask the datasets can read (`layout.check_mask`:
     shape, dtype, class ids 0..48), read through a memory map: the header gives shape and
     dtype, the ids take one pass over the data."""
-    layout.check_mask(layout.load_mask_file(path, mmap=True), path)
+    layout.check_mask(layout.load_mask_file(path, mmap=True), path, shape=shape)
 
 
-def _files(dataset: Dataset) -> Iterator[tuple[list[Path], list[Path]]]:
-    """(frame files, mask files) that `dataset` reads, one pair per video; a packed split's
+def _files(dataset: Dataset) -> Iterator[tuple[list[Path], list[Path], TaskShape]]:
+    """(frame files, mask files, the dataset's task shape) that `dataset` reads, one per video; a packed split's
     arrays were checked when opened (`data.pack.open_packed`) and its files are not read. In-
     memory datasets (the dynamics' tracks, checked when extracted) read none."""
     if isinstance(dataset, ConcatDataset):
@@ -137,29 +138,29 @@ def _files(dataset: Dataset) -> Iterator[tuple[list[Path], list[Path]]]:
             frames = [folder / layout.frame_name(t) for t in dataset.frames] if dataset.with_frames else []
             packed_mask = mask_file == layout.MASK_FILE and pack is not None and pack.has("masks")
             masks = [folder / mask_file] if mask_file is not None and not packed_mask else []
-            yield ([] if pack is not None else frames), masks
+            yield ([] if pack is not None else frames), masks, dataset.shape
     elif isinstance(dataset, FrameDataset) and dataset.packed is None:
         for _, folder in dataset.videos:
-            yield [folder / layout.frame_name(t) for t in dataset.frames], [folder / layout.MASK_FILE]
+            yield [folder / layout.frame_name(t) for t in dataset.frames], [folder / layout.MASK_FILE], dataset.shape
 
 
-def _check_video(frames: list[Path], masks: list[Path]) -> None:
+def _check_video(frames: list[Path], masks: list[Path], shape: TaskShape) -> None:
     for path in frames:
-        check_frame_file(path)
+        check_frame_file(path, shape)
     for path in masks:
-        check_mask_file(path)
+        check_mask_file(path, shape)
 
 
 def check_readable(*datasets: Dataset, progress: bool = True) -> None:
     """Fail with one line naming the file unless every file the datasets will read is there
-    and sound: each frame whole and of the dataset's size, each mask and pseudo-label of shape
-    (22, H, W), integer, with class ids 0..48. Run before training, so that a bad file stops the
+    and sound: each frame whole and of the dataset's size, each mask and pseudo-label of the
+    dataset's shape (frames, H, W), integer, with class ids 0..48. Run before training, so that a bad file stops the
     run at once, not when a batch first samples it (epochs later). Reads checksums, headers and
     mask values, not pixels: on 2 cores, 3.6 s per 1,000 videos of 22 frames and a mask from a
     cold disk, 1.7 s from the page cache (decoding the frames: 13 s). Videos are checked by a
     few threads; the first bad one, in order, is reported."""
     jobs = [job for dataset in datasets for job in _files(dataset)]
-    if not any(frames or masks for frames, masks in jobs):
+    if not any(frames or masks for frames, masks, _ in jobs):
         return
     threads = min(_CHECK_THREADS, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool, tqdm(total=len(jobs), desc="check data", unit="video", delay=2,
