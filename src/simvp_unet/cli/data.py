@@ -100,10 +100,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Render CLEVRER-like videos into train/, val/, unlabeled/, hidden/ and "
                     "hidden_answers/ (resumable: finished videos are skipped).\n"
                     f"Presets: {', '.join(preset_names('data'))}.\n"
-                    "Settings: dataclass defaults, then the preset, then --train/--val/--unlabeled/"
-                    "--hidden/--seed and --set key=value\n(dotted keys for the world and the task "
-                    "shape, e.g. --set world.objects=[4,8] --set world.fov=40\n--set shape.frames=32 "
-                    "--set shape.target=29 --set shape.height=128 --set shape.width=192).",
+                    "Settings: the defaults, then the preset, then --train/--val/--unlabeled/--hidden/"
+                    "--seed and --set key=value\n(dotted keys for the world and the task shape: "
+                    "docs/data.md), e.g.\n"
+                    "  --set world.objects=[4,8] --set world.fov=40\n"
+                    "  --set shape.frames=32 --set shape.target=29\n"
+                    "  --set shape.height=128 --set shape.width=192",
         epilog="examples:\n  simvp-unet data generate --out data/demo --preset demo --workers 2\n"
                "  simvp-unet data generate --out data/dense --preset dense --set world.speed=[3,6]",
         formatter_class=fmt)

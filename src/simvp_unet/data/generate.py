@@ -5,9 +5,11 @@
 
 What is generated is a `GenerateConfig`: split sizes and seed, the world (`world:`, a
 `scenes.WorldConfig`: objects, motion, camera, physics) and the task shape (`shape:`, a
-`layout.TaskShape`: frames per video, input frames, the scored frame, image size). Video indices continue across splits in the order train, val, unlabeled, hidden. A video's
-content depends only on (seed, split, index), not on workers or shards, and the same
-settings write the same bytes. Each video is written into a temporary folder and renamed
+`layout.TaskShape`: frames per video, input frames, the scored frame, image size).
+
+Video indices continue across splits in the order train, val, unlabeled, hidden. A video's
+content depends only on (seed, split, index) and the settings, not on workers or shards, and
+the same settings write the same bytes. Each video is written into a temporary folder and renamed
 when complete, so a rerun skips finished videos and an interrupted run leaves no partial one.
 Hidden videos keep the input frames (0..10 in the competition's shape); their other frames
 (11..21), mask.npy and meta.json (which tells the future) go to hidden_answers/.

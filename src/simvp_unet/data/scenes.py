@@ -112,7 +112,8 @@ class WorldConfig:
             if not getattr(self, name) >= 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.fov < 180:
-            raise ConfigError(f"fov is the vertical field of view in degrees: it must be in (0, 180), got {self.fov}")
+            raise ConfigError(f"fov is the vertical field of view in degrees: it must be in (0, 180), "
+                              f"got {self.fov}")
         for name in ("camera_eye", "camera_target"):
             if len(getattr(self, name)) != 3:
                 raise ConfigError(f"{name} must be [x, y, z], got {list(getattr(self, name))}")
@@ -127,7 +128,8 @@ class WorldConfig:
         if forward[2] + math.tan(math.radians(self.fov) / 2) * up[2] >= 0:
             raise ConfigError(f"the camera (camera_eye {list(self.camera_eye)}, camera_target "
                               f"{list(self.camera_target)}, fov {self.fov}) sees the horizon; it must see "
-                              "the floor at every pixel: raise camera_eye, lower the view or narrow fov")
+                              "the floor at every pixel: raise camera_eye, bring camera_target closer to "
+                              "it or narrow fov")
 
     @property
     def cube_half(self) -> float:
@@ -240,7 +242,8 @@ class Camera:
         """Floor point (x, y) under an object whose center is seen at pixel (col, row)."""
         x = col / self.width * 2 - 1
         y = 1 - row / self.height * 2
-        ray = self.forward + x * self.tan_half * self.width / self.height * self.right + y * self.tan_half * self.up
+        ray = (self.forward + x * self.tan_half * self.width / self.height * self.right
+               + y * self.tan_half * self.up)
         point = self.eye + ray * (self.rest_height - self.eye[2]) / ray[2]  # where the ray is at center height
         return point[:2]
 

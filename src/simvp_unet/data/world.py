@@ -35,7 +35,7 @@ LIGHT = {"lightAmbientCoeff": 0.55, "lightDiffuseCoeff": 0.55, "lightSpecularCoe
 NEAR, FAR = 0.1, 100.0
 FLOOR_GRAY = 118.0
 SHADOW_DARKEN = 0.45
-_SHADOW_WINDOW = 40  # pixels around a shadow's center that it may darken, at the competition's height
+_SHADOW_WINDOW = 40  # pixels around a shadow's center that it may darken (at a height of 160)
 
 
 def _volume(shape: str, world: WorldConfig) -> float:
@@ -85,7 +85,8 @@ class World:
     def _reset(self) -> None:
         c = self.client
         c.resetSimulation()
-        c.setPhysicsEngineParameter(deterministicOverlappingPairs=1, fixedTimeStep=1 / self.config.physics_hz)
+        c.setPhysicsEngineParameter(deterministicOverlappingPairs=1,
+                                    fixedTimeStep=1 / self.config.physics_hz)
         c.setGravity(0, 0, GRAVITY)
         plane = c.createCollisionShape(p.GEOM_PLANE)
         # a visual far below the floor: without one, PyBullet would draw the collision plane
