@@ -161,3 +161,24 @@ def test_a_video_of_another_size_is_named(tiny_data, tmp_path, capsys):
     assert _cli("train", "segmenter", "--data", data, "--set", "epochs=1", "--out", tmp_path / "run") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(odd) in err and "120x80" in err
+
+
+def test_settings_that_cannot_serve_the_shape_are_one_line_errors(tiny_config):
+    """Frame counts come from the data; a window or history the data's videos cannot give is named."""
+    from simvp_unet.train.dynamics import DynamicsModule
+    from simvp_unet.train.forecaster import ForecasterModule
+    from simvp_unet.train.predictor import PredictorModule
+
+    short = TaskShape(frames=12, input_frames=4, target=9)
+    with pytest.raises(ConfigError, match="model.history=6 displacements need 7 input frames; the data has 4"):
+        DynamicsModule.for_shape(tiny_config("dynamics"), short)
+    fitted = DynamicsModule.for_shape(tiny_config("dynamics", "model.history=3", "window_shift=2"), short)
+    assert fitted.model.steps == short.future_frames and fitted.model.image_size == short.size
+    with pytest.raises(ConfigError, match="window_shift must be in 0..7"):
+        DynamicsModule.for_shape(tiny_config("dynamics", "model.history=3", "window_shift=8"), short)
+    with pytest.raises(ConfigError, match="model.in_frames=10, but the data's task shape"):
+        PredictorModule.for_shape(tiny_config("predictor", "model.in_frames=10", "model.out_frames=10"), short)
+    predictor = PredictorModule.for_shape(tiny_config("predictor"), short)
+    assert (predictor.model.in_frames, predictor.model.out_frames) == (4, 4)  # 6 forecast: rolled out
+    with pytest.raises(ConfigError, match="rollout_frames must be in 0..6"):
+        ForecasterModule.for_shape(tiny_config("forecaster", "rollout_frames=7"), short)
