@@ -46,7 +46,7 @@ done
 
 python - "$ROOT" "${WORLDS[@]}" <<'PY'
 # a new measurement replaces both files
-import json, sys
+import json, os, sys
 from pathlib import Path
 sys.path.insert(0, "benchmarks")
 from provenance import provenance
@@ -57,14 +57,20 @@ table = {t: {e: json.loads((root / "eval" / f"{t}-on-{e}" / "results.json").read
          for t in worlds}
 keep = {t: {e: {k: r[k] for k in ("jaccard", "skill", "videos")} for e, r in row.items()} for t, row in table.items()}
 stats = {w: json.loads((root / w / "data" / "dataset.json").read_text()) for w in worlds}
-head = provenance(f"bash benchmarks/worlds.sh {root}")
+threads = os.environ.get("SIMVP_UNET_THREADS")
+head = provenance((f"SIMVP_UNET_THREADS={threads} " if threads else "") + f"bash benchmarks/worlds.sh {root}")
 write_json("benchmarks/results/worlds.json", {"setup": head, "worlds": {w: stats[w].get("preset") for w in worlds},
                                               "trained_on": keep})
 rows = list(next(iter(keep.values()))[worlds[0]]["jaccard"])
 lines = ["# Transfer across worlds", "", *head, "",
          "The segmenter and the dynamics trained on one world (rows), every row of the results table "
-         "evaluated on the val split of each world (columns). Skill = (J - J_copy) / (J_oracle - J_copy) "
-         "on the evaluated world; the diagonal is each world retrained on itself.", ""]
+         "evaluated on the val split of each world (columns, 30 videos each). Skill = (J - J_copy) / "
+         "(J_oracle - J_copy), with the copy-last and oracle rows of the same runs on the same world: "
+         "off the diagonal, where the segmenter itself does not transfer, compare the Jaccard. The "
+         "diagonal is each world retrained on itself.", ""]
+timings = root / "timings.txt"
+if timings.is_file():
+    lines += ["Step times (seconds, from ROOT/timings.txt):", "", "```", timings.read_text().strip(), "```", ""]
 for row in rows:
     lines += [f"## {row}", "", "| trained on \\ evaluated on | " + " | ".join(worlds) + " |",
               "|---|" + "---:|" * len(worlds)]

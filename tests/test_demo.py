@@ -19,8 +19,8 @@ def test_fast_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         if step != "evaluate":
             assert (out / "steps" / f"{step}.json").is_file()
     results = json.loads((out / "eval" / "results.json").read_text())
-    assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "masks", "masks+absent",
-                                        "objects-cv", "objects"]
+    assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "objects@true", "shapes@true",
+                                        "no-entries", "masks", "masks+absent", "objects-cv", "objects"]
     assert "| masks+absent |" in printed and "demo finished" in printed
     pictures = sorted((out / "eval" / "pictures").iterdir())
     assert pictures and all(f"picture: {p}" in printed for p in pictures)

@@ -35,7 +35,7 @@ def test_evaluate_rows_numbers_and_files(squares, tmp_path):
     out = tmp_path / "eval"
     results = evaluate(squares, "val", models, out, batch_size=2, pictures=2,
                           runs={"segmenter": "stand-in"}, progress=False)
-    assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "masks", "masks+absent"]
+    assert list(results["jaccard"]) == ["copy-last", "frames", "oracle", "no-entries", "masks", "masks+absent"]
     masks = world_masks(batch=3, height=layout.COMPETITION.height, width=layout.COMPETITION.width)
     copy_last = jaccard(masks[:, COMPETITION.last_input], masks[:, COMPETITION.target])
     j = results["jaccard"]
@@ -66,7 +66,7 @@ def test_evaluate_rows_numbers_and_files(squares, tmp_path):
 def test_evaluate_limit_and_segmenter_only(squares, tmp_path):
     results = evaluate(squares, "val", Models(Segmenter()), tmp_path, limit=1, pictures=0,
                           progress=False)
-    assert list(results["jaccard"]) == ["copy-last", "oracle"]
+    assert list(results["jaccard"]) == ["copy-last", "oracle", "no-entries"]
     assert results["videos"] == 1
     assert not (tmp_path / "pictures").exists()
     with pytest.raises(ConfigError, match="labeled split"):

@@ -10,7 +10,7 @@ import torch
 
 from simvp_unet.objects import DynamicsNet, DynamicsNetConfig, extract_tracks, render
 from simvp_unet.objects.motion import constant_velocity, fill_gaps, fit_constant_velocity
-from simvp_unet.objects.tracks import drop_small_blobs
+from simvp_unet.objects.tracks import drop_small_blobs, positions_in
 
 H, W = 160, 240
 RED_CUBE, BLUE_SPHERE, GREEN_CYL = 10, 27, 36
@@ -247,3 +247,16 @@ def test_dynamics_learns_a_constant_velocity_toy():
         opt.step()
     with torch.no_grad():
         assert float(loss()) < 0.3 * before
+
+
+def test_positions_in_other_tracks_match_objects_by_class():
+    video = square_video(3, (40, 50), (4, 0))
+    video = square_video(3, (150, 90), (-2, 0), class_id=BLUE_SPHERE, masks=video)
+    tracks = extract_tracks(torch.from_numpy(video[None, :2]))
+    later = video.copy()
+    later[2][later[2] == BLUE_SPHERE] = 0  # the sphere is gone in frame 3
+    later = square_video(3, (100, 120), (0, 0), class_id=GREEN_CYL, masks=later)  # a newcomer
+    centers, seen = positions_in(tracks, extract_tracks(torch.from_numpy(later[None])), 2)
+    slot = {int(c): k for k, c in enumerate(tracks.classes[0]) if c}
+    assert seen[0].tolist().count(True) == 1 and bool(seen[0, slot[RED_CUBE]])
+    assert centers[0, slot[RED_CUBE]].tolist() == pytest.approx([48.0, 50.0])

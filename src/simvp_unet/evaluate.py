@@ -9,6 +9,7 @@ Writes `results.json` (Jaccard, skill and per-class IoU of every row the models 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,7 +28,9 @@ from .errors import ConfigError, DataError
 from .inference import default_device
 from .io import write_json, write_text
 from .metrics import MaskScore, named_per_class, skill
-from .pipelines import Batch, Models
+from .objects.cache import split_tracks
+from .objects.camera import Camera, fit_camera
+from .pipelines import PIPELINES, Batch, Models
 from .report import VideoPictures, results_table, save_video_pictures
 
 
@@ -63,6 +66,22 @@ def video_subsets(folder: Path, shape: TaskShape) -> set[str] | None:
         raise DataError(f"{path} is not a readable meta.json ({type(exc).__name__}: {exc})") from None
     return {BREAKDOWN[0] if "collision" in late else BREAKDOWN[1],
             BREAKDOWN[2] if "enter" in late else BREAKDOWN[3]}
+
+
+def dataset_camera(data: str | Path, split: str, shape: TaskShape, *, progress: bool = True) -> Camera | None:
+    """The camera fitted to the tracks of the true masks of the training split (those the
+    dynamics run's ground plane was fitted to), or of `split` where the training split has
+    none; None where they show too few whole objects (`objects.camera.fit_camera`)."""
+    for source in dict.fromkeys(("train", split)):
+        try:
+            tracks = split_tracks(data, source, progress=progress)
+        except DataError:  # no such split, or no masks in it
+            continue
+        true = ~tracks["pseudo"]
+        if true.any():
+            return fit_camera(tracks["classes"][true], tracks["center"][true], tracks["size"][true],
+                              tracks["whole"][true], image_size=shape.size)
+    return None
 
 
 def _pictures(batch: Batch, item: dict, answers: dict[str, torch.Tensor], n: int) -> list[VideoPictures]:
@@ -102,7 +121,9 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
             (the true masks: forecasting error alone, without segmentation error).
 
     The dataset's task shape (`data.manifest.task_shape`) says which frames go in and which one
-    is scored; a predictor, forecaster or dynamics run trained for another refuses it.
+    is scored; a predictor, forecaster or dynamics run trained for another refuses it. The
+    upper-bound rows read the split's true masks; `shapes@true` draws with the camera fitted to
+    the training split's true masks (`dataset_camera`), recorded in results.json as "camera".
 
     Returns:
         The content of results.json.
@@ -120,7 +141,13 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
     loader = video_loader(dataset, batch_size, limit)
     subsets = {index: video_subsets(folder, shape) for index, folder in layout.list_videos(data, split)}
     with_breakdown = all(v is not None for v in subsets.values())
-    rows = pipelines.available(models, with_frame22=True)
+    rows = pipelines.available(models, with_frame22=True, with_truth=True, with_camera=True)
+    drawn_by_camera = any(PIPELINES[row].reads_camera for row in rows)
+    camera = dataset_camera(data, split, shape, progress=progress) if drawn_by_camera else None
+    if drawn_by_camera and camera is None:
+        print("note: no camera could be fitted to the true masks (too few whole spheres and cylinders); "
+              "rows that draw with it are left out", file=sys.stderr)
+        rows = [row for row in rows if not PIPELINES[row].reads_camera]
     scores = {row: MaskScore(device=device) for row in rows}
     parts = {(name, row): MaskScore(device=device) for name in BREAKDOWN for row in rows}
     counts = dict.fromkeys(BREAKDOWN, 0)
@@ -132,7 +159,7 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
             frames = item["frames"].to(device)
             given = item["masks"][:, : shape.input_frames].to(device) if input_masks == "true" else None
             batch = Batch(models, frames[:, : shape.input_frames], frames[:, shape.target],
-                          input_masks=given, shape=shape)
+                          input_masks=given, truth=item["masks"].to(device), camera=camera, shape=shape)
             target = item["masks"][:, shape.target].to(device)
             answers = {row: pipelines.run(row, batch) for row in rows}
             for row, mask in answers.items():
@@ -160,6 +187,7 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
                                          for row in rows}}
                       for name in BREAKDOWN} if with_breakdown else None,
         "input_masks": input_masks,
+        "camera": dataclasses.asdict(camera) if camera is not None else None,
         "shape": shape.as_dict(),
         "videos": videos,
         "split": split,

@@ -25,6 +25,9 @@ from .classes import BACKGROUND, NUM_CLASSES
 from .data.layout import COMPETITION, TaskShape
 from .errors import ConfigError
 from .kinds import KINDS, kind_of
+from .objects.render import render
+from .objects.silhouette import draw
+from .objects.tracks import Tracks, extract_tracks, positions_in
 from .runs import load_run
 
 
@@ -89,19 +92,30 @@ class Batch:
         frame22: uint8 (B, 3, H, W), the true scored frame (22); only the oracle row reads it.
         input_masks: long (B, 11, H, W), masks of the input frames (e.g. the true ones) that
             replace the segmenter's.
+        truth: integer (B, T, H, W), the true masks of the videos' frames up to the scored one
+            at least; only the upper-bound rows read them (evaluation of a labeled split).
+        camera: an `objects.camera.Camera` fitted to the dataset's true masks; only the
+            `shapes@true` row draws with it.
         shape: the task shape of the videos.
     """
 
     def __init__(self, models: Models, frames: torch.Tensor, frame22: torch.Tensor | None = None, *,
-                 input_masks: torch.Tensor | None = None, shape: TaskShape = COMPETITION):
+                 input_masks: torch.Tensor | None = None, truth: torch.Tensor | None = None,
+                 camera: Any = None, shape: TaskShape = COMPETITION):
         n = shape.input_frames
         if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[1] != n:
             raise ConfigError(
                 f"pipelines take uint8 frames (B, {n}, 3, H, W), got {frames.dtype} {tuple(frames.shape)}"
             )
+        if truth is not None and (truth.is_floating_point() or truth.ndim != 4 or truth.shape[1] <= shape.target
+                                  or truth.shape[0] != frames.shape[0] or truth.shape[2:] != frames.shape[3:]):
+            raise ConfigError(f"the true masks must be integer (B, T, H, W) with T > {shape.target} for frames "
+                              f"{tuple(frames.shape)}, got {truth.dtype} {tuple(truth.shape)}")
         self.models = models
         self.frames = frames
         self.frame22 = frame22
+        self.truth = None if truth is None else truth.long()
+        self.camera = camera
         self.shape = shape
         self._done: dict[str, Any] = {}
         if input_masks is not None:
@@ -114,8 +128,8 @@ class Batch:
 
     def computed(self, name: str) -> Any:
         """An intermediate result ("input_masks", "predicted_frames", "forecast", "objects",
-        "objects_cv") if some row computed it for this batch, else None (for pictures: nothing
-        is computed twice)."""
+        "objects_cv", "tracks", "true_positions") if some row computed it for this batch, else
+        None (for pictures: nothing is computed twice)."""
         return self._done.get(name)
 
     @property
@@ -147,6 +161,22 @@ class Batch:
     def objects(self) -> Any:
         """The objects of the input masks and their learned forecast (an `ObjectForecast`)."""
         return self._once("objects", lambda: self.models.dynamics.forecast_objects(self.input_masks, learned=True))
+
+    @property
+    def tracks(self) -> Tracks:
+        """The objects of the input masks: the objects rows' when a dynamics run is given."""
+        if self.models.dynamics is not None:
+            return self.objects.tracks
+        return self._once("tracks", lambda: extract_tracks(self.input_masks))
+
+    @property
+    def true_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the objects of `tracks` are in the true mask of frame 22: their box centers
+        (B, K, 2) there (a box cut by the border corrected by the object's whole size) and
+        whether they are seen there (B, K)."""
+        return self._once("true_positions", lambda: positions_in(
+            self.tracks, extract_tracks(self.truth[:, : self.shape.target + 1], templates=False),
+            self.shape.target))
 
     @property
     def objects_cv(self) -> Any:
@@ -209,6 +239,31 @@ def objects_cv_row(batch: Batch) -> torch.Tensor:
     return batch.objects_cv.mask
 
 
+def objects_true_row(batch: Batch) -> torch.Tensor:
+    """The objects of frames 1..11 painted by the objects row's renderer (their templates,
+    scaled by the ground plane) at their true places in frame 22; objects not seen there are
+    not painted (upper bound of the objects row's motion)."""
+    centers, seen = batch.true_positions
+    plane = batch.models.dynamics.model.plane
+    return render(batch.tracks, centers, plane, drawable=seen).to(batch.frames.device)
+
+
+def shapes_true_row(batch: Batch) -> torch.Tensor:
+    """The objects of frames 1..11 drawn as the fitted camera sees their shapes, each at the
+    floor point that fits its pixels in the true frame-22 mask; objects not seen there are not
+    drawn (upper bound of drawing objects from frames 1..11)."""
+    centers, seen = batch.true_positions
+    fit_to = batch.truth[:, batch.shape.target]
+    return draw(batch.camera, batch.tracks, centers, drawable=seen, fit_to=fit_to).to(batch.frames.device)
+
+
+def no_entries_row(batch: Batch) -> torch.Tensor:
+    """The true frame-22 mask without the objects that are in no true input mask (upper bound
+    of any row that forecasts the objects of frames 1..11)."""
+    truth = batch.truth
+    return drop_absent_classes(truth[:, batch.shape.target], truth[:, : batch.shape.input_frames])
+
+
 @dataclass(frozen=True)
 class Row:
     """One row of the results table: a way from frames 1..11 to the mask of frame 22.
@@ -219,6 +274,8 @@ class Row:
         needs: the kinds of run it uses (names of `kinds.KINDS`).
         description: one line, in the words of the results table.
         reads_frame22: it reads the true frame 22, so it can score but never submit.
+        reads_truth: it reads the true masks of the videos (`Batch.truth`); it reads frame 22's too.
+        reads_camera: it draws with the camera fitted to the dataset's true masks (`Batch.camera`).
     """
 
     name: str
@@ -226,6 +283,8 @@ class Row:
     needs: tuple[str, ...]
     description: str
     reads_frame22: bool = False
+    reads_truth: bool = False
+    reads_camera: bool = False
 
 
 # The rows, in table order. A new row is one entry here.
@@ -233,6 +292,15 @@ PIPELINES: dict[str, Row] = {row.name: row for row in (
     Row("copy-last", copy_last_row, ("segmenter",), "segment frame 11, use it as the answer"),
     Row("frames", frames_row, ("segmenter", "predictor"), "predict frames 12..22, segment frame 22 (paper)"),
     Row("oracle", oracle_row, ("segmenter",), "segment the true frame 22 (upper bound)", reads_frame22=True),
+    Row("objects@true", objects_true_row, ("segmenter", "dynamics"),
+        "objects of frames 1..11 painted as the objects row paints them, at their true frame-22 places "
+        "(upper bound of its motion)", reads_frame22=True, reads_truth=True),
+    Row("shapes@true", shapes_true_row, ("segmenter", "dynamics"),
+        "objects of frames 1..11 drawn as 3D shapes by the camera fitted to the masks, at their true frame-22 "
+        "places", reads_frame22=True, reads_truth=True, reads_camera=True),
+    Row("no-entries", no_entries_row, ("segmenter",),
+        "the true frame-22 mask without objects that enter after frame 11 (upper bound)",
+        reads_frame22=True, reads_truth=True),
     Row("masks", masks_row, ("segmenter", "forecaster"), "segment frames 1..11, forecast masks 12..22"),
     Row("masks+absent", masks_absent_row, ("segmenter", "forecaster"),
         "masks, classes absent at frame 11 -> background"),
@@ -247,8 +315,11 @@ PIPELINES: dict[str, Row] = {row.name: row for row in (
 SUBMISSION_PREFERENCE = ("objects", "objects-cv", "masks", "frames", "copy-last")
 
 
-def require(name: str, models: Models, *, with_frame22: bool) -> Row:
-    """The row called `name`, after checking that it can run; else a ConfigError saying why."""
+def require(name: str, models: Models, *, with_frame22: bool, with_truth: bool = False,
+            with_camera: bool = False) -> Row:
+    """The row called `name`, after checking that it can run; else a ConfigError saying why.
+    `with_truth`, `with_camera`: the true masks of the videos, a camera fitted to the
+    dataset's true masks are given (evaluation of a labeled split)."""
     if name not in PIPELINES:
         raise ConfigError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
     row = PIPELINES[name]
@@ -258,13 +329,21 @@ def require(name: str, models: Models, *, with_frame22: bool) -> Row:
     if row.reads_frame22 and not with_frame22:
         raise ConfigError(f"pipeline {name!r} needs the true frame 22, which these videos do not have "
                           "(the hidden set has frames 1..11)")
+    if row.reads_truth and not with_truth:
+        raise ConfigError(f"pipeline {name!r} needs the true masks of the videos: an upper bound for "
+                          "`simvp-unet evaluate` on a labeled split")
+    if row.reads_camera and not with_camera:
+        raise ConfigError(f"pipeline {name!r} needs a camera fitted to the dataset's true masks (evaluate "
+                          "fits one from the training split's)")
     return row
 
 
-def available(models: Models, *, with_frame22: bool) -> list[str]:
-    """Names of the rows that can run with these models, in table order."""
+def available(models: Models, *, with_frame22: bool, with_truth: bool = False,
+              with_camera: bool = False) -> list[str]:
+    """Names of the rows that can run with these models and inputs (see `require`), in table order."""
     return [r.name for r in PIPELINES.values()
-            if models.have(r.needs) and (with_frame22 or not r.reads_frame22)]
+            if models.have(r.needs) and (with_frame22 or not r.reads_frame22)
+            and (with_truth or not r.reads_truth) and (with_camera or not r.reads_camera)]
 
 
 def default_row(models: Models) -> str:
@@ -278,4 +357,5 @@ def default_row(models: Models) -> str:
 
 def run(name: str, batch: Batch) -> torch.Tensor:
     """Mask of frame 22 (long (B, H, W)) by row `name`, after checking it can run."""
-    return require(name, batch.models, with_frame22=batch.frame22 is not None).function(batch)
+    return require(name, batch.models, with_frame22=batch.frame22 is not None, with_truth=batch.truth is not None,
+                   with_camera=batch.camera is not None).function(batch)

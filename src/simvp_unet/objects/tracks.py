@@ -265,3 +265,20 @@ def _template(masks: np.ndarray, c: int, whole: np.ndarray, seen: np.ndarray, ar
     x0, x1, y0, y1 = (int(v[frame]) for v in box)
     crop = masks[frame, y0:y1, x0:x1] == c
     return Template(mask=crop, center=((x0 + x1) / 2, (y0 + y1) / 2), frame=frame)
+
+
+def positions_in(tracks: Tracks, other: Tracks, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the objects of `tracks` are in frame `frame` of `other` (tracks of the same
+    videos, e.g. of their true masks), matched by class id.
+
+    Returns:
+        (B, K, 2) their box centers there, pixels (0 where unseen), and bool (B, K), whether
+        they are seen there; in the slots of `tracks`.
+    """
+    b, k = tracks.classes.shape
+    if other.classes.shape[0] != b:
+        raise ValueError(f"tracks of {b} videos matched with tracks of {other.classes.shape[0]}")
+    same = (tracks.classes[:, :, None] == other.classes[:, None, :]) & tracks.valid[:, :, None]  # (B, K, K')
+    seen = same & other.present[:, None, :, frame]
+    centers = (seen.unsqueeze(-1) * other.center[:, None, :, frame]).sum(2)
+    return centers.float(), seen.any(2)

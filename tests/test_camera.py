@@ -1,0 +1,136 @@
+"""The fitted camera and the silhouettes it draws, on scenes made by a known camera."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from simvp_unet.classes import class_id
+from simvp_unet.objects.camera import CUBE, CYLINDER, SPHERE, Camera, fit_camera
+from simvp_unet.objects.silhouette import estimate_yaw, fit_position, paint
+from simvp_unet.objects.tracks import extract_tracks
+
+# about the generator's CLEVR camera (lengths in sphere radii: a cube's half side is 0.9)
+CAMERA = Camera(focal=262.5, pitch=0.494, height=13.35, cube_half=0.9)
+SHAPE_CLASS = {CUBE: class_id("cube", "rubber", "red"), SPHERE: class_id("sphere", "metal", "blue"),
+               CYLINDER: class_id("cylinder", "rubber", "green")}
+
+
+def on_axis(camera: Camera) -> np.ndarray:
+    """The floor point under a sphere whose center is on the optical axis."""
+    return np.array([0.0, (camera.height - 1) / math.tan(camera.pitch)])
+
+
+def pixel_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the True pixels, as `extract_tracks` measures boxes."""
+    rows, cols = np.nonzero(mask)
+    return cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
+
+
+def test_sphere_on_the_optical_axis_is_the_analytic_disc():
+    xy = on_axis(CAMERA)
+    mask = paint(CAMERA, [(1, SPHERE, xy, 0.0)]) == 1
+    distance = (CAMERA.height - 1) / math.sin(CAMERA.pitch)
+    radius = CAMERA.focal / math.sqrt(distance**2 - 1)  # the tangent cone's image: a circle
+    v, u = np.mgrid[: mask.shape[0], : mask.shape[1]] + 0.5
+    r = np.hypot(u - CAMERA.principal[0], v - CAMERA.principal[1])
+    assert mask[r < radius - 0.01].all() and not mask[r > radius + 0.01].any()
+
+
+def test_nearer_sphere_is_larger_and_lower():
+    near, far = on_axis(CAMERA) + [0, -6], on_axis(CAMERA) + [0, 8]
+    masks = [paint(CAMERA, [(1, SPHERE, xy, 0.0)]) == 1 for xy in (near, far)]
+    areas = [m.sum() for m in masks]
+    depths = CAMERA.depth(np.array([SPHERE, SPHERE]), np.stack([near, far]))
+    assert areas[0] > 2 * areas[1]
+    assert areas[0] / areas[1] == pytest.approx((depths[1] / depths[0]) ** 2, rel=0.05)  # size ~ 1 / depth
+    assert pixel_box(masks[0])[1] > pixel_box(masks[1])[3]  # entirely below the far one
+
+
+def test_cube_turned_an_eighth_is_wider_and_a_quarter_turn_is_the_same():
+    xy = on_axis(CAMERA)
+    square, eighth, quarter = (paint(CAMERA, [(1, CUBE, xy, yaw)]) == 1 for yaw in (0, math.pi / 4, math.pi / 2))
+    assert np.array_equal(square, quarter)
+    width = [pixel_box(m)[2] - pixel_box(m)[0] for m in (square, eighth)]
+    side = 2 * CAMERA.cube_half * CAMERA.focal / CAMERA.depth(np.array(CUBE), xy)  # a side at the center's depth
+    assert width[0] == pytest.approx(side, abs=1.5)
+    assert width[1] == pytest.approx(math.sqrt(2) * side, abs=1.5)  # the diagonal across the view
+
+
+def test_boxes_hold_the_silhouettes_and_the_floor_point_comes_back_from_the_box_center():
+    rng = np.random.default_rng(0)
+    shapes = np.array([CUBE, SPHERE, CYLINDER] * 4)
+    xy = on_axis(CAMERA) + rng.uniform(-4, 4, (len(shapes), 2))
+    yaw = rng.uniform(0, math.pi / 2, len(shapes))
+    boxes = CAMERA.boxes(shapes, xy, yaw)
+    for k, shape in enumerate(shapes):
+        mask = paint(CAMERA, [(1, int(shape), xy[k], yaw[k])]) == 1
+        # a pixel is drawn when its center is inside: no pixel box edge is more than half a pixel
+        # outside the box, or a pixel inside it (a cube's corner may fall between pixel centers)
+        inward = (np.array(pixel_box(mask)) - boxes[k]) * [1, 1, -1, -1]
+        assert inward.min() >= -0.5 - 1e-6 and inward.max() <= 1, shape
+    centers = (boxes[:, :2] + boxes[:, 2:]) / 2
+    assert np.allclose(CAMERA.floor_position(shapes, centers, yaw), xy, atol=1e-6)
+
+
+def test_nearer_object_hides_the_farther_whatever_the_order():
+    far = on_axis(CAMERA)
+    near = far + [0.3, -2.5]
+    objects = [(1, CYLINDER, far, 0.0), (2, SPHERE, near, 0.0)]
+    mask = paint(CAMERA, objects)
+    assert np.array_equal(mask, paint(CAMERA, objects[::-1]))
+    alone = paint(CAMERA, objects[:1]) == 1
+    hidden = alone & (mask == 2)
+    assert hidden.any() and (mask == 2).sum() == (paint(CAMERA, objects[1:]) == 2).sum()
+
+
+def test_cube_turn_and_place_read_back_from_masks():
+    xy = on_axis(CAMERA) + [1.0, 2.0]
+    yaw = math.radians(33)
+    mask = paint(CAMERA, [(SHAPE_CLASS[CUBE], CUBE, xy, yaw)])
+    tracks = extract_tracks(torch.from_numpy(mask[None, None]))
+    template = tracks.templates[0][int((tracks.classes[0] == SHAPE_CLASS[CUBE]).nonzero()[0, 0])]
+    found = estimate_yaw(CAMERA, CUBE, template)
+    assert abs((found - yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4) < math.radians(2)
+    # a place read from the mask alone, with half of the cube hidden behind something near
+    visible = mask == SHAPE_CLASS[CUBE]
+    cols = np.nonzero(visible.any(0))[0]
+    hider = np.zeros_like(visible)
+    hider[:, : (cols.min() + cols.max()) // 2] = True
+    start = xy + [0.4, -0.3]
+    place, cost = fit_position(CAMERA, CUBE, start, yaw, visible & ~hider, ~visible & ~hider)
+    assert cost == 0 and np.linalg.norm(place - xy) < 0.05
+
+
+def test_fit_recovers_the_camera_from_boxes_of_rendered_masks():
+    """Videos of three objects sliding across the floor, rendered by a known camera: the camera
+    fitted to the boxes of their whole views is the known one."""
+    rng = np.random.default_rng(1)
+    camera = Camera(focal=240.0, pitch=0.6, height=11.0, cube_half=0.85, cylinder_radius=1.1, cylinder_half=0.9)
+    videos = []
+    for _ in range(24):
+        start = on_axis(camera) + rng.uniform(-5, 5, (3, 2))
+        step = rng.uniform(-0.5, 0.5, (3, 2))
+        yaw = rng.uniform(0, math.pi / 2)
+        frames = [paint(camera, [(SHAPE_CLASS[s], s, start[k] + step[k] * t, yaw) for k, s in
+                                 enumerate((CUBE, SPHERE, CYLINDER))]) for t in range(6)]
+        videos.append(np.stack(frames))
+    tracks = extract_tracks(torch.from_numpy(np.stack(videos)), templates=False)
+    fitted = fit_camera(tracks.classes.numpy(), tracks.center.numpy(), tracks.size.numpy(),
+                        tracks.whole.numpy(), image_size=camera.image_size)
+    assert fitted is not None
+    assert fitted.pitch == pytest.approx(camera.pitch, abs=math.radians(1.5))
+    for name in ("focal", "height", "cube_half", "cylinder_radius", "cylinder_half"):
+        assert getattr(fitted, name) == pytest.approx(getattr(camera, name), rel=0.04), name
+
+
+def test_fit_needs_whole_spheres():
+    classes = np.full((2, 1), SHAPE_CLASS[CUBE])
+    views = np.ones((2, 1, 11), bool)
+    center = np.full((2, 1, 11, 2), 80.0)
+    assert fit_camera(classes, center, center / 4, views, image_size=(160, 240)) is None
+    with pytest.raises(ValueError, match="pitch"):
+        Camera(focal=200.0, pitch=-0.1, height=10.0)
