@@ -58,8 +58,9 @@ class MaskScore:
         self.metric.update(pred.to(device).long(), target.to(device).long())
 
     def jaccard(self) -> float:
-        """Mean IoU over the classes present in the predictions or the targets."""
-        return float(self.metric.compute())
+        """Mean IoU over the classes present in the predictions or the targets (clamped to
+        [0, 1]: a perfect answer can come out a float32 rounding above 1)."""
+        return min(max(float(self.metric.compute()), 0.0), 1.0)
 
     def confusion(self) -> torch.Tensor:
         """(49, 49) counts on the CPU: row = true class, column = predicted class."""

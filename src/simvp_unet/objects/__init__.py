@@ -9,7 +9,9 @@ Forecasts objects rather than pixels: their motion on the ground plane, then the
 objects' sizes, `motion.py` holds the constant-velocity forecast, `physics.py` the fitted
 simulation of friction and collisions, `dynamics.py` the dynamics network (the simulator plus an
 interaction network's corrections), `render.py` paints the forecast, `serve.py` serves a dynamics
-run, `cache.py` stores the tracks of a dataset for training.
+run, `cache.py` stores the tracks of a dataset for training. `camera.py` fits a pinhole camera
+(focal length, height, pitch, the shapes' sizes) to the tracks' boxes and `silhouette.py` draws
+the objects as 3D shapes with it (the `shapes@true` row of evaluate).
 """
 
 from .dynamics import DynamicsNet, DynamicsNetConfig
