@@ -132,7 +132,8 @@ def test_fits_before_training_use_at_most_fit_videos(tiny_config, monkeypatch):
               "present": np.ones((n, k, t), bool), "whole": np.ones((n, k, t), bool),
               "center": (start + np.arange(t)[None, None, :, None] * rng.uniform(-1, 1, (n, k, 1, 2))
                          ).astype(np.float32),
-              "size": np.full((n, k, t, 2), 20.0, np.float32), "pseudo": np.zeros(n, bool)}
+              "size": np.full((n, k, t, 2), 20.0, np.float32), "area": np.full((n, k, t), 300.0, np.float32),
+              "pseudo": np.zeros(n, bool)}
     seen = []
     monkeypatch.setattr(dynamics, "FIT_VIDEOS", 5)
     monkeypatch.setattr(Physics, "fit", lambda self, classes, *a, **kw: seen.append(len(classes)) or {})

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..classes import BACKGROUND, MATERIALS, SHAPES, shape_and_material
 from .ground import GroundPlane
-from .motion import constant_velocity, fill_gaps
+from .motion import consistent_sightings, constant_velocity, fill_gaps
 from .physics import Physics
 
 # Scales that bring motion-space numbers to about unit size for the network.
@@ -146,6 +146,17 @@ class DynamicsNet(nn.Module):
         """Motion space (the ground plane) -> pixels."""
         return self.plane.to_image(u)
 
+    def sightings(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
+                  size: torch.Tensor) -> torch.Tensor:
+        """`present` (B, K, T) without the sightings whose box cannot be one whole object at its
+        place (`motion.consistent_sightings`: a segmenter's class with a second blob, or only a
+        piece of the object); an object left with none keeps them all. Before the plane is
+        fitted it knows no object's size (1 pixel each), and nothing is dropped."""
+        if bool((self.plane.shape_size <= 1).all()):
+            return present
+        keep = consistent_sightings(classes, present, center, size, self.plane, min_sightings=1)
+        return torch.where(keep.any(-1, keepdim=True), keep, present)
+
     def past(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
              size: torch.Tensor | None = None) -> torch.Tensor:
         """Past positions in motion space, gaps filled: (B, K, T, 2) from pixel centers read where
@@ -164,13 +175,16 @@ class DynamicsNet(nn.Module):
             classes: long (B, K), 0 for empty slots.
             present: bool (B, K, T) over the input frames.
             center: (B, K, T, 2) pixels, read where present.
-            size: (B, K, T, 2) box sizes as `extract_tracks` measures them; given, the centers
-                of boxes cut by the image border are corrected first (`GroundPlane.uncut`).
+            size: (B, K, T, 2) box sizes as `extract_tracks` measures them; given, sightings
+                that cannot be one whole object are dropped (`sightings`) and the centers of
+                boxes cut by the image border are corrected (`GroundPlane.uncut`).
             learned: the simulator and the network; False gives the constant-velocity forecast.
 
         Returns:
             (B, K, steps, 2) forecast centers in pixels (empty slots: meaningless).
         """
+        if size is not None:
+            present = self.sightings(classes, present, center, size)
         filled = self.past(classes, present, center, size)
         if not learned:
             return self.to_pixels(constant_velocity(filled, frames=int(self.cv_frames), damping=self.cv_damping,

@@ -1,7 +1,8 @@
 """Track positions made whole, and the constant-velocity forecast (the `objects-cv` row).
 
 Positions here live in a "motion space" (the ground plane, see `ground.py`);
-the dynamics network converts pixels in and out.
+the dynamics network converts pixels in and out. `consistent_sightings` drops the sightings of
+a pseudo-label track that cannot be one whole rigid object before they are used.
 """
 
 from __future__ import annotations
@@ -9,6 +10,60 @@ from __future__ import annotations
 import itertools
 
 import torch
+
+from .ground import GroundPlane
+
+# Bounds of a sighting that can be one rigid object (`consistent_sightings`): its box against the
+# box a whole object of its shape has at that place, and its pixels against its box. Chosen on
+# true-mask tracks, which they almost never reject, while pseudo-label boxes that span two blobs
+# of a class or keep a small piece of the object fall outside (benchmarks/results/dynamics_data.md).
+# A box cut by the border gets a looser upper bound: its size is the whole object's, taken from
+# other frames, and its center lies where the whole box would be, off the image, where the plane
+# extrapolates the expected size.
+MAX_SIZE = 1.3
+MAX_CUT_SIZE = 1.7
+MIN_SIZE = 0.5
+MIN_FILL = 0.35
+# An object needs this many consistent sightings in a video (a pseudo-label's stray class is seen
+# in one or two frames; a true object almost never).
+MIN_SIGHTINGS = 3
+
+
+def consistent_sightings(classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor, size: torch.Tensor,
+                         plane: GroundPlane, *, area: torch.Tensor | None = None, max_size: float = MAX_SIZE,
+                         max_cut_size: float = MAX_CUT_SIZE, min_size: float = MIN_SIZE,
+                         min_fill: float = MIN_FILL, min_sightings: int = MIN_SIGHTINGS) -> torch.Tensor:
+    """The sightings (B, K, T) of tracks that are consistent with one whole rigid object.
+
+    A segmenter's class can hold a second blob elsewhere (the box spans both, its center lies
+    between them) or only a small piece of the object (the rest given another class): the box
+    is then far larger or smaller than a whole object of its shape at that place on the ground
+    plane (`GroundPlane.expected_size`), or its pixels fill little of it. Such sightings are
+    dropped, and objects left with fewer than `min_sightings`.
+
+    Args:
+        classes: long (B, K); present: bool (B, K, T); center, size: (B, K, T, 2) pixels, as
+            `extract_tracks` measures them (a box cut by the border has the whole object's size,
+            its center where the whole box would be).
+        plane: a fitted ground plane.
+        area: (B, K, T) pixels, as `extract_tracks` measures them; given, the fill of uncut
+            boxes is checked too.
+        max_size, max_cut_size, min_size: bounds of the box's side (geometric mean of width and
+            height) over the expected one; `max_cut_size` for boxes cut by the border.
+        min_fill: least share of an uncut box the object's pixels cover.
+        min_sightings: fewest consistent sightings an object keeps.
+
+    Returns:
+        bool (B, K, T): `present` without the inconsistent sightings.
+    """
+    center, size = center.float(), size.float()
+    cut = ((center - size / 2 <= 0) | (center + size / 2 >= plane.frame)).any(-1)
+    expected = plane.expected_size(classes.unsqueeze(-1).expand_as(present), center)
+    side = (size.prod(-1) / expected.prod(-1).clamp_min(1e-6)).sqrt()
+    keep = present & (side <= torch.where(cut, max_cut_size, max_size)) & (side >= min_size)
+    if area is not None:
+        keep &= cut | (area.float() / size.prod(-1).clamp_min(1) >= min_fill)
+    return keep & (keep.sum(-1, keepdim=True) >= min_sightings)
 
 
 def fill_gaps(present: torch.Tensor, position: torch.Tensor) -> torch.Tensor:

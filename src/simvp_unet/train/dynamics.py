@@ -36,13 +36,13 @@ from ..errors import ConfigError, DataError
 from ..inference import check_network
 from ..objects.cache import split_tracks
 from ..objects.dynamics import DynamicsNet, DynamicsNetConfig
-from ..objects.motion import fit_constant_velocity
+from ..objects.motion import consistent_sightings, fit_constant_velocity
 from ..objects.serve import Dynamics
 from ..viz import draw_path
 from .common import TrainModule, TrainSettings, picture_rows, shaped
 from .splits import check_splits, masked_splits, require_true_masks
 
-TRACK_FIELDS = ("classes", "present", "center", "whole", "size", "pseudo")
+TRACK_FIELDS = ("classes", "present", "center", "whole", "size", "area", "pseudo")
 # Videos the fits before training use at most (a fixed random subset of larger training sets):
 # the physics fit simulates every one of them at each of its gradient steps, so its time grows
 # with their number while the few fitted numbers stop changing long before.
@@ -60,6 +60,8 @@ class DynamicsConfig(TrainSettings):
         mirror: flip samples left-right at random.
         fit_iterations: gradient steps of each stage of fitting the physics before training
             (`objects.physics.Physics.fit`).
+        filter_pseudo: drop the sightings of pseudo-label tracks that cannot be one whole object
+            (`objects.motion.consistent_sightings`) once the ground plane is fitted.
         tracks_dir: folder of the track caches (`objects.cache`); None: DATA/tracks. Name a
             writable folder to train on a read-only dataset without extracting the tracks again
             at every start.
@@ -70,6 +72,7 @@ class DynamicsConfig(TrainSettings):
     window_shift: int = 5
     mirror: bool = True
     fit_iterations: int = 300
+    filter_pseudo: bool = True
     tracks_dir: str | None = None
     batch_size: int = 64
     lr: float = 2e-3
@@ -215,16 +218,25 @@ class DynamicsModule(TrainModule):
     def fit_to_data(self, train_set: TrackDataset) -> None:
         """Fit the ground plane, the constant-velocity forecast and the physics to the training
         tracks of true masks (all tracks when there are none): pseudo-label noise in the
-        velocities pulls the fitted damping down (benchmarks/results/pipelines.md)."""
-        a = train_set.arrays
-        if not a["pseudo"].all():
-            a = {k: v[~a["pseudo"]] for k, v in a.items()}
-        if len(a["classes"]) > FIT_VIDEOS:  # each fitting step simulates every video given
-            keep = torch.randperm(len(a["classes"]), generator=torch.Generator().manual_seed(0))[:FIT_VIDEOS]
-            a = {k: v[keep.sort().values] for k, v in a.items()}
+        velocities pulls the fitted damping down (benchmarks/results/pipelines.md), and the few
+        pseudo-label boxes that span two blobs make the physics fit diverge
+        (benchmarks/results/dynamics_data.md). Pseudo-label tracks are filtered (`filter_pseudo`)
+        once the plane is fitted, before the other fits read them."""
+        pseudo = train_set.arrays["pseudo"]
+        rows = torch.arange(len(pseudo))
+        if not pseudo.all():
+            rows = rows[~pseudo]
+        if len(rows) > FIT_VIDEOS:  # each fitting step simulates every video given
+            keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:FIT_VIDEOS]
+            rows = rows[keep.sort().values]
+        a = {k: v[rows] for k, v in train_set.arrays.items()}
         self.model.plane.fit(a["classes"].numpy(), a["center"].numpy(), a["size"].numpy(),
                              a["whole"].numpy())
+        if self.config.filter_pseudo and pseudo.any():
+            self.filter_pseudo(train_set)
+            a = {k: v[rows] for k, v in train_set.arrays.items()}
         classes, present, center, size, target, counts = window(a, 0, self.shape)
+        present = self.model.sightings(classes, present, center, size)
         filled = self.model.past(classes, present, center, size)
 
         def error(forecast: torch.Tensor) -> torch.Tensor:
@@ -240,6 +252,24 @@ class DynamicsModule(TrainModule):
                                             steps=steps, iterations=self.config.fit_iterations)
         print("fitted physics: forecast error " + ", ".join(f"{k} {v:.3f} px" for k, v in scores.items()),
               file=sys.stderr)
+
+    @torch.no_grad()
+    def filter_pseudo(self, train_set: TrackDataset) -> None:
+        """Drop, in place, the sightings of the pseudo-label tracks that are not consistent with
+        one whole object on the fitted ground plane (`objects.motion.consistent_sightings`): they
+        are neither inputs nor targets; objects left with too few sightings are removed."""
+        a = train_set.arrays
+        rows = a["pseudo"]
+        if not rows.any():
+            return
+        present = a["present"][rows]
+        keep = consistent_sightings(a["classes"][rows], present, a["center"][rows], a["size"][rows],
+                                    self.model.plane, area=a["area"][rows])
+        a["present"][rows] = keep
+        a["whole"][rows] &= keep
+        a["classes"][rows] = torch.where(keep.any(-1), a["classes"][rows], BACKGROUND)
+        dropped, seen = int((present & ~keep).sum()), int(present.sum())
+        print(f"pseudo-label tracks: {dropped} of {seen} sightings dropped as inconsistent", file=sys.stderr)
 
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
                 size: torch.Tensor, *, learned: bool = True) -> torch.Tensor:
