@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Does the method transfer to other worlds? For each world (the default, `dense`, `camera`):
-# generate its data at the demo's size (no unlabeled or hidden videos), train the segmenter
-# and the dynamics with the demo's settings (the `cpu` presets shortened as `simvp-unet demo`
-# does), then evaluate every row on every world's val: the 3 x 3 table of trained-on x
-# evaluated-on. Run from the repository root:
+# generate its data at the demo's size (no hidden videos), train the segmenter, pseudo-label the
+# unlabeled videos, train the dynamics with the demo's settings (the `cpu` presets shortened as
+# `simvp-unet demo` does), then evaluate every row on every world's val: the 3 x 3 table of
+# trained-on x evaluated-on. Run from the repository root:
 #
 #     bash benchmarks/worlds.sh [ROOT]        # default ROOT: runs/worlds
 #
-# About 25 minutes on a 2-core CPU; every step is skipped when its output exists. Writes
+# About 35 minutes on a 2-core CPU; every step is skipped when its output exists. Writes
 # ROOT/<world>/{data,seg,dyn}, ROOT/eval/<trained>-on-<evaluated>/ and
 # benchmarks/results/worlds.json and worlds.md.
 set -euo pipefail
@@ -25,10 +25,12 @@ for world in "${WORLDS[@]}"; do
     data=$ROOT/$world/data
     log "$world: data ($preset)"
     [ -f "$data/.complete" ] || { timed "$world generate" simvp-unet data generate --out "$data" --preset "$preset" \
-        --unlabeled 0 --hidden 0 --workers 2 && touch "$data/.complete"; }
+        --hidden 0 --workers 2 && touch "$data/.complete"; }
     log "$world: segmenter"
     [ -f "$ROOT/$world/seg/checkpoints/last.ckpt" ] || timed "$world segmenter" simvp-unet train segmenter \
         --data "$data" "${SEGMENTER[@]}" --out "$ROOT/$world/seg"
+    log "$world: pseudo-labels"
+    timed "$world label" simvp-unet label --data "$data" --segmenter "$ROOT/$world/seg"
     log "$world: dynamics"
     [ -f "$ROOT/$world/dyn/checkpoints/last.ckpt" ] || timed "$world dynamics" simvp-unet train dynamics \
         --data "$data" "${DYNAMICS[@]}" --out "$ROOT/$world/dyn"

@@ -102,8 +102,9 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          "Simulator of friction and collisions (numbers fitted to the training tracks) plus an "
          "interaction network's corrections: tracks of frames 1..11 -> box centers of frames "
          "12..22 (pixel distance; validation error at frame 22 vs constant velocity). Tracks of "
-         "the splits in train_splits (the cpu preset: train's true masks; add unlabeled to use "
-         "pseudo-labels) are cached in DIR/tracks/ (or the tracks_dir setting).",
+         "the splits in train_splits (the cpu preset: train's true masks and unlabeled's "
+         "pseudo-labels, whose inconsistent sightings are dropped) are cached in DIR/tracks/ (or "
+         "the tracks_dir setting).",
          Dynamics, _dynamics,
          demo=("max_steps=600",),
          smoke=("epochs=2", "max_steps=4", "val_every_epochs=1", "batch_size=4", "pictures=1",
