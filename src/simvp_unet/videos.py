@@ -160,6 +160,9 @@ def forecast_folder(videos: str | Path, models: Models, out: str | Path, *, row:
     pipelines.require(name, models, with_frame22=False)
     device = torch.device(device) if device is not None else default_device()
     folders = video_folders(videos)
+    for folder in folders:  # every video long enough, before any work
+        if len(frame_files(folder)) < shape.input_frames:
+            read_video(folder, shape.input_frames)  # names the folder
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
