@@ -84,12 +84,9 @@ def _natural(path: Path) -> list[Any]:
 def frame_files(folder: Path) -> list[Path]:
     """A video folder's frames in order: `image_0.png, image_1.png, ...` when it has `image_0.png`,
     else every .png file in natural order."""
-    if (folder / layout.frame_name(0)).is_file():
-        files, t = [], 0
-        while (folder / layout.frame_name(t)).is_file():
-            files.append(folder / layout.frame_name(t))
-            t += 1
-        return files
+    count = layout.stored_frames(folder)
+    if count:
+        return [folder / layout.frame_name(t) for t in range(count)]
     return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file()), key=_natural)
 
 

@@ -154,6 +154,14 @@ def frame_name(t: int) -> str:
     return f"image_{t}.png"
 
 
+def stored_frames(folder: str | Path) -> int:
+    """How many frames a video folder holds in the layout's names: n for image_0.png..image_<n-1>.png."""
+    folder, n = Path(folder), 0
+    while (folder / frame_name(n)).is_file():
+        n += 1
+    return n
+
+
 def list_videos(root: str | Path, split: str) -> list[tuple[int, Path]]:
     """(video index, folder) of every video of a split, sorted by index.
 

@@ -130,14 +130,6 @@ def claim(root: str | Path, want: dict[str, Any], ranges: dict[str, range]) -> N
         write_json(root / MANIFEST_FILE, want)
 
 
-def _frame_count(folder: Path) -> int:
-    """Frames 0..n-1 present in a video folder (n)."""
-    n = 0
-    while (folder / layout.frame_name(n)).is_file():
-        n += 1
-    return n
-
-
 def _first_video(root: Path, splits: tuple[str, ...]) -> Path | None:
     for split in splits:
         if (root / split).is_dir():
@@ -155,9 +147,9 @@ def inferred_shape(root: str | Path) -> TaskShape:
     full, hidden = _first_video(root, ("train", "val", "unlabeled")), _first_video(root, ("hidden",))
     if full is None and hidden is None:
         return COMPETITION
-    inputs = _frame_count(hidden) if hidden is not None else None
+    inputs = layout.stored_frames(hidden) if hidden is not None else None
     if full is not None:
-        frames = _frame_count(full)
+        frames = layout.stored_frames(full)
         inputs = inputs or (COMPETITION.input_frames if frames > COMPETITION.input_frames else frames // 2)
     else:  # only hidden videos: the competition's forecast length after them
         frames = inputs + COMPETITION.future_frames

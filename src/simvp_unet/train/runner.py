@@ -100,11 +100,11 @@ def _has_checkpoint(out: Path) -> bool:
 
 
 def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
-                 resume: bool, root: Path) -> tuple[Any, Path | None, int]:
+                 resume: bool, shape: TaskShape) -> tuple[Any, Path | None, int]:
     """Resolve the config (new run) or read it back (resume) and check the folder; writes nothing
     (config.yaml is written once data and devices are checked too, see `train`). Returns the
     config, the checkpoint to resume from (None: a new run) and its global step. A resumed run
-    must train on data of the task shape it started with."""
+    must train on data of the task shape it started with (`shape`, the dataset's)."""
     config_file = out / CONFIG_FILE
     last = checkpoint_path(out, "last")
     if resume:
@@ -125,9 +125,9 @@ def _prepare_run(kind: str, out: Path, preset: str | None, overrides: list[str],
         if saved_kind != kind:
             raise ConfigError(f"cannot resume: {out} is a {saved_kind} run, not a {kind} run")
         saved_shape = TaskShape.from_dict(data.pop("shape", None), where=f"{config_file}: shape")
-        if saved_shape != task_shape(root):
-            raise ConfigError(f"cannot resume: {out} was trained on {saved_shape.describe()}; {root} holds "
-                              f"{task_shape(root).describe()}")
+        if saved_shape != shape:
+            raise ConfigError(f"cannot resume: {out} was trained on {saved_shape.describe()}; the data holds "
+                              f"{shape.describe()}")
         try:
             saved = from_dict(KINDS[kind].config_class, data, stored=True)
         except ConfigError as exc:
@@ -262,9 +262,9 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
         raise ConfigError(f"--workers must be >= 0, got {runtime.workers}")
     out, root = Path(out), Path(data)
     overrides = list(overrides) + ([f"init_from={init}"] if init else [])
-    config, ckpt_path, step = _prepare_run(kind, out, preset, overrides, resume, root)
-    trainer_class = KINDS[kind].trainer()
     shape = task_shape(root)
+    config, ckpt_path, step = _prepare_run(kind, out, preset, overrides, resume, shape)
+    trainer_class = KINDS[kind].trainer()
     config = trainer_class.for_shape(config, shape)
     train_set, val_set = trainer_class.datasets(config, root)
     # every file a batch will read, before the first step (not when a batch first samples it)
