@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from simvp_unet.classes import class_id
-from simvp_unet.objects.camera import CUBE, CYLINDER, SPHERE, Camera, fit_camera
+from simvp_unet.objects.camera import CUBE, CYLINDER, SPHERE, Camera, FloorSpace, fit_camera
 from simvp_unet.objects.silhouette import estimate_yaw, fit_position, paint
 from simvp_unet.objects.tracks import extract_tracks
 
@@ -134,3 +134,21 @@ def test_fit_needs_whole_spheres():
     assert fit_camera(classes, center, center / 4, views, image_size=(160, 240)) is None
     with pytest.raises(ValueError, match="pitch"):
         Camera(focal=200.0, pitch=-0.1, height=10.0)
+
+
+def test_floor_space_moves_uniformly_where_the_floor_does():
+    """A sphere sliding at one speed covers fewer pixels a frame far away than near, but equal
+    steps of the floor space, the camera it holds comes back, and pixels map back to themselves."""
+    floor = FloorSpace(image_size=CAMERA.image_size)
+    assert not floor.fitted and floor.camera() is None
+    floor.set(CAMERA)
+    assert floor.fitted and floor.camera() == CAMERA
+    start = on_axis(CAMERA) + np.array([-3.0, 6.0])
+    path = start + np.arange(11)[:, None] * np.array([0.4, -0.9])  # toward the camera, sphere radii
+    pixels = torch.from_numpy(CAMERA.project(np.c_[path, np.ones(11)])).float()
+    steps = pixels.diff(dim=0).norm(dim=-1)
+    assert float(steps[-1]) > 1.2 * float(steps[0])  # nearer: more pixels a frame
+    g = floor.to_floor(pixels)
+    floor_steps = g.diff(dim=0).norm(dim=-1) / FloorSpace.SCALE
+    assert torch.allclose(floor_steps, torch.full_like(floor_steps, math.hypot(0.4, 0.9)), rtol=1e-3)
+    assert torch.allclose(floor.to_image(g), pixels, atol=1e-3)

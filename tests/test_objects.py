@@ -56,7 +56,8 @@ def test_untrained_network_equals_the_simulation():
         learned = net(tracks.classes, tracks.present, tracks.center, learned=True)
         filled = fill_gaps(tracks.present, net.to_space(tracks.center))
         physics = net.physics
-        simulated = physics.from_metric(physics.simulate(physics.to_metric(filled), tracks.classes, 11))
+        simulated = physics.from_metric(physics.simulate(physics.to_metric(filled), tracks.classes, 11,
+                                                         present=tracks.present, scale=net.pixel_scale(filled)))
     valid = tracks.valid
     assert torch.allclose(learned[valid], net.to_pixels(simulated)[valid], atol=1e-3)
     assert not torch.allclose(learned[valid], net(tracks.classes, tracks.present, tracks.center,

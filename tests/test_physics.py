@@ -137,5 +137,66 @@ def test_fits_before_training_use_at_most_fit_videos(tiny_config, monkeypatch):
     seen = []
     monkeypatch.setattr(dynamics, "FIT_VIDEOS", 5)
     monkeypatch.setattr(Physics, "fit", lambda self, classes, *a, **kw: seen.append(len(classes)) or {})
+    monkeypatch.setattr(Physics, "fit_window", lambda self, classes, *a, **kw: seen.append(len(classes)) or 0.0)
     dynamics.DynamicsModule(tiny_config("dynamics")).fit_to_data(dynamics.TrackDataset(arrays))
-    assert seen == [5]
+    assert seen == [5, 5]
+
+
+def sliding_path(end: torch.Tensor, v: torch.Tensor, friction: float, frames: int = 11) -> torch.Tensor:
+    """Past positions (1, 1, frames, 2) of an object sliding against `friction` that reaches
+    `end` with velocity `v` (it was faster before)."""
+    t = torch.arange(1 - frames, 1, dtype=torch.float32).view(-1, 1)
+    u = v / v.norm()
+    return (end + v * t - friction * t * t / 2 * u).view(1, 1, frames, 2)
+
+
+def sliding_physics() -> Physics:
+    physics = Physics(substeps=4, frames=2)
+    with torch.no_grad():
+        physics.log_friction.fill_(math.log(0.002))
+    return physics
+
+
+def test_the_starting_path_is_fitted_through_pixel_noise():
+    """Box centers carry pixel noise: the velocity fitted to the whole sliding path is far
+    nearer the truth than the mean over the last frames, and exact without noise."""
+    physics, classes = sliding_physics(), torch.tensor([[METAL_CUBE]])
+    v = torch.tensor([0.03, -0.01])
+    clean = sliding_path(torch.tensor([0.2, 0.1]), v, 0.002)
+    scale = torch.full((1, 1), 100.0)  # pixels per unit: the noise below is +-0.3 px
+    with torch.no_grad():
+        p, fitted = physics.start(clean, classes, scale=scale)
+    assert torch.allclose(fitted[0, 0], v, atol=1e-5) and torch.allclose(p[0, 0], clean[0, 0, -1], atol=1e-5)
+    errors = {"fitted": [], "mean": []}
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        noisy = clean + (torch.rand(clean.shape, generator=generator) - 0.5) * 0.006
+        with torch.no_grad():
+            errors["fitted"].append(float((physics.start(noisy, classes, scale=scale)[1] - v).norm()))
+            errors["mean"].append(float((physics.start(noisy, classes)[1] - v).norm()))
+    assert sum(errors["fitted"]) < 0.4 * sum(errors["mean"])
+
+
+def test_the_starting_path_begins_after_a_collision_and_a_resting_object_stays():
+    physics, scale = sliding_physics(), torch.full((1, 2), 100.0)
+    after = sliding_path(torch.tensor([0.3, 0.0]), torch.tensor([0.04, 0.0]), 0.002, frames=5)
+    before = after[:, :, :1] + torch.tensor([0.0, -0.05]) * torch.arange(-6, 0.0).view(1, 1, -1, 1)
+    hit = torch.cat([before, after], 2)  # moving up until frame 6, then knocked to the right
+    rest = torch.full((1, 1, 11, 2), 0.5) + (torch.rand(1, 1, 11, 2, generator=torch.Generator().manual_seed(1))
+                                             - 0.5) * 0.004
+    q = torch.cat([hit, rest], 1)
+    with torch.no_grad():
+        _, v = physics.start(q, torch.tensor([[METAL_CUBE, RUBBER_CUBE]]), scale=scale)
+        path = physics.simulate(q, torch.tensor([[METAL_CUBE, RUBBER_CUBE]]), 11, scale=scale, collide=False)
+    assert torch.allclose(v[0, 0], torch.tensor([0.04, 0.0]), atol=1e-4)
+    assert float((path[0, 1, -1] - q[0, 1, -1]).norm()) * 100 < 0.5  # pixels: it stays where it was
+
+
+def test_a_window_of_zero_is_the_mean_velocity():
+    physics = sliding_physics()
+    q = sliding_path(torch.tensor([0.2, 0.1]), torch.tensor([0.03, -0.01]), 0.002)
+    with torch.no_grad():
+        physics.window.fill_(0)
+        fitted = physics.start(q, torch.tensor([[METAL_CUBE]]), scale=torch.full((1, 1), 100.0))
+        mean = physics.start(q, torch.tensor([[METAL_CUBE]]))
+    assert all(torch.equal(a, b) for a, b in zip(fitted, mean, strict=True))

@@ -98,6 +98,7 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
                         "version of simvp-unet? Train it again") from None
     weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     expected = module.model.state_dict()
+    weights = exporters.with_legacy_weights(module.model, weights)  # a run made before they existed
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
     if missing or unexpected:

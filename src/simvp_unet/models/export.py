@@ -133,6 +133,14 @@ def _os_error(exc: SafetensorError) -> OSError | SafetensorError:
     return OSError(number, os.strerror(number))
 
 
+def with_legacy_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with the weights a model of this version has and a file made by an earlier one
+    lacks, where the model says which (`legacy_weights()`: name -> the value that keeps the old
+    behaviour)."""
+    legacy = model.legacy_weights() if hasattr(model, "legacy_weights") else {}
+    return {**{k: v for k, v in legacy.items() if k not in state}, **state}
+
+
 def load_safetensors(path: str | Path, *,
                      classes: Mapping[str, tuple[type[nn.Module], type]] = MODELS) -> nn.Module:
     """Rebuild the model saved by `export_safetensors` (on the CPU, in eval mode).
@@ -159,7 +167,7 @@ def load_safetensors(path: str | Path, *,
     try:
         config = from_dict(config_cls, json.loads(metadata["config"]), stored=True)
         model = model_cls(config)
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(with_legacy_weights(model, state), strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise DataError(f"{path} holds a {name} that cannot be rebuilt: {exc}") from None
     return model.eval()

@@ -28,6 +28,7 @@ from functools import cached_property
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..classes import BACKGROUND, SHAPES, shape_and_material
 
@@ -35,6 +36,7 @@ CUBE, SPHERE, CYLINDER = (SHAPES.index(name) for name in ("cube", "sphere", "cyl
 _RIM = 48  # points on each rim of a cylinder for its box (which is then within 0.01 px)
 _YAWS = 30  # cube turns tried when fitting, in [0, 90) degrees (a cube repeats every quarter turn)
 _CUBE_HALVES = np.linspace(0.5, 1.5, 101)  # cube half sides tried when fitting, sphere radii
+_NUMBERS = ("focal", "pitch", "height", "cube_half", "cylinder_radius", "cylinder_half")  # a Camera's
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,65 @@ class Camera:
 
     def numbers(self) -> dict[str, torch.Tensor]:
         """The camera's numbers as float64 tensors, as the torch geometry below takes them."""
-        names = ("focal", "pitch", "height", "cube_half", "cylinder_radius", "cylinder_half")
-        return {**{k: torch.tensor(float(getattr(self, k)), dtype=torch.float64) for k in names},
+        return {**{k: torch.tensor(float(getattr(self, k)), dtype=torch.float64) for k in _NUMBERS},
                 "principal": torch.from_numpy(self.principal)}
+
+
+class FloorSpace(nn.Module):
+    """Pixels <-> points on the floor as a fitted camera sees them: the space the objects move in.
+
+    A pixel maps to where the ray through it is at a sphere's center height: an object's box
+    center goes to (about) the point under the object, so motion that is uniform on the floor is
+    uniform here, in every direction and at every depth. The floor points are in sphere radii
+    times `SCALE`, which brings an object's speed to the size of the ground plane's units
+    (`ground.py`), the space used before a camera is fitted (`fitted` False).
+
+    Args:
+        image_size: (H, W) of the frames.
+    """
+
+    SCALE = 0.05
+
+    def __init__(self, *, image_size: tuple[int, int] = (160, 240)):
+        super().__init__()
+        h, w = image_size
+        self.register_buffer("principal", torch.tensor([w / 2, h / 2]))
+        self.register_buffer("numbers", torch.zeros(len(_NUMBERS), dtype=torch.float64))  # zeros: none fitted
+
+    @property
+    def fitted(self) -> bool:
+        """Whether a camera is set."""
+        return bool(self.numbers[0] > 0)
+
+    def set(self, camera: Camera) -> FloorSpace:
+        """Store a fitted camera's numbers."""
+        self.numbers.copy_(torch.tensor([float(getattr(camera, k)) for k in _NUMBERS], dtype=torch.float64))
+        return self
+
+    def camera(self) -> Camera | None:
+        """The stored camera, or None."""
+        if not self.fitted:
+            return None
+        h, w = (int(round(2 * float(v))) for v in self.principal.flip(0))
+        return Camera(**{k: float(v) for k, v in zip(_NUMBERS, self.numbers.tolist(), strict=True)}, image_size=(h, w))
+
+    def _cam(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = self.numbers.to(like.dtype)
+        return {"focal": n[0], "pitch": n[1], "height": n[2], "principal": self.principal.to(like.dtype)}
+
+    def to_floor(self, xy: torch.Tensor) -> torch.Tensor:
+        """Pixels (..., 2) -> floor points (..., 2), radii x `SCALE`."""
+        flat = xy.reshape(-1, 2)
+        g = _on_floor(self._cam(flat), flat, torch.ones_like(flat[:, 0]))
+        return (g * self.SCALE).view_as(xy)
+
+    def to_image(self, g: torch.Tensor) -> torch.Tensor:
+        """Floor points (..., 2), radii x `SCALE` -> pixels (..., 2)."""
+        g = g / self.SCALE
+        points = torch.cat([g, torch.ones_like(g[..., :1])], -1)
+        cam = self._cam(g)
+        p = _to_camera(cam, points)
+        return _pixels(cam, torch.cat([p[..., :2], p[..., 2:].clamp_min(1e-3)], -1))
 
 
 def _f64(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -355,5 +413,4 @@ def fit_camera(classes: np.ndarray, center: np.ndarray, size: np.ndarray, whole:
     cam = best[1]
     if cube.any():
         cam["cube_half"] = torch.tensor(_fit_cube(cam, c[cube], s[cube]), dtype=torch.float64)
-    names = ("focal", "pitch", "height", "cube_half", "cylinder_radius", "cylinder_half")
-    return Camera(**{k: float(cam[k]) for k in names}, image_size=(h, w))
+    return Camera(**{k: float(cam[k]) for k in _NUMBERS}, image_size=(h, w))

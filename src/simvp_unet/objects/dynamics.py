@@ -11,7 +11,8 @@ tracks) plus a network that corrects it: each frame, every object's velocity is 
 an acceleration made of a self term (the object's own history) and the sum of pairwise
 terms from every other object, then the simulator advances one frame. The network's last
 layers start at zero, so before training the forecast is the fitted simulator's. Motion is
-simulated on the ground plane (`ground.py`); before the plane is fitted, that is the image.
+simulated on the floor as a camera fitted to the training tracks sees it (`camera.FloorSpace`);
+without one, on the ground plane (`ground.py`); before either is fitted, in the image.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ..classes import BACKGROUND, MATERIALS, SHAPES, shape_and_material
+from .camera import FloorSpace
 from .ground import GroundPlane
 from .motion import consistent_sightings, constant_velocity, fill_gaps
 from .physics import Physics
@@ -124,10 +126,12 @@ class DynamicsNet(nn.Module):
         config: the network's settings.
     """
 
+
     def __init__(self, config: DynamicsNetConfig):
         super().__init__()
         self.config = config
         self.plane = GroundPlane(image_size=config.image_size)
+        self.floor = FloorSpace(image_size=config.image_size)
         self.register_buffer("cv_frames", torch.tensor(2))
         self.register_buffer("cv_damping", torch.tensor(0.97))
         self.physics = Physics(substeps=config.substeps)
@@ -139,12 +143,33 @@ class DynamicsNet(nn.Module):
         self.cv_damping.fill_(damping)
 
     def to_space(self, xy: torch.Tensor) -> torch.Tensor:
-        """Pixels -> motion space (the ground plane)."""
-        return self.plane.to_ground(xy)
+        """Pixels -> motion space (the floor, else the ground plane)."""
+        return self.floor.to_floor(xy) if self.floor.fitted else self.plane.to_ground(xy)
 
     def to_pixels(self, u: torch.Tensor) -> torch.Tensor:
-        """Motion space (the ground plane) -> pixels."""
-        return self.plane.to_image(u)
+        """Motion space (the floor, else the ground plane) -> pixels."""
+        return self.floor.to_image(u) if self.floor.fitted else self.plane.to_image(u)
+
+    def legacy_weights(self) -> dict[str, torch.Tensor]:
+        """Weights that runs made before they existed lack, with the values that keep such a run
+        forecasting as it did: no camera, the mean starting velocity."""
+        return {"floor.principal": self.floor.principal, "floor.numbers": torch.zeros_like(self.floor.numbers),
+                "physics.window": torch.zeros_like(self.physics.window)}
+
+    @torch.no_grad()
+    def pixel_scale(self, filled: torch.Tensor) -> torch.Tensor:
+        """Pixels per motion-space unit (B, K) at the last of past positions (B, K, T, 2)."""
+        g = filled[..., -1, :]
+        px = self.to_pixels(g)
+        eps = 1e-3
+        moves = [(self.to_pixels(g + eps * e.to(g)) - px).norm(dim=-1) for e in torch.eye(2)]
+        return (moves[0] + moves[1]) / (2 * eps)
+
+    def object_width(self) -> float:
+        """An object's width in motion space, about (a sphere's; the median shape's on the plane)."""
+        if self.floor.fitted:
+            return 2 * FloorSpace.SCALE
+        return float(self.plane.shape_size.median()) / float(self.plane.frame[0])
 
     def sightings(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
                   size: torch.Tensor) -> torch.Tensor:
@@ -193,7 +218,7 @@ class DynamicsNet(nn.Module):
         classes = torch.where(valid, classes, BACKGROUND)
         q = self.physics.to_metric(filled)
         h = self.net.encode(q, present, attributes(classes))
-        p, v = self.physics.start(q, classes, present)
+        p, v = self.physics.start(q, classes, present, scale=self.pixel_scale(filled))
         v = v + self.net.initial_velocity(h) / VELOCITY_SCALE
         out = []
         for _ in range(self.config.steps):

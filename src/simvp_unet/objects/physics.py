@@ -14,12 +14,19 @@ in "metric" coordinates q = g @ metric, g being the ground coordinates of `groun
 (affine coordinates of the floor): the 2x2 `metric` makes them isotropic, so that objects
 are round and friction slows them equally in every direction.
 
+Where an object starts from: friction makes its past path a known curve (a straight line slowed
+by a known amount per frame), so its position and velocity at the last input frame are fitted to
+as many past frames as that curve explains (`window`: the longest span whose sightings lie
+within that many pixels of the fitted curve; a collision or a stop ends the span). Box centers
+carry pixel noise, and a velocity measured over 8 or 10 frames is far steadier than one over 2
+or 3; where no span of 3 or more frames fits, the velocity is the mean over the last `frames`.
+
 Every number is fitted to the training tracks (`fit`), none is taken from a simulator:
 the metric and the friction of each material from objects in free motion (gradient descent
 on the forecast error, collisions off), the contact radius by a grid search (both for each
-span of frames the starting velocity may be measured over; the span whose forecast with
+span of frames the mean velocity may be measured over; the span whose forecast with
 collisions is best wins), then the mass of each shape and material and the restitution by
-gradient descent through the collisions.
+gradient descent through the collisions; `fit_window` then picks the `window` tolerance.
 Training then refines them together with the learned corrections of `dynamics.py`.
 """
 
@@ -35,6 +42,13 @@ from ..classes import BACKGROUND, MATERIALS, SHAPES, shape_and_material
 from .motion import velocity, velocity_span
 
 _EPS = 1e-12
+# Tolerance (pixels) of the fitted past path before the fit sets it (`Physics.window`), and the
+# tolerances it tries: about twice the noise of a box center in a mask, the value that forecast
+# best on validation videos (benchmarks/results/objects3d.md).
+WINDOW = 0.7
+WINDOW_GRID = (0.0, 0.5, 0.7, 1.0, 1.5, 2.0)
+# Fewest past frames a fitted path spans.
+MIN_WINDOW = 3
 
 
 def _length(v: torch.Tensor) -> torch.Tensor:
@@ -60,6 +74,7 @@ class Physics(nn.Module):
         self.restitution = nn.Parameter(torch.tensor(0.2))
         self.register_buffer("radius", torch.tensor(0.04))  # half the distance at contact
         self.register_buffer("frames", torch.tensor(frames))
+        self.register_buffer("window", torch.tensor(WINDOW))  # pixels; 0: the mean velocity only
 
     # -- coordinates ---------------------------------------------------------------------------
 
@@ -77,13 +92,17 @@ class Physics(nn.Module):
         """Deceleration (B, K, 1) per frame^2 of each object, from its material."""
         return self.log_friction.exp()[shape_and_material(classes)[1]].unsqueeze(-1)
 
-    def start(self, q: torch.Tensor, classes: torch.Tensor,
-              present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def start(self, q: torch.Tensor, classes: torch.Tensor, present: torch.Tensor | None = None,
+              *, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Position and velocity at the last input frame from past positions (B, K, T, 2).
 
-        The velocity is the mean over the last `frames` frames (fewer for an object seen for
-        fewer, given `present` (B, K, T): see `motion.velocity`), slowed by the friction of the
-        (span - 1) / 2 frames between the middle of that span and its end.
+        Given `scale` (B, K), the pixels per ground unit at each object, both are fitted to the
+        longest span of past frames whose sightings the path of a sliding object explains within
+        `window` pixels (see the module doc). Otherwise, and for an object no span of
+        `MIN_WINDOW` frames fits, the position is the last one and the velocity the mean over
+        the last `frames` frames (fewer for an object seen for fewer, given `present` (B, K, T):
+        see `motion.velocity`), slowed by the friction of the (span - 1) / 2 frames between the
+        middle of that span and its end.
         """
         if present is None:
             present = torch.ones(q.shape[:-1], dtype=torch.bool, device=q.device)
@@ -93,7 +112,49 @@ class Physics(nn.Module):
         speed = _length(mean)
         lag = ((steps - 1).clamp_min(0).to(q.dtype) / 2).unsqueeze(-1)
         slower = (speed - self.friction(classes) * lag).clamp_min(0)
-        return q[..., -1, :], mean * slower / speed
+        p, v = q[..., -1, :], mean * slower / speed
+        if scale is None or float(self.window) <= 0:
+            return p, v
+        return self.fitted_start(q, classes, present, scale, p, v)
+
+    def fitted_start(self, q: torch.Tensor, classes: torch.Tensor, present: torch.Tensor, scale: torch.Tensor,
+                     p: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`start` with a fitted past path: position and velocity (B, K, 2) from the longest span
+        of past frames (q (B, K, T, 2), metric space) whose sightings lie within `window` pixels
+        of a straight path slowed by the object's friction (`scale` (B, K): pixels per ground
+        unit); `p`, `v` where no span of `MIN_WINDOW` frames does.
+
+        Along the span the path is p + v t - a t^2 / 2 u (t <= 0 frames from the last input, a
+        the friction, u the direction of motion), linear in p and v once u is taken from the
+        span's end points: a weighted least-squares line through the positions with the
+        friction's part added back. An object that moved less over the span than friction
+        allows one that slid all of it has stopped or rests: its path is a plain line.
+        """
+        t_all = q.shape[-2]
+        a = self.friction(classes)  # (B, K, 1)
+        first = torch.where(present.any(-1), present.to(torch.uint8).argmax(-1), t_all - 1)
+        fits = torch.ones(present.shape[:-1], dtype=torch.bool, device=q.device)
+        for n in range(MIN_WINDOW, t_all + 1):
+            t = torch.arange(1 - n, 1, dtype=q.dtype, device=q.device)  # (n,)
+            y, w = q[..., -n:, :], present[..., -n:].to(q.dtype)
+            moved = y[..., -1, :] - y[..., 0, :]
+            slid = _length(moved) >= a * (n - 1) ** 2 / 2  # (B, K, 1)
+            u = torch.where(slid, moved / _length(moved), torch.zeros_like(moved))
+            bend = (a * u).unsqueeze(-2) * (t * t / 2).view(-1, 1)  # (B, K, n, 2)
+            sw = w.sum(-1, keepdim=True).clamp_min(1)
+            t_mean = (w * t).sum(-1, keepdim=True) / sw
+            line = y + bend
+            y_mean = (w.unsqueeze(-1) * line).sum(-2) / sw
+            dt = (t - t_mean) * w
+            v_n = (dt.unsqueeze(-1) * (line - y_mean.unsqueeze(-2))).sum(-2) / (dt * (t - t_mean)).sum(
+                -1, keepdim=True).clamp_min(_EPS)
+            p_n = y_mean - v_n * t_mean
+            path = p_n.unsqueeze(-2) + t.view(-1, 1) * v_n.unsqueeze(-2) - bend
+            off = (_length(self.from_metric(path - y)).squeeze(-1) * w).amax(-1) * scale  # pixels
+            fits = fits & (first <= t_all - n) & (off <= self.window)
+            p = torch.where(fits.unsqueeze(-1), p_n, p)
+            v = torch.where(fits.unsqueeze(-1), v_n, v)
+        return p, v
 
     def advance(self, p: torch.Tensor, v: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor,
                 *, collide: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,12 +182,12 @@ class Physics(nn.Module):
             v = v - (impulse.unsqueeze(-1) * normal).sum(2) * inv_mass.unsqueeze(-1)
         return p, v
 
-    def simulate(self, q: torch.Tensor, classes: torch.Tensor, steps: int, *,
-                 present: torch.Tensor | None = None, collide: bool = True) -> torch.Tensor:
+    def simulate(self, q: torch.Tensor, classes: torch.Tensor, steps: int, *, present: torch.Tensor | None = None,
+                 scale: torch.Tensor | None = None, collide: bool = True) -> torch.Tensor:
         """Positions (B, K, steps, 2) after the past positions q (B, K, T, 2), metric space
-        (`present`: see `start`)."""
+        (`present`, `scale`: see `start`)."""
         valid = classes != BACKGROUND
-        p, v = self.start(q, classes, present)
+        p, v = self.start(q, classes, present, scale=scale)
         out = []
         for _ in range(steps):
             p, v = self.advance(p, v, classes, valid, collide=collide)
@@ -137,7 +198,7 @@ class Physics(nn.Module):
 
     def fit(self, classes: torch.Tensor, filled: torch.Tensor,
             error: Callable[[torch.Tensor], torch.Tensor], *, diameter: float,
-            present: torch.Tensor | None = None,
+            present: torch.Tensor | None = None, scale: torch.Tensor | None = None,
             steps: int, frames_grid: tuple[int, ...] = (2, 3, 4),
             iterations: int = 300) -> dict[str, float]:
         """Fit every number to training tracks (see the module doc).
@@ -149,6 +210,8 @@ class Physics(nn.Module):
             diameter: an object's width in ground units, about (the contact radius is searched
                 around half of it, in metric units).
             present: bool (N, K, T), where the objects were seen (see `start`).
+            scale: (N, K) pixels per ground unit at each object (see `start`); None: the
+                starting velocity is the mean over the last frames only (`window` 0).
             steps: frames forecast, as many as `error` compares.
 
         Returns:
@@ -159,7 +222,7 @@ class Physics(nn.Module):
 
         def forecast(collide: bool) -> torch.Tensor:
             return self.from_metric(self.simulate(self.to_metric(filled), classes, steps, present=present,
-                                                  collide=collide))
+                                                  scale=scale, collide=collide))
 
         def descend(params: list[nn.Parameter], collide: bool, lr: float, n: int) -> float:
             opt = torch.optim.Adam(params, lr)
@@ -190,4 +253,24 @@ class Physics(nn.Module):
         self.load_state_dict(best[2])
         scores = {"free": best[0], "radius": best[1]}
         scores["collisions"] = descend([self.log_mass, self.restitution], True, 2e-2, iterations // 3)
+        if scale is None:
+            self.window.fill_(0)
         return scores
+
+    @torch.no_grad()
+    def fit_window(self, classes: torch.Tensor, filled: torch.Tensor,
+                   error: Callable[[torch.Tensor], torch.Tensor], *, present: torch.Tensor, scale: torch.Tensor,
+                   steps: int) -> float:
+        """Set `window` to the tolerance of `WINDOW_GRID` whose forecast of tracks has the least
+        error (arguments as `fit`'s); returns that error. Tracks of segmented masks are
+        noisier than those of true masks and want a looser tolerance: fit it to tracks like the
+        ones that will be forecast."""
+        classes = torch.where(classes != BACKGROUND, classes, BACKGROUND)
+        trials = []
+        for tolerance in WINDOW_GRID:
+            self.window.fill_(tolerance)
+            forecast = self.simulate(self.to_metric(filled), classes, steps, present=present, scale=scale)
+            trials.append((float(error(self.from_metric(forecast))), tolerance))
+        best, tolerance = min(trials)
+        self.window.fill_(tolerance)
+        return best

@@ -35,6 +35,7 @@ from ..data.manifest import task_shape
 from ..errors import ConfigError, DataError
 from ..inference import check_network
 from ..objects.cache import split_tracks
+from ..objects.camera import fit_camera
 from ..objects.dynamics import DynamicsNet, DynamicsNetConfig
 from ..objects.motion import consistent_sightings, fit_constant_velocity
 from ..objects.serve import Dynamics
@@ -62,6 +63,8 @@ class DynamicsConfig(TrainSettings):
             (`objects.physics.Physics.fit`).
         filter_pseudo: drop the sightings of pseudo-label tracks that cannot be one whole object
             (`objects.motion.consistent_sightings`) once the ground plane is fitted.
+        floor: fit a camera to the training tracks (`objects.camera.fit_camera`) and move the
+            objects on the floor it sees; False, or when no camera fits: on the ground plane.
         tracks_dir: folder of the track caches (`objects.cache`); None: DATA/tracks. Name a
             writable folder to train on a read-only dataset without extracting the tracks again
             at every start.
@@ -73,6 +76,7 @@ class DynamicsConfig(TrainSettings):
     mirror: bool = True
     fit_iterations: int = 300
     filter_pseudo: bool = True
+    floor: bool = True
     tracks_dir: str | None = None
     batch_size: int = 64
     lr: float = 2e-3
@@ -139,6 +143,16 @@ def window(batch: dict[str, torch.Tensor], shift: int, shape: TaskShape) -> tupl
 def mirrored(center: torch.Tensor, width: float) -> torch.Tensor:
     """Centers (..., 2) flipped left-right in an image `width` pixels wide."""
     return torch.stack([width - center[..., 0], center[..., 1]], -1)
+
+
+def fit_rows(chosen: torch.Tensor) -> torch.Tensor:
+    """Indices of the videos of bool mask `chosen` that the fits read: all of them, or a fixed
+    random `FIT_VIDEOS` of them (each fitting step simulates every video given)."""
+    rows = chosen.nonzero().flatten()
+    if len(rows) > FIT_VIDEOS:
+        keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:FIT_VIDEOS]
+        rows = rows[keep.sort().values]
+    return rows
 
 
 class DynamicsModule(TrainModule):
@@ -216,26 +230,53 @@ class DynamicsModule(TrainModule):
 
     @torch.no_grad()
     def fit_to_data(self, train_set: TrackDataset) -> None:
-        """Fit the ground plane, the constant-velocity forecast and the physics to the training
-        tracks of true masks (all tracks when there are none): pseudo-label noise in the
-        velocities pulls the fitted damping down (benchmarks/results/pipelines.md), and the few
-        pseudo-label boxes that span two blobs make the physics fit diverge
+        """Fit the ground plane, the camera, the constant-velocity forecast and the physics to
+        the training tracks of true masks (all tracks when there are none): pseudo-label noise
+        in the velocities pulls the fitted damping down (benchmarks/results/pipelines.md), and
+        the few pseudo-label boxes that span two blobs make the physics fit diverge
         (benchmarks/results/dynamics_data.md). Pseudo-label tracks are filtered (`filter_pseudo`)
-        once the plane is fitted, before the other fits read them."""
+        once the plane is fitted; the tolerance of the starting path (`Physics.fit_window`) is
+        then fitted to them, where there are any (the served forecast reads segmented masks), on
+        the scored frame."""
         pseudo = train_set.arrays["pseudo"]
-        rows = torch.arange(len(pseudo))
-        if not pseudo.all():
-            rows = rows[~pseudo]
-        if len(rows) > FIT_VIDEOS:  # each fitting step simulates every video given
-            keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:FIT_VIDEOS]
-            rows = rows[keep.sort().values]
+        rows = fit_rows(~pseudo if not pseudo.all() else pseudo)
         a = {k: v[rows] for k, v in train_set.arrays.items()}
         self.model.plane.fit(a["classes"].numpy(), a["center"].numpy(), a["size"].numpy(),
                              a["whole"].numpy())
+        if self.config.floor:
+            camera = fit_camera(a["classes"].numpy(), a["center"].numpy(), a["size"].numpy(),
+                                a["whole"].numpy(), image_size=self.shape.size)
+            if camera is None:
+                print("no camera fits the training tracks: objects move on the ground plane", file=sys.stderr)
+            else:
+                self.model.floor.set(camera)
         if self.config.filter_pseudo and pseudo.any():
             self.filter_pseudo(train_set)
-            a = {k: v[rows] for k, v in train_set.arrays.items()}
+        classes, present, filled, scale, error = self.fit_tracks(train_set, rows)
+        steps = self.config.model.steps
+        frames, damping, _ = fit_constant_velocity(filled, error, steps=steps, present=present)
+        self.model.set_constant_velocity(frames=frames, damping=damping)
+        with torch.enable_grad():
+            scores = self.model.physics.fit(classes, filled, error, diameter=self.model.object_width(),
+                                            present=present, scale=scale, steps=steps,
+                                            iterations=self.config.fit_iterations)
+        classes, present, filled, scale, error = self.fit_tracks(train_set, fit_rows(pseudo) if pseudo.any() else rows,
+                                                                 scored_only=True)
+        scores["window"] = self.model.physics.fit_window(classes, filled, error, present=present, scale=scale,
+                                                         steps=steps)
+        print("fitted physics: forecast error " + ", ".join(f"{k} {v:.3f} px" for k, v in scores.items())
+              + f"; starting paths within {float(self.model.physics.window):g} px", file=sys.stderr)
+
+    def fit_tracks(self, train_set: TrackDataset, rows: torch.Tensor, *,
+                   scored_only: bool = False) -> tuple[torch.Tensor, ...]:
+        """What the fits read of the training videos `rows`: classes, presence (sightings
+        checked), past positions in motion space, pixels per motion unit, and the mean distance
+        (px) of a forecast in motion space to the true centers where seen whole, over the
+        forecast frames (`scored_only`: the scored frame only)."""
+        a = {k: v[rows] for k, v in train_set.arrays.items()}
         classes, present, center, size, target, counts = window(a, 0, self.shape)
+        if scored_only:
+            counts = counts & (torch.arange(counts.shape[-1]) == self.shape.target_in_future)
         present = self.model.sightings(classes, present, center, size)
         filled = self.model.past(classes, present, center, size)
 
@@ -243,15 +284,7 @@ class DynamicsModule(TrainModule):
             distance = (self.model.to_pixels(forecast) - target).norm(dim=-1)
             return (distance * counts).sum() / counts.sum().clamp_min(1)
 
-        steps = self.config.model.steps
-        frames, damping, _ = fit_constant_velocity(filled, error, steps=steps, present=present)
-        self.model.set_constant_velocity(frames=frames, damping=damping)
-        diameter = float(self.model.plane.shape_size.median()) / float(self.model.plane.frame[0])
-        with torch.enable_grad():
-            scores = self.model.physics.fit(classes, filled, error, diameter=diameter, present=present,
-                                            steps=steps, iterations=self.config.fit_iterations)
-        print("fitted physics: forecast error " + ", ".join(f"{k} {v:.3f} px" for k, v in scores.items()),
-              file=sys.stderr)
+        return classes, present, filled, self.model.pixel_scale(filled), error
 
     @torch.no_grad()
     def filter_pseudo(self, train_set: TrackDataset) -> None:
@@ -270,6 +303,14 @@ class DynamicsModule(TrainModule):
         a["classes"][rows] = torch.where(keep.any(-1), a["classes"][rows], BACKGROUND)
         dropped, seen = int((present & ~keep).sum()), int(present.sum())
         print(f"pseudo-label tracks: {dropped} of {seen} sightings dropped as inconsistent", file=sys.stderr)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A run made before the network had some of its weights resumes with the values that
+        keep its forecast (`DynamicsNet.legacy_weights`)."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        for name, value in self.model.legacy_weights().items():
+            state.setdefault(f"model.{name}", value)
 
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
                 size: torch.Tensor, *, learned: bool = True) -> torch.Tensor:
