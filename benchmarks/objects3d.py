@@ -1,11 +1,12 @@
 """The two renderers of the object path on the `objects` forecast: templates (as served) and
-3D silhouettes drawn by the camera fitted to the training masks (`objects/silhouette.py`).
+3D silhouettes drawn by the camera fitted to the training masks (`objects/silhouette.py`): the
+dynamics run's own, or for a run without one, fitted here.
 
     python benchmarks/objects3d.py --data data/demo --split val --dynamics runs/dyn [--segmenter runs/seg]
 
 The dynamics run forecasts the objects of the input masks (the true ones; the segmenter's with
 --segmenter) and each renderer paints frame 22 from the same forecast. Prints the Jaccard of
-each and the seconds each renderer takes per video (the camera fit, once, is timed apart).
+each and the seconds each renderer takes per video (the camera, read or fitted once, is timed apart).
 `simvp-unet evaluate` scores both renderers at the true positions (`objects@true`, `shapes@true`).
 """
 
@@ -39,12 +40,12 @@ def main() -> None:
 
     dataset = VideoDataset(args.data, args.split, masks="true", with_frames=args.segmenter is not None)
     shape = dataset.shape
+    dynamics = load_run(args.dynamics, args.checkpoint)
     start = time.perf_counter()
-    camera = dataset_camera(args.data, args.split, shape, progress=False)
+    camera = dynamics.model.floor.camera() or dataset_camera(args.data, args.split, shape, progress=False)
     fit_seconds = time.perf_counter() - start
     if camera is None:
         raise SystemExit("no camera could be fitted to the training masks")
-    dynamics = load_run(args.dynamics, args.checkpoint)
     segmenter = load_run(args.segmenter, args.checkpoint, fold=True) if args.segmenter else None
     scores = {"templates": MaskScore(), "silhouettes": MaskScore()}
     seconds = dict.fromkeys(scores, 0.0)
@@ -69,7 +70,8 @@ def main() -> None:
             videos += len(target)
     inputs = "segmented" if segmenter is not None else "true"
     print(f"CPU: {cpu_features().summary()}; {torch.get_num_threads()} threads")
-    print(f"{videos} `{args.split}` videos, input masks {inputs}; camera fitted in {fit_seconds:.1f} s: {camera}")
+    print(f"{videos} `{args.split}` videos, input masks {inputs}; camera (read or fitted) in {fit_seconds:.1f} s: "
+          f"{camera}")
     print("| renderer of the objects forecast | Jaccard | ms per video |")
     print("|---|---:|---:|")
     for name, score in scores.items():

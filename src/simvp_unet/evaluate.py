@@ -122,8 +122,9 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
 
     The dataset's task shape (`data.manifest.task_shape`) says which frames go in and which one
     is scored; a predictor, forecaster or dynamics run trained for another refuses it. The
-    upper-bound rows read the split's true masks; `shapes@true` draws with the camera fitted to
-    the training split's true masks (`dataset_camera`), recorded in results.json as "camera".
+    upper-bound rows read the split's true masks; `shapes@true` draws with the dynamics run's
+    camera, or one fitted to the training split's true masks for a run without one
+    (`dataset_camera`), recorded in results.json as "camera".
 
     Returns:
         The content of results.json.
@@ -143,7 +144,9 @@ def evaluate(data: str | Path, split: str, models: Models, out: str | Path, *, b
     with_breakdown = all(v is not None for v in subsets.values())
     rows = pipelines.available(models, with_frame22=True, with_truth=True, with_camera=True)
     drawn_by_camera = any(PIPELINES[row].reads_camera for row in rows)
-    camera = dataset_camera(data, split, shape, progress=progress) if drawn_by_camera else None
+    camera = None
+    if drawn_by_camera:  # the dynamics run's own camera where it has one (fitted to the same tracks)
+        camera = models.dynamics.model.floor.camera() or dataset_camera(data, split, shape, progress=progress)
     if drawn_by_camera and camera is None:
         print("note: no camera could be fitted to the true masks (too few whole spheres and cylinders); "
               "rows that draw with it are left out", file=sys.stderr)
