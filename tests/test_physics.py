@@ -200,3 +200,23 @@ def test_a_window_of_zero_is_the_mean_velocity():
         fitted = physics.start(q, torch.tensor([[METAL_CUBE]]), scale=torch.full((1, 1), 100.0))
         mean = physics.start(q, torch.tensor([[METAL_CUBE]]))
     assert all(torch.equal(a, b) for a, b in zip(fitted, mean, strict=True))
+
+
+def test_the_loss_caps_each_error(tiny_config):
+    """A forecast far off (an object entering the view, a pseudo-label's stray box) adds nothing
+    to the gradient: the small errors the score is made of decide the training."""
+    from simvp_unet.train.dynamics import DynamicsModule
+
+    target = torch.zeros(1, 2, 11, 2)
+    counts = torch.ones(1, 2, 11, dtype=torch.bool)
+    for clip, far_moves in ((5.0, False), (0.0, True)):
+        module = DynamicsModule(tiny_config("dynamics", f"loss_clip={clip}"))
+        pred = torch.zeros(1, 2, 11, 2)
+        pred[0, 0] = 1.5  # 1.5 px off in x and y
+        pred[0, 1] = 100.0
+        pred.requires_grad_(True)
+        module._loss(pred, target, counts).backward()
+        assert float(pred.grad[0, 0].abs().min()) > 0
+        assert bool((pred.grad[0, 1] != 0).any()) == far_moves
+    with pytest.raises(ValueError, match="loss_clip must be >= 0"):
+        tiny_config("dynamics", "loss_clip=-1")

@@ -12,8 +12,9 @@ Each sample is a window of the input frames (11 in the competition's task shape)
 frame 1..`window_shift`+1 with the frames after it as targets (more examples of collisions than frame 12..22 alone), mirrored
 left-right at random (the camera has no roll, so a mirrored scene is a possible one).
 The loss is the pixel distance between forecast and true box centers where the object is seen
-whole; validation reports that distance at frame 22 for the network and the fitted constant
-velocity.
+whole, each capped (`loss_clip`: the score is made of the many small errors, not of the few
+forecasts that are far off whatever the model does); validation reports that distance at frame
+22 for the network and the fitted constant velocity.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ TRACK_FIELDS = ("classes", "present", "center", "whole", "size", "area", "pseudo
 # the physics fit simulates every one of them at each of its gradient steps, so its time grows
 # with their number while the few fitted numbers stop changing long before.
 FIT_VIDEOS = 1000
+# Pixels at which the fit of the starting path's tolerance stops counting a forecast's error (about
+# an object's width: further off, the painted object misses either way). Pseudo-label tracks hold
+# a few forecasts thousands of pixels off (a sighting far above the image's top border maps near
+# the horizon), which would otherwise decide the fit.
+WINDOW_FIT_CLIP = 20.0
 
 
 @dataclass
@@ -65,6 +71,11 @@ class DynamicsConfig(TrainSettings):
             (`objects.motion.consistent_sightings`) once the ground plane is fitted.
         floor: fit a camera to the training tracks (`objects.camera.fit_camera`) and move the
             objects on the floor it sees; False, or when no camera fits: on the ground plane.
+        loss_clip: the most one object's error in one frame counts in the loss (its smooth L1
+            distance, about pixels; 0: no limit). A forecast further off (an object entering the
+            view, a pseudo-label's stray box) is no use painted either way, and without the
+            limit its gradient pulls the model away from the many small errors the score is
+            made of.
         tracks_dir: folder of the track caches (`objects.cache`); None: DATA/tracks. Name a
             writable folder to train on a read-only dataset without extracting the tracks again
             at every start.
@@ -77,6 +88,7 @@ class DynamicsConfig(TrainSettings):
     fit_iterations: int = 300
     filter_pseudo: bool = True
     floor: bool = True
+    loss_clip: float = 5.0
     tracks_dir: str | None = None
     batch_size: int = 64
     lr: float = 2e-3
@@ -91,6 +103,8 @@ class DynamicsConfig(TrainSettings):
             raise ValueError(f"window_shift must be >= 0, got {self.window_shift}")
         if not self.train_splits:
             raise ValueError("train_splits must name at least one split")
+        if self.loss_clip < 0:
+            raise ValueError(f"loss_clip must be >= 0, got {self.loss_clip}")
         if self.fit_iterations < 1:
             raise ValueError(f"fit_iterations must be >= 1, got {self.fit_iterations}")
         check_network(self.model, Dynamics.NETWORK)
@@ -261,18 +275,18 @@ class DynamicsModule(TrainModule):
                                             present=present, scale=scale, steps=steps,
                                             iterations=self.config.fit_iterations)
         classes, present, filled, scale, error = self.fit_tracks(train_set, fit_rows(pseudo) if pseudo.any() else rows,
-                                                                 scored_only=True)
+                                                                 scored_only=True, clip=WINDOW_FIT_CLIP)
         scores["window"] = self.model.physics.fit_window(classes, filled, error, present=present, scale=scale,
                                                          steps=steps)
         print("fitted physics: forecast error " + ", ".join(f"{k} {v:.3f} px" for k, v in scores.items())
               + f"; starting paths within {float(self.model.physics.window):g} px", file=sys.stderr)
 
-    def fit_tracks(self, train_set: TrackDataset, rows: torch.Tensor, *,
-                   scored_only: bool = False) -> tuple[torch.Tensor, ...]:
+    def fit_tracks(self, train_set: TrackDataset, rows: torch.Tensor, *, scored_only: bool = False,
+                   clip: float | None = None) -> tuple[torch.Tensor, ...]:
         """What the fits read of the training videos `rows`: classes, presence (sightings
         checked), past positions in motion space, pixels per motion unit, and the mean distance
-        (px) of a forecast in motion space to the true centers where seen whole, over the
-        forecast frames (`scored_only`: the scored frame only)."""
+        (px, each at most `clip`) of a forecast in motion space to the true centers where seen
+        whole, over the forecast frames (`scored_only`: the scored frame only)."""
         a = {k: v[rows] for k, v in train_set.arrays.items()}
         classes, present, center, size, target, counts = window(a, 0, self.shape)
         if scored_only:
@@ -282,6 +296,8 @@ class DynamicsModule(TrainModule):
 
         def error(forecast: torch.Tensor) -> torch.Tensor:
             distance = (self.model.to_pixels(forecast) - target).norm(dim=-1)
+            if clip is not None:
+                distance = distance.clamp_max(clip)
             return (distance * counts).sum() / counts.sum().clamp_min(1)
 
         return classes, present, filled, self.model.pixel_scale(filled), error
@@ -319,6 +335,8 @@ class DynamicsModule(TrainModule):
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         distance = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)
+        if self.config.loss_clip > 0:
+            distance = distance.clamp_max(self.config.loss_clip)
         weights = counts * self.frame_weights
         return (distance * weights).sum() / weights.sum().clamp_min(1)
 
