@@ -10,9 +10,10 @@ amount every frame whatever its speed (Coulomb friction: the deceleration depend
 materials in contact, not on speed), until it stops. Objects that meet push each other: at
 contact the velocities along the line between the centers change as in a collision of two
 disks of given masses and restitution. `Physics` simulates that, a few substeps per frame,
-in "metric" coordinates q = g @ metric, g being the ground coordinates of `ground.py`
-(affine coordinates of the floor): the 2x2 `metric` makes them isotropic, so that objects
-are round and friction slows them equally in every direction.
+in "metric" coordinates q = g @ metric, g being the motion space of `dynamics.py` (the floor
+as a fitted camera sees it, or the affine floor coordinates of `ground.py`): the 2x2 `metric`
+makes them isotropic, so that objects are round and friction slows them equally in every
+direction.
 
 Where an object starts from: friction makes its past path a known curve (a straight line slowed
 by a known amount per frame), so its position and velocity at the last input frame are fitted to
@@ -42,9 +43,9 @@ from ..classes import BACKGROUND, MATERIALS, SHAPES, shape_and_material
 from .motion import velocity, velocity_span
 
 _EPS = 1e-12
-# Tolerance (pixels) of the fitted past path before the fit sets it (`Physics.window`), and the
-# tolerances it tries: about twice the noise of a box center in a mask, the value that forecast
-# best on validation videos (benchmarks/results/objects3d.md).
+# Tolerance (pixels) of the fitted past path while the other numbers are fitted (`Physics.window`:
+# a little over twice the noise of a box center in a true mask), and the tolerances `fit_window`
+# then tries (benchmarks/results/objects3d.md).
 WINDOW = 0.7
 WINDOW_GRID = (0.0, 0.5, 0.7, 1.0, 1.5, 2.0)
 # Fewest past frames a fitted path spans.
@@ -96,7 +97,7 @@ class Physics(nn.Module):
               *, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Position and velocity at the last input frame from past positions (B, K, T, 2).
 
-        Given `scale` (B, K), the pixels per ground unit at each object, both are fitted to the
+        Given `scale` (B, K), the pixels per unit of motion space at each object, both are fitted to the
         longest span of past frames whose sightings the path of a sliding object explains within
         `window` pixels (see the module doc). Otherwise, and for an object no span of
         `MIN_WINDOW` frames fits, the position is the last one and the velocity the mean over
@@ -121,7 +122,7 @@ class Physics(nn.Module):
                      p: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`start` with a fitted past path: position and velocity (B, K, 2) from the longest span
         of past frames (q (B, K, T, 2), metric space) whose sightings lie within `window` pixels
-        of a straight path slowed by the object's friction (`scale` (B, K): pixels per ground
+        of a straight path slowed by the object's friction (`scale` (B, K): pixels per motion-space
         unit); `p`, `v` where no span of `MIN_WINDOW` frames does.
 
         Along the span the path is p + v t - a t^2 / 2 u (t <= 0 frames from the last input, a
@@ -207,10 +208,10 @@ class Physics(nn.Module):
             classes: long (N, K), 0 for empty slots.
             filled: past positions (N, K, T, 2) in ground coordinates, gaps filled.
             error: forecast (N, K, steps, 2) in ground coordinates -> mean error.
-            diameter: an object's width in ground units, about (the contact radius is searched
+            diameter: an object's width in motion-space units, about (the contact radius is searched
                 around half of it, in metric units).
             present: bool (N, K, T), where the objects were seen (see `start`).
-            scale: (N, K) pixels per ground unit at each object (see `start`); None: the
+            scale: (N, K) pixels per unit of motion space at each object (see `start`); None: the
                 starting velocity is the mean over the last frames only (`window` 0).
             steps: frames forecast, as many as `error` compares.
 
