@@ -88,6 +88,8 @@ def test_evaluate_from_true_input_masks(runs):
          runs / "dynamics", "--out", out, "--pictures", "0", "--input-masks", "true")
     results = json.loads((out / "results.json").read_text())
     assert results["input_masks"] == "true"
+    camera = load_run(runs / "dynamics").model.floor.camera()  # shapes@true draws with the run's own
+    assert results["camera"]["focal"] == pytest.approx(camera.focal)
     from simvp_unet.metrics import MaskScore
     score = MaskScore()
     for _, folder in layout.list_videos(runs / "data", "val"):
@@ -99,6 +101,10 @@ def test_evaluate_from_true_input_masks(runs):
 
 def test_dynamics_run_loads_without_lightning_and_exports(runs, tmp_path):
     dynamics = load_run(runs / "dynamics")
+    # the run fitted a camera to its training tracks and moves the objects on its floor, from
+    # starting paths within a fitted tolerance
+    from simvp_unet.objects.physics import WINDOW_GRID
+    assert dynamics.model.floor.fitted and float(dynamics.model.physics.window) in WINDOW_GRID
     masks = torch.from_numpy(np.stack([np.load(folder / layout.MASK_FILE)[: layout.COMPETITION.input_frames]
                                        for _, folder in layout.list_videos(runs / "data", "val")]))
     result = dynamics.forecast_objects(masks)
@@ -107,6 +113,7 @@ def test_dynamics_run_loads_without_lightning_and_exports(runs, tmp_path):
     _cli("export", runs / "dynamics", "--format", "safetensors", "--out", tmp_path / "dyn.safetensors")
     rebuilt = load_exported(tmp_path / "dyn.safetensors")
     assert torch.equal(rebuilt.plane.slope, dynamics.model.plane.slope)
+    assert torch.equal(rebuilt.floor.numbers, dynamics.model.floor.numbers)
     assert main(["export", str(runs / "dynamics"), "--format", "onnx", "--out", str(tmp_path / "d.onnx")]) == 2
     assert (runs / "data" / "tracks" / "unlabeled.npz").is_file()  # pseudo-label tracks were cached
 
