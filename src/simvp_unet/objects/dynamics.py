@@ -126,7 +126,6 @@ class DynamicsNet(nn.Module):
         config: the network's settings.
     """
 
-
     def __init__(self, config: DynamicsNetConfig):
         super().__init__()
         self.config = config
