@@ -6,7 +6,7 @@
 #
 # About 60 minutes on a 2-core CPU; every step is skipped when its output exists. With
 # ROWS=objects only the rows of the segmenter and the dynamics run (the README's table), about
-# 25 minutes. Writes
+# 35 minutes. Writes
 # $RUNS/eval (segmented inputs) and $RUNS/eval-true (the true masks of frames 1..11 as inputs),
 # and benchmarks/results/pipelines.json ({"jaccard": {row: J}, "skill": {row: S}, ...,
 # "true_inputs": the same from the true input masks}).
