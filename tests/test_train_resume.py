@@ -122,3 +122,37 @@ def test_resumed_run_equals_uninterrupted(case: str, tiny_args: Callable[[str], 
     assert a["state_dict"].keys() == b["state_dict"].keys()
     different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
     assert not different, different
+
+
+@pytest.mark.slow
+def test_a_dynamics_run_from_before_the_floor_resumes_as_it_was(tiny_args: Callable[[str], list[str]],
+                                                               tiny_data: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed before the network had its camera and its fitted start resumes without
+    them (no camera, tolerance 0), as it forecast when it was made."""
+    from simvp_unet.runs import load_run
+    from simvp_unet.train.dynamics import DynamicsModule
+
+    settings = ["train_splits=[train]", "batch_size=2", "epochs=3", "checkpoint_every_steps=1"]
+    argv = ["train", "dynamics", "--data", str(tiny_data), "--out", str(tmp_path / "old"), "--workers", "0",
+            *tiny_args("dynamics"), *(arg for item in settings for arg in ("--set", item))]
+    original = DynamicsModule.training_step
+
+    def dies_at_step(self: DynamicsModule, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.global_step == 3:
+            raise SimulatedKill
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as m:
+        m.setattr(DynamicsModule, "training_step", dies_at_step)
+        with pytest.raises(SimulatedKill):
+            main(argv)
+    path = tmp_path / "old" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    new = ("model.floor.principal", "model.floor.numbers", "model.physics.window")
+    assert all(k in ckpt["state_dict"] for k in new)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if k not in new}
+    torch.save(ckpt, path)
+    assert main(["train", "dynamics", "--data", str(tiny_data), "--out", str(tmp_path / "old"), "--resume"]) == 0
+    model = load_run(tmp_path / "old", "last").model
+    assert not model.floor.fitted and float(model.physics.window) == 0.0
