@@ -126,16 +126,13 @@ def test_a_module_loaded_on_the_cpu_and_moved_to_cuda_uses_the_gpus_precision(ti
 def test_a_dynamics_run_from_before_the_floor_and_the_fitted_start_forecasts_as_it_did(tiny_config, tmp_path):
     """Runs trained before the camera's floor and the fitted starting path existed lack their
     weights: they load without a camera and with the mean starting velocity, as they forecast."""
+    from standins import as_made_before_the_floor
+
     from simvp_unet.train.dynamics import DynamicsModule
 
     trainer = DynamicsModule(tiny_config("dynamics"))
     write_run(tmp_path / "dyn", trainer)
-    path = tmp_path / "dyn" / "checkpoints" / "best.ckpt"
-    ckpt = torch.load(path, weights_only=True)
-    old = ("model.floor.principal", "model.floor.numbers", "model.physics.window")
-    assert all(k in ckpt["state_dict"] for k in old)
-    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if k not in old}
-    torch.save(ckpt, path)
+    as_made_before_the_floor(tmp_path / "dyn" / "checkpoints" / "best.ckpt")
     model = load_run(tmp_path / "dyn").model
     assert not model.floor.fitted and float(model.physics.window) == 0.0
     assert float(trainer.model.physics.window) > 0  # a new run starts from fitted paths

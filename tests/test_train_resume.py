@@ -130,6 +130,8 @@ def test_a_dynamics_run_from_before_the_floor_resumes_as_it_was(tiny_args: Calla
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A run killed before the network had its camera and its fitted start resumes without
     them (no camera, tolerance 0), as it forecast when it was made."""
+    from standins import as_made_before_the_floor
+
     from simvp_unet.runs import load_run
     from simvp_unet.train.dynamics import DynamicsModule
 
@@ -147,12 +149,7 @@ def test_a_dynamics_run_from_before_the_floor_resumes_as_it_was(tiny_args: Calla
         m.setattr(DynamicsModule, "training_step", dies_at_step)
         with pytest.raises(SimulatedKill):
             main(argv)
-    path = tmp_path / "old" / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(path, weights_only=True)
-    new = ("model.floor.principal", "model.floor.numbers", "model.physics.window")
-    assert all(k in ckpt["state_dict"] for k in new)
-    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if k not in new}
-    torch.save(ckpt, path)
+    as_made_before_the_floor(tmp_path / "old" / "checkpoints" / "last.ckpt")
     assert main(["train", "dynamics", "--data", str(tiny_data), "--out", str(tmp_path / "old"), "--resume"]) == 0
     model = load_run(tmp_path / "old", "last").model
     assert not model.floor.fitted and float(model.physics.window) == 0.0
