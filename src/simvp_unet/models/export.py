@@ -133,12 +133,13 @@ def _os_error(exc: SafetensorError) -> OSError | SafetensorError:
     return OSError(number, os.strerror(number))
 
 
-def with_legacy_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def with_legacy_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], *,
+                        prefix: str = "") -> dict[str, torch.Tensor]:
     """`state` with the weights a model of this version has and a file made by an earlier one
     lacks, where the model says which (`legacy_weights()`: name -> the value that keeps the old
-    behaviour)."""
+    behaviour); `prefix` is put before each name (the model's place in a larger module)."""
     legacy = model.legacy_weights() if hasattr(model, "legacy_weights") else {}
-    return {**{k: v for k, v in legacy.items() if k not in state}, **state}
+    return {**{prefix + k: v for k, v in legacy.items() if prefix + k not in state}, **state}
 
 
 def load_safetensors(path: str | Path, *,

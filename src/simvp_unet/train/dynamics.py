@@ -35,6 +35,7 @@ from ..data.layout import COMPETITION, TaskShape
 from ..data.manifest import task_shape
 from ..errors import ConfigError, DataError
 from ..inference import check_network
+from ..models.export import with_legacy_weights
 from ..objects.cache import split_tracks
 from ..objects.camera import fit_camera
 from ..objects.dynamics import DynamicsNet, DynamicsNetConfig
@@ -324,9 +325,7 @@ class DynamicsModule(TrainModule):
         """A run made before the network had some of its weights resumes with the values that
         keep its forecast (`DynamicsNet.legacy_weights`)."""
         super().on_load_checkpoint(checkpoint)
-        state = checkpoint["state_dict"]
-        for name, value in self.model.legacy_weights().items():
-            state.setdefault(f"model.{name}", value)
+        checkpoint["state_dict"] = with_legacy_weights(self.model, checkpoint["state_dict"], prefix="model.")
 
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
                 size: torch.Tensor, *, learned: bool = True) -> torch.Tensor:
