@@ -107,13 +107,14 @@ def write_squares_dataset(root, *, videos_per_split: int = 3) -> None:
                 layout.write_mask(answers / layout.MASK_FILE, masks[b].numpy(), layout.COMPETITION)
 
 
-# The weights a dynamics run gained with the camera's floor and the fitted start.
-FLOOR_WEIGHTS = ("model.floor.principal", "model.floor.numbers", "model.physics.window")
+# The weights a dynamics run gained after the ground plane: the camera's floor, the fitted start
+# and the grip at contact.
+LATER_WEIGHTS = ("model.floor.principal", "model.floor.numbers", "model.physics.window", "model.physics.grip")
 
 
 def as_made_before_the_floor(path) -> None:
-    """Rewrite a dynamics checkpoint as a run made before `FLOOR_WEIGHTS` existed saved it."""
+    """Rewrite a dynamics checkpoint as a run made before `LATER_WEIGHTS` existed saved it."""
     ckpt = torch.load(path, weights_only=True)
-    assert all(k in ckpt["state_dict"] for k in FLOOR_WEIGHTS)
-    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if k not in FLOOR_WEIGHTS}
+    assert all(k in ckpt["state_dict"] for k in LATER_WEIGHTS)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if k not in LATER_WEIGHTS}
     torch.save(ckpt, path)

@@ -56,6 +56,32 @@ def test_head_on_collision_conserves_momentum_and_exchanges_velocities():
     assert velocity[0] < 0.4 and velocity[1] > -0.4
 
 
+def test_grip_takes_a_share_of_the_sliding_at_contact_and_conserves_momentum():
+    """A glancing blow: without grip only the velocities along the contact normal change (equal
+    masses, elastic: the two leave at a right angle); with grip g the two surfaces' sliding past
+    each other keeps 1 - g of its speed."""
+    physics = Physics(substeps=4, frames=1)
+    with torch.no_grad():
+        physics.log_friction.fill_(-30.0)
+        physics.radius.fill_(0.5)
+        physics.restitution.fill_(1.0)
+    classes = torch.tensor([[METAL_CUBE, METAL_CUBE]])
+    v0 = torch.tensor([[[0.4, 0.0], [0.0, 0.0]]])
+    q = still_then(torch.tensor([[[0.0, 0.0], [3.0, 0.6]]]), v0)
+    after = {}
+    for grip in (0.0, 0.5):
+        with torch.no_grad():
+            physics.grip.fill_(grip)
+        path = physics.simulate(q, classes, 11).detach()
+        after[grip] = path[0, :, -1] - path[0, :, -2]
+        assert after[grip].sum(0).tolist() == pytest.approx([0.4, 0.0], abs=1e-5)  # momentum
+    assert float(after[0.0][0] @ after[0.0][1]) == pytest.approx(0.0, abs=1e-5)  # a right angle
+    normal = after[0.0][1] / after[0.0][1].norm()  # the struck object leaves along the normal
+    tangent = torch.stack([-normal[1], normal[0]])
+    sliding = {g: float((v[1] - v[0]) @ tangent) for g, v in after.items()}
+    assert abs(sliding[0.0]) > 0.1 and sliding[0.5] == pytest.approx(0.5 * sliding[0.0], abs=1e-5)
+
+
 def test_objects_apart_and_empty_slots_do_not_collide():
     physics = Physics(substeps=2, frames=1)
     with torch.no_grad():

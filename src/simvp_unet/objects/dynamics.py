@@ -151,9 +151,10 @@ class DynamicsNet(nn.Module):
 
     def legacy_weights(self) -> dict[str, torch.Tensor]:
         """Weights that runs made before they existed lack, with the values that keep such a run
-        forecasting as it did: no camera, the mean starting velocity."""
+        forecasting as it did: no camera, the mean starting velocity, no friction at contact."""
         return {"floor.principal": self.floor.principal, "floor.numbers": torch.zeros_like(self.floor.numbers),
-                "physics.window": torch.zeros_like(self.physics.window)}
+                "physics.window": torch.zeros_like(self.physics.window),
+                "physics.grip": torch.zeros_like(self.physics.grip)}
 
     @torch.no_grad()
     def pixel_scale(self, filled: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,9 @@ The objects of these scenes slide on a floor. Sliding friction slows an object b
 amount every frame whatever its speed (Coulomb friction: the deceleration depends on the
 materials in contact, not on speed), until it stops. Objects that meet push each other: at
 contact the velocities along the line between the centers change as in a collision of two
-disks of given masses and restitution. `Physics` simulates that, a few substeps per frame,
+disks of given masses and restitution, and friction between their surfaces takes away a share
+(`grip`) of their sliding past each other, so that a glancing blow also drags the other object
+sideways. `Physics` simulates that, a few substeps per frame,
 in "metric" coordinates q = g @ metric, g being the motion space of `dynamics.py` (the floor
 as a fitted camera sees it, or the affine floor coordinates of `ground.py`): the 2x2 `metric`
 makes them isotropic, so that objects are round and friction slows them equally in every
@@ -26,8 +28,8 @@ Every number is fitted to the training tracks (`fit`), none is taken from a simu
 the metric and the friction of each material from objects in free motion (gradient descent
 on the forecast error, collisions off), the contact radius by a grid search (both for each
 span of frames the mean velocity may be measured over; the span whose forecast with
-collisions is best wins), then the mass of each shape and material and the restitution by
-gradient descent through the collisions; `fit_window` then picks the `window` tolerance.
+collisions is best wins), then the mass of each shape and material, the restitution and the
+grip by gradient descent through the collisions; `fit_window` then picks the `window` tolerance.
 Training then refines them together with the learned corrections of `dynamics.py`.
 """
 
@@ -73,6 +75,7 @@ class Physics(nn.Module):
         self.log_friction = nn.Parameter(torch.full((len(MATERIALS),), math.log(3e-4)))
         self.log_mass = nn.Parameter(torch.zeros(len(SHAPES) + len(MATERIALS)))  # shape + material
         self.restitution = nn.Parameter(torch.tensor(0.2))
+        self.grip = nn.Parameter(torch.tensor(0.1))  # share of the sliding at contact friction removes
         self.register_buffer("radius", torch.tensor(0.04))  # half the distance at contact
         self.register_buffer("frames", torch.tensor(frames))
         self.register_buffer("window", torch.tensor(WINDOW))  # pixels; 0: the mean velocity only
@@ -165,6 +168,7 @@ class Physics(nn.Module):
         shape, material = shape_and_material(classes)
         inv_mass = (-(self.log_mass[shape] + self.log_mass[len(SHAPES) + material])).exp()
         restitution = self.restitution.clamp(0, 1)
+        grip = self.grip.clamp(0, 1)
         k = classes.shape[1]
         pairs = valid.unsqueeze(1) & valid.unsqueeze(2) & ~torch.eye(k, dtype=torch.bool, device=p.device)
         reduced = 1 / (inv_mass.unsqueeze(1) + inv_mass.unsqueeze(2))  # (B, K, K)
@@ -177,10 +181,15 @@ class Physics(nn.Module):
             rel = p.unsqueeze(1) - p.unsqueeze(2)  # [b, i, j] = p_j - p_i
             dist = _length(rel)
             normal = rel / dist
-            closing = ((v.unsqueeze(1) - v.unsqueeze(2)) * normal).sum(-1)  # < 0: approaching
+            rel_v = v.unsqueeze(1) - v.unsqueeze(2)
+            closing = (rel_v * normal).sum(-1)  # < 0: approaching
             hit = pairs & (dist.squeeze(-1) < 2 * self.radius) & (closing < 0)
-            impulse = torch.where(hit, -(1 + restitution) * closing * reduced, torch.zeros_like(closing))
-            v = v - (impulse.unsqueeze(-1) * normal).sum(2) * inv_mass.unsqueeze(-1)
+            # the pairs in contact only (few): an impulse along the normal, and friction's against
+            # the surfaces' relative sliding; each pair appears twice, once for each object
+            b, i, j = hit.nonzero(as_tuple=True)
+            n, c, m = normal[b, i, j], closing[b, i, j].unsqueeze(-1), reduced[b, i, j].unsqueeze(-1)
+            push = (1 + restitution) * c * m * n + grip * m * (rel_v[b, i, j] - c * n)
+            v = v.index_put((b, i), push * inv_mass[b, i].unsqueeze(-1), accumulate=True)
         return p, v
 
     def simulate(self, q: torch.Tensor, classes: torch.Tensor, steps: int, *, present: torch.Tensor | None = None,
@@ -253,7 +262,7 @@ class Physics(nn.Module):
                 best = (free, score, {k: v.detach().clone() for k, v in self.state_dict().items()})
         self.load_state_dict(best[2])
         scores = {"free": best[0], "radius": best[1]}
-        scores["collisions"] = descend([self.log_mass, self.restitution], True, 2e-2, iterations // 3)
+        scores["collisions"] = descend([self.log_mass, self.restitution, self.grip], True, 2e-2, iterations // 3)
         if scale is None:
             self.window.fill_(0)
         return scores
