@@ -88,13 +88,16 @@ def test_nearer_object_hides_the_farther_whatever_the_order():
 
 
 def test_cube_turn_and_place_read_back_from_masks():
+    """A cube's turn is read from its mask to a few degrees (the silhouettes it is compared with
+    are placed by the mask's box, whole pixels), and its place from part of its mask exactly."""
     xy = on_axis(CAMERA) + [1.0, 2.0]
-    yaw = math.radians(33)
-    mask = paint(CAMERA, [(SHAPE_CLASS[CUBE], CUBE, xy, yaw)])
-    tracks = extract_tracks(torch.from_numpy(mask[None, None]))
-    template = tracks.templates[0][int((tracks.classes[0] == SHAPE_CLASS[CUBE]).nonzero()[0, 0])]
-    found = estimate_yaw(CAMERA, CUBE, template)
-    assert abs((found - yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4) < math.radians(2)
+    for degrees in (10, 33, 71):
+        yaw = math.radians(degrees)
+        mask = paint(CAMERA, [(SHAPE_CLASS[CUBE], CUBE, xy, yaw)])
+        tracks = extract_tracks(torch.from_numpy(mask[None, None]))
+        template = tracks.templates[0][int((tracks.classes[0] == SHAPE_CLASS[CUBE]).nonzero()[0, 0])]
+        found = estimate_yaw(CAMERA, CUBE, template)
+        assert abs((found - yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4) < math.radians(3.5), degrees
     # a place read from the mask alone, with half of the cube hidden behind something near
     visible = mask == SHAPE_CLASS[CUBE]
     cols = np.nonzero(visible.any(0))[0]
@@ -152,3 +155,33 @@ def test_floor_space_moves_uniformly_where_the_floor_does():
     floor_steps = g.diff(dim=0).norm(dim=-1) / FloorSpace.SCALE
     assert torch.allclose(floor_steps, torch.full_like(floor_steps, math.hypot(0.4, 0.9)), rtol=1e-3)
     assert torch.allclose(floor.to_image(g), pixels, atol=1e-3)
+
+
+def test_render_pastes_templates_near_their_place_and_draws_travelled_objects_as_shapes():
+    """With a camera, an object that stays within `TEMPLATE_REACH` of where its template was cut
+    is its template, shifted; one that travelled further is its 3D shape where its box is
+    centered; without a camera both are templates."""
+    from simvp_unet.objects.ground import GroundPlane
+    from simvp_unet.objects.render import TEMPLATE_REACH, render
+
+    sphere_xy, cube_xy = on_axis(CAMERA) + [-2.5, 1.0], on_axis(CAMERA) + [2.5, -1.0]
+    scene = [(SHAPE_CLASS[SPHERE], SPHERE, sphere_xy, 0.0), (SHAPE_CLASS[CUBE], CUBE, cube_xy, math.radians(20))]
+    mask = paint(CAMERA, scene)
+    tracks = extract_tracks(torch.from_numpy(mask[None, None]))
+    slot = {int(c): k for k, c in enumerate(tracks.classes[0].tolist()) if c}
+    centers = tracks.center[:, :, 0].clone()
+    centers[0, slot[SHAPE_CLASS[CUBE]]] += torch.tensor([2.0, 0.0])  # within reach: the template
+    travel = torch.tensor([0.0, 4 * TEMPLATE_REACH])
+    centers[0, slot[SHAPE_CLASS[SPHERE]]] += travel  # nearer the camera: a larger sphere
+    plane = GroundPlane(image_size=CAMERA.image_size)
+    drawn = render(tracks, centers, plane, camera=CAMERA)[0].numpy()
+
+    cube = mask == SHAPE_CLASS[CUBE]
+    assert np.array_equal(drawn == SHAPE_CLASS[CUBE], np.roll(cube, 2, axis=1))
+    new_center = centers[0, slot[SHAPE_CLASS[SPHERE]]].double().numpy()[None]
+    sphere_there = paint(CAMERA, [(SHAPE_CLASS[SPHERE], SPHERE, CAMERA.floor_position(np.array([SPHERE]), new_center)[0],
+                                   0.0)]) == SHAPE_CLASS[SPHERE]
+    assert np.array_equal(drawn == SHAPE_CLASS[SPHERE], sphere_there)
+    assert sphere_there.sum() > (mask == SHAPE_CLASS[SPHERE]).sum()
+    pasted = render(tracks, centers, plane)[0].numpy() == SHAPE_CLASS[SPHERE]
+    assert pasted.sum() == (mask == SHAPE_CLASS[SPHERE]).sum()  # the unfitted plane keeps its size

@@ -240,12 +240,12 @@ def objects_cv_row(batch: Batch) -> torch.Tensor:
 
 
 def objects_true_row(batch: Batch) -> torch.Tensor:
-    """The objects of frames 1..11 painted by the objects row's renderer (their templates,
-    scaled by the ground plane) at their true places in frame 22; objects not seen there are
-    not painted (upper bound of the objects row's motion)."""
+    """The objects of frames 1..11 painted by the objects row's renderer (`objects.render`) at
+    their true places in frame 22; objects not seen there are not painted (upper bound of the
+    objects row's motion)."""
     centers, seen = batch.true_positions
-    plane = batch.models.dynamics.model.plane
-    return render(batch.tracks, centers, plane, drawable=seen).to(batch.frames.device)
+    model = batch.models.dynamics.model
+    return render(batch.tracks, centers, model.plane, camera=model.floor.camera(), drawable=seen).to(batch.frames.device)
 
 
 def shapes_true_row(batch: Batch) -> torch.Tensor:

@@ -1,8 +1,12 @@
 """Masks painted from objects: each object's shape at its forecast position and size.
 
-Objects are painted far to near (ascending image row of the center: the camera looks down
-on the floor, so lower in the image is nearer), so nearer objects occlude farther ones;
-parts outside the image are clipped.
+An object's template (its pixels when last seen whole) is its exact look where it was seen, and
+near there it is pasted, scaled by the change of inverse depth. An object that travelled further
+is seen from another angle (and a cube may have turned), so with a camera (`camera.py`, fitted
+to the training tracks) it is drawn as the camera sees its 3D shape there instead
+(`silhouette.py`; a cube keeps the turn read from its template). Objects are painted far to near
+(ascending image row of the center: the camera looks down on the floor, so lower in the image
+is nearer), so nearer objects occlude farther ones; parts outside the image are clipped.
 """
 
 from __future__ import annotations
@@ -10,9 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..classes import BACKGROUND
+from ..classes import BACKGROUND, shape_and_material
+from .camera import Camera
 from .ground import GroundPlane
+from .silhouette import estimate_yaw, silhouette
 from .tracks import Tracks
+
+# Pixels an object's center may move from where its template was cut and still be pasted as the
+# template; further, a camera draws its 3D shape (benchmarks/results/objects3d.md).
+TEMPLATE_REACH = 5.0
 
 
 def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -36,7 +46,7 @@ def paint(canvas: np.ndarray, shape: np.ndarray, center: tuple[float, float], cl
     canvas[y0:y1, x0:x1][part] = class_id
 
 
-def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
+def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *, camera: Camera | None = None,
            drawable: torch.Tensor | None = None) -> torch.Tensor:
     """The mask of one future frame.
 
@@ -44,6 +54,8 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
         tracks: the objects, with templates.
         centers: (B, K, 2) their centers in that frame, pixels.
         plane: gives the apparent size at a position (size scales with inverse depth).
+        camera: draws the objects further than `TEMPLATE_REACH` pixels from their template's
+            place as 3D shapes; None: every object is its template.
         drawable: bool (B, K), which objects to paint (default: every object). Objects whose
             center is not finite (a diverged forecast) are never painted.
 
@@ -53,6 +65,8 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
     if tracks.templates is None:
         raise ValueError("rendering needs tracks extracted with templates=True")
     h, w = tracks.image_size
+    if camera is not None and tuple(camera.image_size) != (h, w):
+        raise ValueError(f"the camera sees {camera.image_size} images, the tracks are {(h, w)}")
     centers = centers.detach().float().cpu()
     drawable = tracks.valid if drawable is None else drawable.cpu() & tracks.valid
     drawable = drawable & torch.isfinite(centers).all(-1)
@@ -65,10 +79,19 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
         scale_old = plane.inverse_depth(template_xy.to(device)).cpu()
     ratio = (scale_new / scale_old.clamp_min(1e-3)).clamp(0.25, 4.0).numpy()
     xy = centers.numpy()
+    shaped = drawable & ((centers - template_xy).norm(dim=-1) > TEMPLATE_REACH) if camera is not None else None
+    floor = _floor_points(camera, tracks, centers, shaped) if shaped is not None and shaped.any() else {}
     out = np.full((len(tracks.templates), h, w), BACKGROUND, np.int64)
     for b, row in enumerate(tracks.templates):
         order = sorted((k for k in range(len(row)) if bool(drawable[b, k])), key=lambda k: xy[b, k, 1])
         for k in order:
+            class_id = int(tracks.classes[b, k])
+            if (b, k) in floor:
+                drawn = silhouette(camera, *floor[b, k])
+                if drawn is not None:
+                    window, depth = drawn
+                    out[b][window][np.isfinite(depth)] = class_id
+                continue
             shape = row[k].mask
             if not shape.size:
                 continue
@@ -76,5 +99,17 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *,
             width = max(1, int(round(shape.shape[1] * ratio[b, k])))
             if (height, width) != shape.shape:
                 shape = _resize_nearest(shape, height, width)
-            paint(out[b], shape, (float(xy[b, k, 0]), float(xy[b, k, 1])), int(tracks.classes[b, k]))
+            paint(out[b], shape, (float(xy[b, k, 0]), float(xy[b, k, 1])), class_id)
     return torch.from_numpy(out)
+
+
+def _floor_points(camera: Camera, tracks: Tracks, centers: torch.Tensor,
+                  shaped: torch.Tensor) -> dict[tuple[int, int], tuple[int, np.ndarray, float]]:
+    """(shape index, floor point, turn) of the objects `shaped` (bool (B, K)) marks, by (b, k):
+    where their boxes are centered at `centers` (B, K, 2)."""
+    where = [tuple(bk) for bk in shaped.nonzero().tolist()]
+    shapes = shape_and_material(tracks.classes)[0]
+    kinds = np.array([int(shapes[b, k]) for b, k in where])
+    yaws = np.array([estimate_yaw(camera, int(shapes[b, k]), tracks.templates[b][k]) for b, k in where])
+    points = camera.floor_position(kinds, centers[shaped].double().numpy(), yaws)
+    return {bk: (int(kind), point, float(yaw)) for bk, kind, point, yaw in zip(where, kinds, points, yaws, strict=True)}

@@ -88,5 +88,5 @@ class Dynamics(Served):
         device = self.device
         centers = self.model(tracks.classes.to(device), tracks.present.to(device), tracks.center.to(device),
                              size=tracks.size.to(device), learned=learned).float().cpu()
-        mask = render(tracks, centers[:, :, -1], self.model.plane)
+        mask = render(tracks, centers[:, :, -1], self.model.plane, camera=self.model.floor.camera())
         return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device))

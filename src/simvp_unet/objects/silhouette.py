@@ -1,7 +1,8 @@
 """Masks drawn from 3D shapes: each object as the camera sees its cube, sphere or cylinder.
 
-Where `render.py` pastes the shape an object had in an input frame, scaled, this draws it at
-its new place as a camera (`camera.py`, fitted to the objects' boxes) sees it: a ray through
+Where a pasted template (the shape an object had in an input frame, scaled) no longer fits,
+because the object travelled, `render.py` draws it here at its new place as a camera
+(`camera.py`, fitted to the objects' boxes) sees it: a ray through
 each pixel center meets the object or not, and the nearest object a ray meets owns the pixel
 (a depth buffer), so occlusion follows depth. A cube's turn about the vertical is read from
 its template (`estimate_yaw`) and kept.
@@ -23,8 +24,7 @@ from .camera import CUBE, CYLINDER, SPHERE, Camera
 from .tracks import Template, Tracks
 
 _COARSE_YAWS = np.radians(np.arange(0.0, 90.0, 6.0))  # cube turns tried first (a quarter turn repeats)
-_FINE_YAW = math.radians(1.0)
-_STEPS = (2.0, 0.7, 0.25, 0.08)  # position search steps, pixels
+_STEPS = (2.0, 0.7, 0.25, 0.08)  # position search steps, pixels (`fit_position`)
 
 
 # ---- where a ray o + t d (t >= 0) is inside a shape: an interval of t ----------------------
@@ -177,32 +177,37 @@ def _template_image(camera: Camera, template: Template) -> np.ndarray:
     return out
 
 
+def _overlap(camera: Camera, xy: np.ndarray, yaw: float, seen: np.ndarray, area: int) -> float:
+    """Intersection over union of a cube's silhouette and the pixels `seen` (H, W; `area` of them)."""
+    drawn = silhouette(camera, CUBE, xy, yaw)
+    if drawn is None:
+        return -1.0
+    window, depth = drawn
+    hit = np.isfinite(depth)
+    both = int(np.count_nonzero(hit & seen[window]))
+    return both / (int(np.count_nonzero(hit)) + area - both)
+
+
 def estimate_yaw(camera: Camera, shape: int, template: Template) -> float:
     """A cube's turn about the vertical (radians, in [0, pi/2)) from the shape it had when last
-    seen whole (its template): the turn whose silhouette matches it best, placed to fit it; 0
-    for round shapes.
-
-    Coarse turns are tried, each placed by the template's box center and moved a little to fit
-    it; the best one's place is fitted closely, and finer turns around it are tried there.
+    seen whole (its template): the turn whose silhouette, placed where its box has the template's
+    box center, overlaps the template best (intersection over union); 0 for round shapes.
+    Turns 6 degrees apart are tried, and the peak of the overlap found between them.
     """
     if shape != CUBE or not template.mask.any():
         return 0.0
     seen = _template_image(camera, template)
-    free, center = ~seen, np.array([template.center])
-
-    def fitted(yaw: float, xy: np.ndarray | None = None, steps: tuple[float, ...] = _STEPS) -> tuple[np.ndarray, int]:
-        if xy is None:
-            xy = camera.floor_position(np.array([CUBE]), center, np.array([yaw]))[0]
-        return fit_position(camera, CUBE, xy, yaw, seen, free, steps=steps)
-
-    coarse = [fitted(y, steps=_STEPS[1:2]) for y in _COARSE_YAWS]
-    best = int(np.argmin([c for _, c in coarse]))
-    yaw = float(_COARSE_YAWS[best])
-    xy = fitted(yaw, coarse[best][0])[0]
+    area = int(np.count_nonzero(seen))
+    n = len(_COARSE_YAWS)
+    places = camera.floor_position(np.full(n, CUBE), np.repeat([template.center], n, 0), _COARSE_YAWS)
+    overlaps = np.array([_overlap(camera, xy, float(y), seen, area) for y, xy in zip(_COARSE_YAWS, places, strict=True)])
+    best = int(np.argmax(overlaps))
+    # the peak of the parabola through the best turn and its two neighbours (turns repeat)
+    low, mid, high = overlaps[best - 1], overlaps[best], overlaps[(best + 1) % n]
+    curve = low - 2 * mid + high
+    shift = 0.5 * (low - high) / curve if curve < 0 else 0.0
     step = float(_COARSE_YAWS[1] - _COARSE_YAWS[0])
-    fine = np.arange(yaw - step / 2, yaw + step / 2 + 1e-9, _FINE_YAW)
-    costs = [fitted(y, xy, ())[1] for y in fine]
-    return float(fine[int(np.argmin(costs))] % (math.pi / 2))
+    return float((_COARSE_YAWS[best] + np.clip(shift, -0.5, 0.5) * step) % (math.pi / 2))
 
 
 # ---- masks of tracked objects ----------------------------------------------------------------
