@@ -1,6 +1,7 @@
-"""The two renderers of the object path on the `objects` forecast: templates (as served) and
-3D silhouettes drawn by the camera fitted to the training masks (`objects/silhouette.py`): the
-dynamics run's own, or for a run without one, fitted here.
+"""The renderers of the object path on the `objects` forecast: every object its template, as
+served (templates where the objects stayed, 3D shapes where they travelled: `objects/render.py`),
+and every object a 3D silhouette (`objects/silhouette.py`), all drawn by the camera fitted to
+the training masks: the dynamics run's own, or for a run without one, fitted here.
 
     python benchmarks/objects3d.py --data data/demo --split val --dynamics runs/dyn [--segmenter runs/seg]
 
@@ -47,7 +48,7 @@ def main() -> None:
     if camera is None:
         raise SystemExit("no camera could be fitted to the training masks")
     segmenter = load_run(args.segmenter, args.checkpoint, fold=True) if args.segmenter else None
-    scores = {"templates": MaskScore(), "silhouettes": MaskScore()}
+    scores = {"templates": MaskScore(), "as served": MaskScore(), "silhouettes": MaskScore()}
     seconds = dict.fromkeys(scores, 0.0)
     videos = 0
     with torch.inference_mode():
@@ -63,6 +64,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if name == "templates":
                     mask = render(forecast.tracks, centers, dynamics.model.plane)
+                elif name == "as served":
+                    mask = render(forecast.tracks, centers, dynamics.model.plane, camera=camera)
                 else:
                     mask = draw(camera, forecast.tracks, centers)
                 seconds[name] += time.perf_counter() - t0
