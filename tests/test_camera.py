@@ -185,3 +185,8 @@ def test_render_pastes_templates_near_their_place_and_draws_travelled_objects_as
     assert sphere_there.sum() > (mask == SHAPE_CLASS[SPHERE]).sum()
     pasted = render(tracks, centers, plane)[0].numpy() == SHAPE_CLASS[SPHERE]
     assert pasted.sum() == (mask == SHAPE_CLASS[SPHERE]).sum()  # the unfitted plane keeps its size
+    # a forecast beyond the horizon, or one that overflowed, draws nothing and stops nothing
+    for far in ([120.0, -1000.0], [1e30, 1e30]):
+        centers[0, slot[SHAPE_CLASS[SPHERE]]] = torch.tensor(far)
+        drawn = render(tracks, centers, plane, camera=CAMERA)[0].numpy()
+        assert not (drawn == SHAPE_CLASS[SPHERE]).any() and (drawn == SHAPE_CLASS[CUBE]).any()

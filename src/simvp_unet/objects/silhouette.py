@@ -58,11 +58,12 @@ def _ball(o: np.ndarray, d: np.ndarray, radius: float) -> tuple[np.ndarray, np.n
 
 def _window(camera: Camera, shape: int, xy: np.ndarray) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right) pixels holding the image of a ball around the object (the
-    part inside the image), or None when it is outside the image or behind the camera."""
+    part inside the image), or None when it is outside the image, behind the camera or nowhere
+    (a floor point that is not finite: a forecast beyond the horizon)."""
     center = np.array([xy[0], xy[1], camera.rest_height(np.array(shape))])
     p = (center - camera.eye) @ camera.axes.T
     radius = camera.bounding_radius(shape)
-    if p[2] <= radius * 1.01:
+    if not np.isfinite(p).all() or p[2] <= radius * 1.01:
         return None
     z2 = p[2] ** 2 - radius**2
     spans = []
