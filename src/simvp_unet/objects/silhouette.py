@@ -23,7 +23,7 @@ from ..classes import BACKGROUND, shape_and_material
 from .camera import CUBE, CYLINDER, SPHERE, Camera
 from .tracks import Template, Tracks
 
-_COARSE_YAWS = np.radians(np.arange(0.0, 90.0, 6.0))  # cube turns tried first (a quarter turn repeats)
+_COARSE_YAWS = np.radians(np.arange(0.0, 90.0, 6.0))  # cube turns compared (a quarter turn repeats)
 _STEPS = (2.0, 0.7, 0.25, 0.08)  # position search steps, pixels (`fit_position`)
 
 
