@@ -178,22 +178,11 @@ def _template_image(camera: Camera, template: Template) -> np.ndarray:
     return out
 
 
-def _overlap(camera: Camera, xy: np.ndarray, yaw: float, seen: np.ndarray, area: int) -> float:
-    """Intersection over union of a cube's silhouette and the pixels `seen` (H, W; `area` of them)."""
-    drawn = silhouette(camera, CUBE, xy, yaw)
-    if drawn is None:
-        return -1.0
-    window, depth = drawn
-    hit = np.isfinite(depth)
-    both = int(np.count_nonzero(hit & seen[window]))
-    return both / (int(np.count_nonzero(hit)) + area - both)
-
-
 def estimate_yaw(camera: Camera, shape: int, template: Template) -> float:
     """A cube's turn about the vertical (radians, in [0, pi/2)) from the shape it had when last
     seen whole (its template): the turn whose silhouette, placed where its box has the template's
-    box center, overlaps the template best (intersection over union); 0 for round shapes.
-    Turns 6 degrees apart are tried, and the peak of the overlap found between them.
+    box center, differs from the template in the fewest pixels; 0 for round shapes. Turns 6
+    degrees apart are tried, and the least difference found between them (a parabola's).
     """
     if shape != CUBE or not template.mask.any():
         return 0.0
@@ -201,12 +190,13 @@ def estimate_yaw(camera: Camera, shape: int, template: Template) -> float:
     area = int(np.count_nonzero(seen))
     n = len(_COARSE_YAWS)
     places = camera.floor_position(np.full(n, CUBE), np.repeat([template.center], n, 0), _COARSE_YAWS)
-    overlaps = np.array([_overlap(camera, xy, float(y), seen, area) for y, xy in zip(_COARSE_YAWS, places, strict=True)])
-    best = int(np.argmax(overlaps))
-    # the peak of the parabola through the best turn and its two neighbours (turns repeat)
-    low, mid, high = overlaps[best - 1], overlaps[best], overlaps[(best + 1) % n]
+    costs = np.array([_mismatch(camera, CUBE, xy, float(y), seen, ~seen, area)
+                      for y, xy in zip(_COARSE_YAWS, places, strict=True)], dtype=np.float64)
+    best = int(np.argmin(costs))
+    # the vertex of the parabola through the best turn and its two neighbours (turns repeat)
+    low, mid, high = costs[best - 1], costs[best], costs[(best + 1) % n]
     curve = low - 2 * mid + high
-    shift = 0.5 * (low - high) / curve if curve < 0 else 0.0
+    shift = 0.5 * (low - high) / curve if curve > 0 else 0.0
     step = float(_COARSE_YAWS[1] - _COARSE_YAWS[0])
     return float((_COARSE_YAWS[best] + np.clip(shift, -0.5, 0.5) * step) % (math.pi / 2))
 
