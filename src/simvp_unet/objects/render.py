@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..classes import BACKGROUND, shape_and_material
+from ..classes import BACKGROUND
 from .camera import Camera
 from .ground import GroundPlane
-from .silhouette import estimate_yaw, silhouette
+from .silhouette import placements, silhouette
 from .tracks import Tracks
 
 # Pixels an object's center may move from where its template was cut and still be pasted as the
@@ -80,7 +80,7 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *, camera:
     ratio = (scale_new / scale_old.clamp_min(1e-3)).clamp(0.25, 4.0).numpy()
     xy = centers.numpy()
     shaped = drawable & ((centers - template_xy).norm(dim=-1) > TEMPLATE_REACH) if camera is not None else None
-    floor = _floor_points(camera, tracks, centers, shaped) if shaped is not None and shaped.any() else {}
+    floor = placements(camera, tracks, centers, shaped) if shaped is not None and shaped.any() else {}
     out = np.full((len(tracks.templates), h, w), BACKGROUND, np.int64)
     for b, row in enumerate(tracks.templates):
         order = sorted((k for k in range(len(row)) if bool(drawable[b, k])), key=lambda k: xy[b, k, 1])
@@ -102,14 +102,3 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *, camera:
             paint(out[b], shape, (float(xy[b, k, 0]), float(xy[b, k, 1])), class_id)
     return torch.from_numpy(out)
 
-
-def _floor_points(camera: Camera, tracks: Tracks, centers: torch.Tensor,
-                  shaped: torch.Tensor) -> dict[tuple[int, int], tuple[int, np.ndarray, float]]:
-    """(shape index, floor point, turn) of the objects `shaped` (bool (B, K)) marks, by (b, k):
-    where their boxes are centered at `centers` (B, K, 2)."""
-    where = [tuple(bk) for bk in shaped.nonzero().tolist()]
-    shapes = shape_and_material(tracks.classes)[0]
-    kinds = np.array([int(shapes[b, k]) for b, k in where])
-    yaws = np.array([estimate_yaw(camera, int(shapes[b, k]), tracks.templates[b][k]) for b, k in where])
-    points = camera.floor_position(kinds, centers[shaped].double().numpy(), yaws)
-    return {bk: (int(kind), point, float(yaw)) for bk, kind, point, yaw in zip(where, kinds, points, yaws, strict=True)}

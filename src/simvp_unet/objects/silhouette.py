@@ -227,17 +227,28 @@ def draw(camera: Camera, tracks: Tracks, centers: torch.Tensor, *, drawable: tor
     centers = centers.detach().double().cpu()
     drawable = tracks.valid if drawable is None else drawable.cpu() & tracks.valid
     drawable = drawable & torch.isfinite(centers).all(-1)
-    shapes = shape_and_material(tracks.classes)[0].numpy()
+    placed = placements(camera, tracks, centers, drawable)
     truth = None if fit_to is None else fit_to.cpu().numpy()
     out = []
-    for b, row in enumerate(tracks.templates):
+    for b in range(len(tracks.templates)):
         objects = []
         for k in np.flatnonzero(drawable[b].numpy()):
-            class_id, shape = int(tracks.classes[b, k]), int(shapes[b, k])
-            yaw = estimate_yaw(camera, shape, row[k])
-            xy = camera.floor_position(np.array([shape]), centers[b, k][None].numpy(), np.array([yaw]))[0]
+            class_id, (shape, xy, yaw) = int(tracks.classes[b, k]), placed[b, k]
             if truth is not None:
                 xy = fit_position(camera, shape, xy, yaw, truth[b] == class_id, truth[b] == BACKGROUND)[0]
             objects.append((class_id, shape, xy, yaw))
         out.append(paint(camera, objects))
     return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, *camera.image_size, dtype=torch.long)
+
+
+def placements(camera: Camera, tracks: Tracks, centers: torch.Tensor,
+               which: torch.Tensor) -> dict[tuple[int, int], tuple[int, np.ndarray, float]]:
+    """(shape index, floor point, turn) of the objects `which` (bool (B, K)) marks, by (b, k):
+    where their whole boxes are centered at `centers` (B, K, 2, pixels), a cube turned as its
+    template shows (`estimate_yaw`)."""
+    where = [tuple(bk) for bk in which.nonzero().tolist()]
+    shapes = shape_and_material(tracks.classes)[0]
+    kinds = np.array([int(shapes[b, k]) for b, k in where], dtype=np.int64)
+    yaws = np.array([estimate_yaw(camera, int(shapes[b, k]), tracks.templates[b][k]) for b, k in where])
+    points = camera.floor_position(kinds, centers[which].double().numpy(), yaws) if where else np.zeros((0, 2))
+    return {bk: (int(kind), point, float(yaw)) for bk, kind, point, yaw in zip(where, kinds, points, yaws, strict=True)}
