@@ -109,7 +109,8 @@ def write_squares_dataset(root, *, videos_per_split: int = 3) -> None:
 
 # The weights a dynamics run gained after the ground plane: the camera's floor, the fitted start
 # and the grip at contact.
-LATER_WEIGHTS = ("model.floor.principal", "model.floor.numbers", "model.physics.window", "model.physics.grip")
+LATER_WEIGHTS = ("model.floor.principal", "model.floor.numbers", "model.physics.window", "model.physics.grip",
+                 "model.physics.spin_up", "model.physics.log_rolling")
 
 
 def as_made_before_the_floor(path) -> None:

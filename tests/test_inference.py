@@ -135,4 +135,5 @@ def test_a_dynamics_run_from_before_the_floor_and_the_fitted_start_forecasts_as_
     as_made_before_the_floor(tmp_path / "dyn" / "checkpoints" / "best.ckpt")
     model = load_run(tmp_path / "dyn").model
     assert not model.floor.fitted and float(model.physics.window) == 0.0 and float(model.physics.grip) == 0.0
+    assert float(model.physics.spin_up) == 0.0  # balls slide like the other shapes
     assert float(trainer.model.physics.window) > 0  # a new run starts from fitted paths

@@ -168,6 +168,57 @@ def test_fits_before_training_use_at_most_fit_videos(tiny_config, monkeypatch):
     assert seen == [5, 5]
 
 
+def test_a_ball_launched_without_spin_rolls_once_it_has_lost_two_sevenths_of_its_speed():
+    """Friction slows a ball and spins it up (5/2 as fast for a solid ball) until it rolls at
+    5/7 of its launch speed, and then it keeps that speed (no rolling friction here); a cube
+    with the same friction slides until it stops. A blow that reverses the rolling ball's
+    velocity leaves its spin: it slides again, to (5 v + 2 spin) / 7."""
+    physics = Physics(substeps=1)
+    with torch.no_grad():
+        physics.log_friction.fill_(math.log(0.01))
+        physics.spin_up.fill_(2.5)
+        physics.log_rolling.fill_(-30.0)
+    classes, valid = torch.tensor([[METAL_SPHERE, METAL_CUBE]]), torch.ones(1, 2, dtype=torch.bool)
+    p, v, spin = torch.zeros(1, 2, 2), torch.tensor([[[0.5, 0.0], [0.5, 0.0]]]), torch.zeros(1, 2, 2)
+    speeds = []
+    with torch.no_grad():
+        for _ in range(60):
+            p, v, spin = physics.advance(p, v, spin, classes, valid, collide=False)
+            speeds.append(v[0, :, 0].tolist())
+    ball, cube = zip(*speeds, strict=True)
+    assert ball[0] == pytest.approx(0.49) and ball[13] == pytest.approx(0.5 - 0.14)  # sliding
+    assert ball[20:] == pytest.approx([0.5 * 5 / 7] * 40)  # rolling from frame 15 on
+    assert spin[0, 0].tolist() == pytest.approx(v[0, 0].tolist()) and spin[0, 1].tolist() == [0.0, 0.0]
+    assert cube[48] == pytest.approx(0.01, abs=1e-5) and cube[49:] == pytest.approx([0.0] * 11, abs=1e-5)
+    v = -v  # bounced straight back
+    with torch.no_grad():
+        for _ in range(30):
+            p, v, spin = physics.advance(p, v, spin, classes, valid, collide=False)
+    assert float(v[0, 0, 0]) == pytest.approx((5 * -0.5 * 5 / 7 + 2 * 0.5 * 5 / 7) / 7, abs=1e-5)
+
+
+def test_a_ball_seen_long_enough_starts_rolling_and_one_just_seen_slides():
+    """At the last input frame a ball's spin is what friction gave it since it was first seen,
+    at most its speed: seen for 10 frames at a slow speed it already rolls on at that speed;
+    seen for 2 frames it slides and slows (spin up 2.5 x 0.002 x frames)."""
+    physics = sliding_physics()
+    with torch.no_grad():
+        physics.spin_up.fill_(2.5)
+        physics.log_rolling.fill_(-30.0)
+    t = torch.arange(-10, 1.0).view(1, -1, 1)
+    q = (torch.tensor([0.1, 0.3]) + torch.tensor([[[0.03, 0.0]], [[0.1, 0.0]]]) * t).unsqueeze(0)  # (1, 2, 11, 2)
+    present = torch.ones(1, 2, 11, dtype=torch.bool)
+    present[0, 1, :-3] = False  # the fast ball entered the view at frame 9
+    classes = torch.tensor([[METAL_SPHERE, METAL_SPHERE]])
+    with torch.no_grad():
+        _, v, spin = physics.start(q, classes, present)
+        path = physics.simulate(q, classes, 11, present=present, collide=False)
+    assert torch.allclose(spin[0, 0], v[0, 0]) and float(spin[0, 1, 0]) == pytest.approx(2.5 * 0.002 * 2)
+    steps = path[0, :, -1, 0] - path[0, :, -2, 0]
+    assert float(steps[0]) == pytest.approx(float(v[0, 0, 0]), abs=1e-6)  # rolls on
+    assert float(steps[1]) < float(v[0, 1, 0]) - 10 * 0.002  # slid for all 11 frames
+
+
 def sliding_path(end: torch.Tensor, v: torch.Tensor, friction: float, frames: int = 11) -> torch.Tensor:
     """Past positions (1, 1, frames, 2) of an object sliding against `friction` that reaches
     `end` with velocity `v` (it was faster before)."""
@@ -191,7 +242,7 @@ def test_the_starting_path_is_fitted_through_pixel_noise():
     clean = sliding_path(torch.tensor([0.2, 0.1]), v, 0.002)
     scale = torch.full((1, 1), 100.0)  # pixels per unit: the noise below is +-0.3 px
     with torch.no_grad():
-        p, fitted = physics.start(clean, classes, scale=scale)
+        p, fitted, _ = physics.start(clean, classes, scale=scale)
     assert torch.allclose(fitted[0, 0], v, atol=1e-5) and torch.allclose(p[0, 0], clean[0, 0, -1], atol=1e-5)
     errors = {"fitted": [], "mean": []}
     generator = torch.Generator().manual_seed(0)
@@ -212,7 +263,7 @@ def test_the_starting_path_begins_after_a_collision_and_a_resting_object_stays()
                                              - 0.5) * 0.004
     q = torch.cat([hit, rest], 1)
     with torch.no_grad():
-        _, v = physics.start(q, torch.tensor([[METAL_CUBE, RUBBER_CUBE]]), scale=scale)
+        _, v, _ = physics.start(q, torch.tensor([[METAL_CUBE, RUBBER_CUBE]]), scale=scale)
         path = physics.simulate(q, torch.tensor([[METAL_CUBE, RUBBER_CUBE]]), 11, scale=scale, collide=False)
     assert torch.allclose(v[0, 0], torch.tensor([0.04, 0.0]), atol=1e-4)
     assert float((path[0, 1, -1] - q[0, 1, -1]).norm()) * 100 < 0.5  # pixels: it stays where it was

@@ -151,10 +151,13 @@ class DynamicsNet(nn.Module):
 
     def legacy_weights(self) -> dict[str, torch.Tensor]:
         """Weights that runs made before they existed lack, with the values that keep such a run
-        forecasting as it did: no camera, the mean starting velocity, no friction at contact."""
+        forecasting as it did: no camera, the mean starting velocity, no friction at contact, balls
+        that slide like the other shapes."""
         return {"floor.principal": self.floor.principal, "floor.numbers": torch.zeros_like(self.floor.numbers),
                 "physics.window": torch.zeros_like(self.physics.window),
-                "physics.grip": torch.zeros_like(self.physics.grip)}
+                "physics.grip": torch.zeros_like(self.physics.grip),
+                "physics.spin_up": torch.zeros_like(self.physics.spin_up),
+                "physics.log_rolling": self.physics.log_rolling.detach().clone()}
 
     @torch.no_grad()
     def pixel_scale(self, filled: torch.Tensor) -> torch.Tensor:
@@ -218,10 +221,10 @@ class DynamicsNet(nn.Module):
         classes = torch.where(valid, classes, BACKGROUND)
         q = self.physics.to_metric(filled)
         h = self.net.encode(q, present, attributes(classes))
-        p, v = self.physics.start(q, classes, present, scale=self.pixel_scale(filled))
+        p, v, spin = self.physics.start(q, classes, present, scale=self.pixel_scale(filled))
         v = v + self.net.initial_velocity(h) / VELOCITY_SCALE
         out = []
         for _ in range(self.config.steps):
-            p, v = self.physics.advance(p, v + self.net.step(p, v, h, valid), classes, valid)
+            p, v, spin = self.physics.advance(p, v + self.net.step(p, v, h, valid), spin, classes, valid)
             out.append(p)
         return self.to_pixels(self.physics.from_metric(torch.stack(out, -2)))

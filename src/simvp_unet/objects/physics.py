@@ -2,12 +2,14 @@
 
     physics = Physics()
     physics.fit(classes, filled, error, diameter=0.1, steps=11)  # training tracks, before training
-    p, v = physics.start(q, classes, present)    # q: past positions (B, K, T, 2), metric space
-    p, v = physics.advance(p, v, classes, valid) # one frame later
+    p, v, spin = physics.start(q, classes, present)  # q: past positions (B, K, T, 2), metric space
+    p, v, spin = physics.advance(p, v, spin, classes, valid)  # one frame later
 
 The objects of these scenes slide on a floor. Sliding friction slows an object by the same
 amount every frame whatever its speed (Coulomb friction: the deceleration depends on the
-materials in contact, not on speed), until it stops. Objects that meet push each other: at
+materials in contact, not on speed), until it stops. A ball is different: the same friction
+also spins it up, and once its spin matches its speed it rolls, and then barely slows. Objects
+that meet push each other: at
 contact the velocities along the line between the centers change as in a collision of two
 disks of given masses and restitution, and friction between their surfaces takes away a share
 (`grip`) of their sliding past each other, so that a glancing blow also drags the other object
@@ -24,9 +26,18 @@ within that many pixels of the fitted curve; a collision or a stop ends the span
 carry pixel noise, and a velocity measured over 8 or 10 frames is far steadier than one over 2
 or 3; where no span of 3 or more frames fits, the velocity is the mean over the last `frames`.
 
+A ball's spin is kept as the velocity it would roll at (`spin`, along the floor). While the
+ball slides faster than that, friction slows it by its material's deceleration a and speeds the
+spin up by `spin_up` x a (5/2 for a solid ball, whose moment of inertia is 2/5 m r^2: a ball
+launched without spin rolls once it has lost 2/7 of its speed); where the two meet it rolls,
+slowed by `rolling` only. A collision changes the velocity, not the spin, so the ball slides
+again. Cubes and cylinders stand on a face and slide until they stop. At the last input frame
+a ball's spin is not seen: it is taken as what friction gave it since it was first seen (at
+most its speed: a ball slowed that long already rolls).
+
 Every number is fitted to the training tracks (`fit`), none is taken from a simulator:
-the metric and the friction of each material from objects in free motion (gradient descent
-on the forecast error, collisions off), the contact radius by a grid search (both for each
+the metric, the friction of each material, the spin-up and the rolling friction from objects in
+free motion (gradient descent on the forecast error, collisions off), the contact radius by a grid search (both for each
 span of frames the mean velocity may be measured over; the span whose forecast with
 collisions is best wins), then the mass of each shape and material, the restitution and the
 grip by gradient descent through the collisions; `fit_window` then picks the `window` tolerance.
@@ -76,6 +87,8 @@ class Physics(nn.Module):
         self.log_mass = nn.Parameter(torch.zeros(len(SHAPES) + len(MATERIALS)))  # shape + material
         self.restitution = nn.Parameter(torch.tensor(0.2))
         self.grip = nn.Parameter(torch.tensor(0.1))  # share of the sliding at contact friction removes
+        self.spin_up = nn.Parameter(torch.tensor(2.5))  # a ball's spin gained per unit of speed lost sliding
+        self.log_rolling = nn.Parameter(torch.tensor(math.log(1e-5)))  # a rolling ball's deceleration
         self.register_buffer("radius", torch.tensor(0.04))  # half the distance at contact
         self.register_buffer("frames", torch.tensor(frames))
         self.register_buffer("window", torch.tensor(WINDOW))  # pixels; 0: the mean velocity only
@@ -96,17 +109,24 @@ class Physics(nn.Module):
         """Deceleration (B, K, 1) per frame^2 of each object, from its material."""
         return self.log_friction.exp()[shape_and_material(classes)[1]].unsqueeze(-1)
 
-    def start(self, q: torch.Tensor, classes: torch.Tensor, present: torch.Tensor | None = None,
-              *, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Position and velocity at the last input frame from past positions (B, K, T, 2).
+    def spin_gain(self, classes: torch.Tensor) -> torch.Tensor:
+        """Spin gained per unit of speed lost to friction (B, K, 1): `spin_up` for balls, 0 for
+        the shapes that slide on a face."""
+        ball = shape_and_material(classes)[0] == SHAPES.index("sphere")
+        return (self.spin_up.clamp_min(0) * ball).unsqueeze(-1)
 
-        Given `scale` (B, K), the pixels per unit of motion space at each object, both are fitted to the
-        longest span of past frames whose sightings the path of a sliding object explains within
-        `window` pixels (see the module doc). Otherwise, and for an object no span of
-        `MIN_WINDOW` frames fits, the position is the last one and the velocity the mean over
-        the last `frames` frames (fewer for an object seen for fewer, given `present` (B, K, T):
-        see `motion.velocity`), slowed by the friction of the (span - 1) / 2 frames between the
-        middle of that span and its end.
+    def start(self, q: torch.Tensor, classes: torch.Tensor, present: torch.Tensor | None = None,
+              *, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Position, velocity and spin (see `spin`) at the last input frame from past positions
+        (B, K, T, 2).
+
+        Given `scale` (B, K), the pixels per unit of motion space at each object, position and
+        velocity are fitted to the longest span of past frames whose sightings the path of a
+        sliding object (or of a rolling ball) explains within `window` pixels (see the module
+        doc). Otherwise, and for an object no span of `MIN_WINDOW` frames fits, the position is
+        the last one and the velocity the mean over the last `frames` frames (fewer for an object
+        seen for fewer, given `present` (B, K, T): see `motion.velocity`), slowed by the friction
+        of the (span - 1) / 2 frames between the middle of that span and its end.
         """
         if present is None:
             present = torch.ones(q.shape[:-1], dtype=torch.bool, device=q.device)
@@ -117,9 +137,21 @@ class Physics(nn.Module):
         lag = ((steps - 1).clamp_min(0).to(q.dtype) / 2).unsqueeze(-1)
         slower = (speed - self.friction(classes) * lag).clamp_min(0)
         p, v = q[..., -1, :], mean * slower / speed
-        if scale is None or float(self.window) <= 0:
-            return p, v
-        return self.fitted_start(q, classes, present, scale, p, v)
+        if scale is not None and float(self.window) > 0:
+            p, v = self.fitted_start(q, classes, present, scale, p, v)
+        return p, v, self.spin(v, classes, present)
+
+    def spin(self, v: torch.Tensor, classes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The velocity (B, K, 2) each object's spin would roll it at, at the last input frame,
+        where its velocity is `v` (B, K, 2): for a ball, what friction gave it since it was first
+        seen (`present` (B, K, T); `spin_gain` x deceleration x frames), at most its speed (a
+        ball slowed that long rolls), along its motion; 0 for other shapes."""
+        t_all = present.shape[-1]
+        first = torch.where(present.any(-1), present.to(torch.uint8).argmax(-1), t_all - 1)
+        elapsed = (t_all - 1 - first).to(v.dtype).unsqueeze(-1)
+        speed = _length(v)
+        gain = self.spin_gain(classes)
+        return v * torch.minimum(gain * self.friction(classes) * elapsed, speed) / speed
 
     def fitted_start(self, q: torch.Tensor, classes: torch.Tensor, present: torch.Tensor, scale: torch.Tensor,
                      p: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,11 +192,14 @@ class Physics(nn.Module):
             v = torch.where(fits.unsqueeze(-1), v_n, v)
         return p, v
 
-    def advance(self, p: torch.Tensor, v: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor,
-                *, collide: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions and velocities (B, K, 2) one frame later; `valid` (B, K) marks real objects."""
+    def advance(self, p: torch.Tensor, v: torch.Tensor, spin: torch.Tensor, classes: torch.Tensor,
+                valid: torch.Tensor, *, collide: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Positions, velocities and spins (B, K, 2; see `spin`) one frame later; `valid` (B, K)
+        marks real objects."""
         n_sub = self.substeps
         slow = self.friction(classes) / n_sub
+        gain = self.spin_gain(classes)
+        roll = self.log_rolling.exp() / n_sub
         shape, material = shape_and_material(classes)
         inv_mass = (-(self.log_mass[shape] + self.log_mass[len(SHAPES) + material])).exp()
         restitution = self.restitution.clamp(0, 1)
@@ -173,8 +208,15 @@ class Physics(nn.Module):
         pairs = valid.unsqueeze(1) & valid.unsqueeze(2) & ~torch.eye(k, dtype=torch.bool, device=p.device)
         reduced = 1 / (inv_mass.unsqueeze(1) + inv_mass.unsqueeze(2))  # (B, K, K)
         for _ in range(n_sub):
+            # friction against the sliding, v - spin: it slows v and spins a ball up until they meet
+            slip = v - spin
+            sliding = _length(slip)
+            step = torch.minimum(slow, sliding / (1 + gain))
+            v, spin = v - step * slip / sliding, spin + gain * step * slip / sliding
+            rolling = (gain > 0) & (sliding <= slow * (1 + gain))
             speed = _length(v)
-            v = v * (speed - slow).clamp_min(0) / speed
+            v = torch.where(rolling, v * (speed - roll).clamp_min(0) / speed, v)
+            spin = torch.where(rolling, v, spin)
             p = p + v / n_sub
             if not collide:
                 continue
@@ -190,17 +232,17 @@ class Physics(nn.Module):
             n, c, m = normal[b, i, j], closing[b, i, j].unsqueeze(-1), reduced[b, i, j].unsqueeze(-1)
             push = (1 + restitution) * c * m * n + grip * m * (rel_v[b, i, j] - c * n)
             v = v.index_put((b, i), push * inv_mass[b, i].unsqueeze(-1), accumulate=True)
-        return p, v
+        return p, v, spin
 
     def simulate(self, q: torch.Tensor, classes: torch.Tensor, steps: int, *, present: torch.Tensor | None = None,
                  scale: torch.Tensor | None = None, collide: bool = True) -> torch.Tensor:
         """Positions (B, K, steps, 2) after the past positions q (B, K, T, 2), metric space
         (`present`, `scale`: see `start`)."""
         valid = classes != BACKGROUND
-        p, v = self.start(q, classes, present, scale=scale)
+        p, v, spin = self.start(q, classes, present, scale=scale)
         out = []
         for _ in range(steps):
-            p, v = self.advance(p, v, classes, valid, collide=collide)
+            p, v, spin = self.advance(p, v, spin, classes, valid, collide=collide)
             out.append(p)
         return torch.stack(out, -2)
 
@@ -249,7 +291,8 @@ class Physics(nn.Module):
         for frames in frames_grid:  # free motion, then the contact radius, for each velocity span
             self.load_state_dict(start)
             self.frames.fill_(frames)
-            free = descend([self.metric, self.log_friction], False, 3e-3, iterations)
+            free = descend([self.metric, self.log_friction, self.spin_up, self.log_rolling], False, 3e-3,
+                           iterations)
             width = diameter * float(self.metric[0].detach().norm())
             with torch.no_grad():
                 trials = []
