@@ -187,6 +187,23 @@ def test_video_without_objects_and_single_sighting():
     assert (mask[0] == RED_CUBE).sum() == 16 * 16  # stays where it was seen
 
 
+def test_objects_seen_in_too_few_frames_are_forecast_but_not_drawn():
+    """One sighting says nothing of an object's motion, two cut by the border little: the served
+    forecast leaves out objects seen in fewer than MIN_SIGHTINGS input frames (an object
+    entering the view, or a segmenter's stray class) and draws the others."""
+    from simvp_unet.objects.motion import MIN_SIGHTINGS
+    from simvp_unet.objects.serve import Dynamics
+
+    video = square_video(11, (60, 50), (2, 0))  # seen in every frame
+    for frames, class_id, x in ((MIN_SIGHTINGS - 1, BLUE_SPHERE, 150), (MIN_SIGHTINGS, GREEN_CYL, 200)):
+        video[11 - frames:] = square_video(frames, (x, 100), (0, 0), class_id=class_id, masks=video[11 - frames:])
+    result = Dynamics(cv_net()).forecast_objects(torch.from_numpy(video[None]).long())
+    drawn = set(result.mask.unique().tolist())
+    assert drawn == {0, RED_CUBE, GREEN_CYL}
+    assert BLUE_SPHERE in result.tracks.classes[0].tolist()  # tracked and forecast, only not drawn
+    assert torch.isfinite(result.centers).all()
+
+
 def test_fit_constant_velocity_finds_the_damping():
     t = torch.arange(22, dtype=torch.float32)
     speed = 0.9 ** t

@@ -25,7 +25,7 @@ from torch import nn
 from ..classes import BACKGROUND, MATERIALS, SHAPES, shape_and_material
 from .camera import FloorSpace
 from .ground import GroundPlane
-from .motion import consistent_sightings, constant_velocity, fill_gaps
+from .motion import MIN_SIGHTINGS, consistent_sightings, constant_velocity, fill_gaps
 from .physics import Physics
 
 # Scales that bring motion-space numbers to about unit size for the network.
@@ -184,6 +184,15 @@ class DynamicsNet(nn.Module):
             return present
         keep = consistent_sightings(classes, present, center, size, self.plane, min_sightings=1)
         return torch.where(keep.any(-1, keepdim=True), keep, present)
+
+    def drawable(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
+                 size: torch.Tensor) -> torch.Tensor:
+        """bool (B, K): the objects whose forecast is worth drawing, those seen whole and
+        consistent (`sightings`) in at least `motion.MIN_SIGHTINGS` input frames. With fewer
+        an object's motion is barely known (one sighting gives none, two cut by the border give
+        a poor one) or it is a segmenter's stray class, and drawing it where the forecast puts
+        it costs the score more than leaving it out."""
+        return (classes != BACKGROUND) & (self.sightings(classes, present, center, size).sum(-1) >= MIN_SIGHTINGS)
 
     def past(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
              size: torch.Tensor | None = None) -> torch.Tensor:

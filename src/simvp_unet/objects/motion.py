@@ -25,7 +25,9 @@ MAX_CUT_SIZE = 1.7
 MIN_SIZE = 0.5
 MIN_FILL = 0.35
 # An object needs this many consistent sightings in a video (a pseudo-label's stray class is seen
-# in one or two frames; a true object almost never).
+# in one or two frames; a true object almost never, except one entering the view, whose motion
+# one or two sightings cut by the border do not tell): fewer, and it is neither trained on nor
+# drawn (benchmarks/results/pipelines.md).
 MIN_SIGHTINGS = 3
 
 

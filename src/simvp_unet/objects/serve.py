@@ -31,7 +31,8 @@ class ObjectForecast:
     Args:
         tracks: the objects found in frames 1..11.
         centers: (B, K, 11, 2) their forecast centers over frames 12..22, pixels.
-        mask: long (B, H, W), the rendered mask of frame 22.
+        mask: long (B, H, W), the rendered mask of frame 22: the objects seen in enough input
+            frames to forecast (`DynamicsNet.drawable`).
     """
 
     tracks: Tracks
@@ -86,7 +87,9 @@ class Dynamics(Served):
                              f"of shape {tuple(masks.shape)}")
         tracks = extract_tracks(masks)
         device = self.device
-        centers = self.model(tracks.classes.to(device), tracks.present.to(device), tracks.center.to(device),
-                             size=tracks.size.to(device), learned=learned).float().cpu()
-        mask = render(tracks, centers[:, :, -1], self.model.plane, camera=self.model.floor.camera())
+        seen = (tracks.classes.to(device), tracks.present.to(device), tracks.center.to(device))
+        centers = self.model(*seen, size=tracks.size.to(device), learned=learned).float().cpu()
+        drawable = self.model.drawable(*seen, tracks.size.to(device)).cpu()
+        mask = render(tracks, centers[:, :, -1], self.model.plane, camera=self.model.floor.camera(),
+                      drawable=drawable)
         return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device))
