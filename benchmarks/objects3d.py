@@ -6,7 +6,8 @@ the training masks: the dynamics run's own, or for a run without one, fitted her
     python benchmarks/objects3d.py --data data/demo --split val --dynamics runs/dyn [--segmenter runs/seg]
 
 The dynamics run forecasts the objects of the input masks (the true ones; the segmenter's with
---segmenter) and each renderer paints frame 22 from the same forecast. Prints the Jaccard of
+--segmenter) and each renderer paints frame 22 from the same forecast, the same objects as
+served (`ObjectForecast.drawn`). Prints the Jaccard of
 each and the seconds each renderer takes per video (the camera, read or fitted once, is timed apart).
 `simvp-unet evaluate` scores both renderers at the true positions (`objects@true`, `shapes@true`).
 """
@@ -63,11 +64,12 @@ def main() -> None:
             for name in scores:
                 t0 = time.perf_counter()
                 if name == "templates":
-                    mask = render(forecast.tracks, centers, dynamics.model.plane)
+                    mask = render(forecast.tracks, centers, dynamics.model.plane, drawable=forecast.drawn)
                 elif name == "as served":
-                    mask = render(forecast.tracks, centers, dynamics.model.plane, camera=camera)
+                    mask = render(forecast.tracks, centers, dynamics.model.plane, camera=camera,
+                                  drawable=forecast.drawn)
                 else:
-                    mask = draw(camera, forecast.tracks, centers)
+                    mask = draw(camera, forecast.tracks, centers, drawable=forecast.drawn)
                 seconds[name] += time.perf_counter() - t0
                 scores[name].update(mask, target)
             videos += len(target)

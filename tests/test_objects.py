@@ -201,6 +201,7 @@ def test_objects_seen_in_too_few_frames_are_forecast_but_not_drawn():
     drawn = set(result.mask.unique().tolist())
     assert drawn == {0, RED_CUBE, GREEN_CYL}
     assert BLUE_SPHERE in result.tracks.classes[0].tolist()  # tracked and forecast, only not drawn
+    assert sorted(result.tracks.classes[0][result.drawn[0]].tolist()) == [RED_CUBE, GREEN_CYL]
     assert torch.isfinite(result.centers).all()
 
 

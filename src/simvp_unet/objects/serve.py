@@ -31,13 +31,15 @@ class ObjectForecast:
     Args:
         tracks: the objects found in frames 1..11.
         centers: (B, K, 11, 2) their forecast centers over frames 12..22, pixels.
-        mask: long (B, H, W), the rendered mask of frame 22: the objects seen in enough input
-            frames to forecast (`DynamicsNet.drawable`).
+        mask: long (B, H, W), the rendered mask of frame 22.
+        drawn: bool (B, K), the objects the mask shows: those seen in enough input frames to
+            forecast (`DynamicsNet.drawable`).
     """
 
     tracks: Tracks
     centers: torch.Tensor
     mask: torch.Tensor
+    drawn: torch.Tensor
 
     def paths(self, b: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(class id, past centers (n, 2) where seen, forecast centers (11, 2)) of video b."""
@@ -92,4 +94,4 @@ class Dynamics(Served):
         drawable = self.model.drawable(*seen, tracks.size.to(device)).cpu()
         mask = render(tracks, centers[:, :, -1], self.model.plane, camera=self.model.floor.camera(),
                       drawable=drawable)
-        return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device))
+        return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device), drawn=drawable)
