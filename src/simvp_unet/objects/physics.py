@@ -9,12 +9,11 @@ The objects of these scenes slide on a floor. Sliding friction slows an object b
 amount every frame whatever its speed (Coulomb friction: the deceleration depends on the
 materials in contact, not on speed), until it stops. A ball is different: the same friction
 also spins it up, and once its spin matches its speed it rolls, and then barely slows. Objects
-that meet push each other: at
-contact the velocities along the line between the centers change as in a collision of two
-disks of given masses and restitution, and friction between their surfaces takes away a share
-(`grip`) of their sliding past each other, so that a glancing blow also drags the other object
-sideways. `Physics` simulates that, a few substeps per frame,
-in "metric" coordinates q = g @ metric, g being the motion space of `dynamics.py` (the floor
+that meet push each other: at contact the velocities along the line between the centers change
+as in a collision of two disks of given masses and restitution, and friction between their
+surfaces takes away a share (`grip`) of their sliding past each other, so that a glancing blow
+also drags the other object sideways. `Physics` simulates that, a few substeps per frame, in
+"metric" coordinates q = g @ metric, g being the motion space of `dynamics.py` (the floor
 as a fitted camera sees it, or the affine floor coordinates of `ground.py`): the 2x2 `metric`
 makes them isotropic, so that objects are round and friction slows them equally in every
 direction.
@@ -30,17 +29,18 @@ A ball's spin is kept as the velocity it would roll at (`spin`, along the floor)
 ball slides faster than that, friction slows it by its material's deceleration a and speeds the
 spin up by `spin_up` x a (5/2 for a solid ball, whose moment of inertia is 2/5 m r^2: a ball
 launched without spin rolls once it has lost 2/7 of its speed); where the two meet it rolls,
-slowed by `rolling` only. A collision changes the velocity, not the spin, so the ball slides
-again. Cubes and cylinders stand on a face and slide until they stop. At the last input frame
+slowed only by its rolling friction (`log_rolling`). A collision changes the velocity, not the
+spin, so the ball slides again. Cubes and cylinders stand on a face and slide until they stop. At the last input frame
 a ball's spin is not seen: it is taken as what friction gave it since it was first seen (at
 most its speed: a ball slowed that long already rolls).
 
 Every number is fitted to the training tracks (`fit`), none is taken from a simulator:
 the metric, the friction of each material, the spin-up and the rolling friction from objects in
-free motion (gradient descent on the forecast error, collisions off), the contact radius by a grid search (both for each
-span of frames the mean velocity may be measured over; the span whose forecast with
-collisions is best wins), then the mass of each shape and material, the restitution and the
-grip by gradient descent through the collisions; `fit_window` then picks the `window` tolerance.
+free motion (gradient descent on the forecast error, collisions off), the contact radius by a
+grid search (both for each span of frames the mean velocity may be measured over; the span
+whose forecast with collisions is best wins), then the mass of each shape and material, the
+restitution and the grip by gradient descent through the collisions; `fit_window` then picks
+the `window` tolerance.
 Training then refines them together with the learned corrections of `dynamics.py`.
 """
 
@@ -122,8 +122,7 @@ class Physics(nn.Module):
 
         Given `scale` (B, K), the pixels per unit of motion space at each object, position and
         velocity are fitted to the longest span of past frames whose sightings the path of a
-        sliding object (or of a rolling ball) explains within `window` pixels (see the module
-        doc). Otherwise, and for an object no span of `MIN_WINDOW` frames fits, the position is
+        sliding object explains within `window` pixels (see the module doc). Otherwise, and for an object no span of `MIN_WINDOW` frames fits, the position is
         the last one and the velocity the mean over the last `frames` frames (fewer for an object
         seen for fewer, given `present` (B, K, T): see `motion.velocity`), slowed by the friction
         of the (span - 1) / 2 frames between the middle of that span and its end.
