@@ -109,12 +109,18 @@ def fill_gaps(present: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     return torch.where(never.unsqueeze(-1), torch.zeros_like(filled), filled)
 
 
+def steps_seen(present: torch.Tensor) -> torch.Tensor:
+    """Steps (...) from each object's first sighting to the last frame (bool present (..., T));
+    0 for an object never seen."""
+    t = present.shape[-1]
+    first = torch.where(present.any(-1), present.to(torch.uint8).argmax(-1), t - 1)
+    return t - 1 - first
+
+
 def velocity_span(present: torch.Tensor, frames: int) -> torch.Tensor:
     """Steps (...) that `velocity` averages over for each object: `frames`, or the steps since
     the object was first seen if fewer (bool present (..., T))."""
-    t = present.shape[-1]
-    first = torch.where(present.any(-1), present.to(torch.uint8).argmax(-1), t - 1)
-    return (t - 1 - first).clamp(max=min(frames, t - 1))
+    return steps_seen(present).clamp(max=min(frames, present.shape[-1] - 1))
 
 
 def velocity(filled: torch.Tensor, frames: int, present: torch.Tensor | None = None) -> torch.Tensor:

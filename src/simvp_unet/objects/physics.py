@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from ..classes import BACKGROUND, MATERIALS, SHAPES, shape_and_material
-from .motion import velocity, velocity_span
+from .motion import steps_seen, velocity, velocity_span
 
 _EPS = 1e-12
 # Tolerance (pixels) of the fitted past path while the other numbers are fitted (`Physics.window`:
@@ -145,9 +145,7 @@ class Physics(nn.Module):
         where its velocity is `v` (B, K, 2): for a ball, what friction gave it since it was first
         seen (`present` (B, K, T); `spin_gain` x deceleration x frames), at most its speed (a
         ball slowed that long rolls), along its motion; 0 for other shapes."""
-        t_all = present.shape[-1]
-        first = torch.where(present.any(-1), present.to(torch.uint8).argmax(-1), t_all - 1)
-        elapsed = (t_all - 1 - first).to(v.dtype).unsqueeze(-1)
+        elapsed = steps_seen(present).to(v.dtype).unsqueeze(-1)
         speed = _length(v)
         gain = self.spin_gain(classes)
         return v * torch.minimum(gain * self.friction(classes) * elapsed, speed) / speed
@@ -167,7 +165,7 @@ class Physics(nn.Module):
         """
         t_all = q.shape[-2]
         a = self.friction(classes)  # (B, K, 1)
-        first = torch.where(present.any(-1), present.to(torch.uint8).argmax(-1), t_all - 1)
+        seen_for = steps_seen(present)
         fits = torch.ones(present.shape[:-1], dtype=torch.bool, device=q.device)
         for n in range(MIN_WINDOW, t_all + 1):
             t = torch.arange(1 - n, 1, dtype=q.dtype, device=q.device)  # (n,)
@@ -186,7 +184,7 @@ class Physics(nn.Module):
             p_n = y_mean - v_n * t_mean
             path = p_n.unsqueeze(-2) + t.view(-1, 1) * v_n.unsqueeze(-2) - bend
             off = (_length(self.from_metric(path - y)).squeeze(-1) * w).amax(-1) * scale  # pixels
-            fits = fits & (first <= t_all - n) & (off <= self.window)
+            fits = fits & (seen_for >= n - 1) & (off <= self.window)
             p = torch.where(fits.unsqueeze(-1), p_n, p)
             v = torch.where(fits.unsqueeze(-1), v_n, v)
         return p, v

@@ -101,4 +101,3 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *, camera:
                 shape = _resize_nearest(shape, height, width)
             paint(out[b], shape, (float(xy[b, k, 0]), float(xy[b, k, 1])), class_id)
     return torch.from_numpy(out)
-
