@@ -47,7 +47,7 @@ def paint(canvas: np.ndarray, shape: np.ndarray, center: tuple[float, float], cl
 
 
 def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *, camera: Camera | None = None,
-           drawable: torch.Tensor | None = None) -> torch.Tensor:
+           drawable: torch.Tensor | None = None, yaws: np.ndarray | None = None) -> torch.Tensor:
     """The mask of one future frame.
 
     Args:
@@ -58,6 +58,8 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *, camera:
             place as 3D shapes; None: every object is its template.
         drawable: bool (B, K), which objects to paint (default: every object). Objects whose
             center is not finite (a diverged forecast) are never painted.
+        yaws: (B, K) the cubes' turns (`placing.cube_turns`), when already read; None: read here
+            for the cubes drawn as shapes.
 
     Returns:
         long (B, H, W) class ids.
@@ -80,7 +82,7 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *, camera:
     ratio = (scale_new / scale_old.clamp_min(1e-3)).clamp(0.25, 4.0).numpy()
     xy = centers.numpy()
     shaped = drawable & ((centers - template_xy).norm(dim=-1) > TEMPLATE_REACH) if camera is not None else None
-    floor = placements(camera, tracks, centers, shaped) if shaped is not None and shaped.any() else {}
+    floor = placements(camera, tracks, centers, shaped, yaws=yaws) if shaped is not None and shaped.any() else {}
     out = np.full((len(tracks.templates), h, w), BACKGROUND, np.int64)
     for b, row in enumerate(tracks.templates):
         order = sorted((k for k in range(len(row)) if bool(drawable[b, k])), key=lambda k: xy[b, k, 1])

@@ -20,6 +20,7 @@ from ..data.layout import COMPETITION, TaskShape
 from ..errors import ConfigError
 from ..inference import Served
 from .dynamics import DynamicsNet, DynamicsNetConfig
+from .placing import cube_turns, whole_centers
 from .render import render
 from .tracks import Tracks, extract_tracks
 
@@ -88,10 +89,18 @@ class Dynamics(Served):
             raise ValueError(f"forecast_objects expects integer masks (B, {n}, H, W), got {masks.dtype} "
                              f"of shape {tuple(masks.shape)}")
         tracks = extract_tracks(masks)
-        device = self.device
+        device, camera, yaws = self.device, self.model.floor.camera(), None
         seen = (tracks.classes.to(device), tracks.present.to(device), tracks.center.to(device))
-        centers = self.model(*seen, size=tracks.size.to(device), learned=learned).float().cpu()
-        drawable = self.model.drawable(*seen, tracks.size.to(device)).cpu()
-        mask = render(tracks, centers[:, :, -1], self.model.plane, camera=self.model.floor.camera(),
-                      drawable=drawable)
+        size = tracks.size.to(device)
+        drawable = self.model.drawable(*seen, size).cpu()
+        if camera is None:
+            centers = self.model(*seen, size=size, learned=learned)
+        else:  # every sighting placed as a whole object, the cut and the partly hidden ones by their silhouettes
+            yaws = cube_turns(camera, tracks)
+            present = self.model.sightings(*seen, size)
+            start = self.model.plane.uncut(seen[0], present, seen[2].float(), size.float())
+            center = whole_centers(camera, tracks, masks, yaws, start.cpu()).to(device)
+            centers = self.model(seen[0], present, center, learned=learned)
+        centers = centers.float().cpu()
+        mask = render(tracks, centers[:, :, -1], self.model.plane, camera=camera, drawable=drawable, yaws=yaws)
         return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device), drawn=drawable)

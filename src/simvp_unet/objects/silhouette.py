@@ -27,52 +27,105 @@ _COARSE_YAWS = np.radians(np.arange(0.0, 90.0, 6.0))  # cube turns compared (a q
 _STEPS = (2.0, 0.7, 0.25, 0.08)  # position search steps, pixels (`fit_position`)
 
 
-# ---- where a ray o + t d (t >= 0) is inside a shape: an interval of t ----------------------
+# ---- where rays meet objects: the depth at which each ray enters each object ---------------
 
 
-def _slab(o: np.ndarray, d: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """t interval of rays from o (n,) along d (..., n) inside low <= o + t d <= high on each
-    of n axes (low, high (n,))."""
-    enter, leave = np.full(d.shape[:-1], -np.inf), np.full(d.shape[:-1], np.inf)
-    for axis in range(d.shape[-1]):
-        step = d[..., axis]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t0, t1 = (low[axis] - o[axis]) / step, (high[axis] - o[axis]) / step
-        if not low[axis] <= o[axis] <= high[axis]:  # rays parallel to the slab never enter it
-            t0, t1 = np.where(step == 0, np.inf, t0), np.where(step == 0, -np.inf, t1)
-        np.maximum(enter, np.minimum(t0, t1), out=enter)
-        np.minimum(leave, np.maximum(t0, t1), out=leave)
+def _slab(o: np.ndarray, d: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """t interval of rays o + t d along one axis (o (N, 1), d (N, M)) inside low <= x <= high. A
+    ray parallel to the slab gets infinite ends of the right signs (all of it inside, or none)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t0, t1 = (low - o) / d, (high - o) / d
+    return np.minimum(t0, t1), np.maximum(t0, t1)
+
+
+def _box(o: list[np.ndarray], d: list[np.ndarray], low: list[float], high: list[float]
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """t interval of rays (per axis: o (N, 1), d (N, M)) inside a box (low, high per axis)."""
+    enter, leave = _slab(o[0], d[0], low[0], high[0])
+    for axis in range(1, len(o)):
+        t0, t1 = _slab(o[axis], d[axis], low[axis], high[axis])
+        np.maximum(enter, t0, out=enter)
+        np.minimum(leave, t1, out=leave)
     return enter, leave
 
 
-def _ball(o: np.ndarray, d: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """t interval of rays from o (n,) along d (..., n) inside a ball (n = 3) or disc (n = 2)
-    of `radius` at the origin."""
+def _balls(o: np.ndarray, d: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """t interval of rays o + t d (o (N, 1, n), d (N, M, n)) inside a ball (n = 3) or disc
+    (n = 2) of `radius` at the origin."""
     a = (d * d).sum(-1)
-    b = d @ o
-    disc = b * b - a * (o @ o - radius * radius)
+    b = (d * o).sum(-1)
+    disc = b * b - a * ((o * o).sum(-1) - radius * radius)
     root = np.sqrt(np.maximum(disc, 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(disc >= 0, (-b - root) / a, np.inf), np.where(disc >= 0, (-b + root) / a, -np.inf)
+
+
+def depths(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """(N, M) the depth at which each of M rays from the camera along d (N, M, 3) enters object
+    n (inf where it misses): shape index shape[n] resting on the floor at xy[n] (N, 2), a cube
+    turned by yaw[n] radians about the vertical."""
+    out = np.full(d.shape[:2], np.inf)
+    o = (camera.eye - np.concatenate([xy, np.zeros((len(xy), 1))], -1))[:, None, :].astype(np.float32)  # (N, 1, 3): floor point at 0
+    d = d.astype(np.float32)
+    for kind in (SPHERE, CYLINDER, CUBE):
+        pick = np.flatnonzero(np.asarray(shape) == kind)
+        if not len(pick):
+            continue
+        ok, dk = o[pick], d[pick]
+        if kind == SPHERE:
+            enter, leave = _balls(ok - np.array([0.0, 0.0, 1.0]), dk, 1.0)
+        elif kind == CYLINDER:
+            enter, leave = _balls(ok[..., :2], dk[..., :2], camera.cylinder_radius)
+            low, high = _slab(ok[..., 2], dk[..., 2], 0.0, 2 * camera.cylinder_half)
+            enter, leave = np.maximum(enter, low), np.minimum(leave, high)
+        else:  # in the cube's own axes: turned by its yaw about the vertical
+            c, s = np.cos(yaw[pick])[:, None].astype(np.float32), np.sin(yaw[pick])[:, None].astype(np.float32)
+            a = camera.cube_half
+            enter, leave = _box([ok[..., 0] * c + ok[..., 1] * s, ok[..., 1] * c - ok[..., 0] * s, ok[..., 2]],
+                                [dk[..., 0] * c + dk[..., 1] * s, dk[..., 1] * c - dk[..., 0] * s, dk[..., 2]],
+                                [-a, -a, 0.0], [a, a, 2 * a])
+        out[pick] = np.where((enter <= leave) & (leave > 0), enter, np.inf)
+    return out
+
+
+def rays(camera: Camera, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """World directions (..., 3) of the rays through (u, v) (broadcast together), as `Camera.rays`."""
+    right, down, forward = camera.axes
+    return forward + ((u - camera.principal[0]) / camera.focal)[..., None] * right + (
+        (v - camera.principal[1]) / camera.focal)[..., None] * down
+
+
+def spans(camera: Camera, shape: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) pixel windows (left, top, right, bottom), not clipped to the image, that hold the
+    image of a ball around each object (shape indices (N), floor points (N, 2)), and bool (N):
+    where there is one (not behind the camera, finite)."""
+    center = np.concatenate([xy, camera.rest_height(shape)[:, None]], -1)
+    p = (center - camera.eye) @ camera.axes.T
+    radius = np.array([camera.bounding_radius(int(s)) for s in shape])
+    ok = np.isfinite(p).all(-1) & (p[:, 2] > radius * 1.01)
+    p = np.where(ok[:, None], p, [0.0, 0.0, 2.0])
+    radius = np.where(ok, radius, 1.0)
+    z2 = p[:, 2] ** 2 - radius**2
+    ends = []
+    for axis in (0, 1):
+        root = radius * np.sqrt(p[:, axis] ** 2 + z2)
+        middle = p[:, axis] * p[:, 2]
+        ends.append(camera.principal[axis] + camera.focal * (middle - root) / z2)
+        ends.append(camera.principal[axis] + camera.focal * (middle + root) / z2)
+    left, right, top, bottom = ends
+    return np.stack([np.floor(left), np.floor(top), np.ceil(right), np.ceil(bottom)], -1).astype(np.int64), ok
 
 
 def _window(camera: Camera, shape: int, xy: np.ndarray) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right) pixels holding the image of a ball around the object (the
     part inside the image), or None when it is outside the image, behind the camera or nowhere
     (a floor point that is not finite: a forecast beyond the horizon)."""
-    center = np.array([xy[0], xy[1], camera.rest_height(np.array(shape))])
-    p = (center - camera.eye) @ camera.axes.T
-    radius = camera.bounding_radius(shape)
-    if not np.isfinite(p).all() or p[2] <= radius * 1.01:
+    box, ok = spans(camera, np.array([shape]), np.asarray(xy, dtype=np.float64)[None, :2])
+    if not ok[0]:
         return None
-    z2 = p[2] ** 2 - radius**2
-    spans = []
-    for axis in (0, 1):
-        root = radius * math.sqrt(p[axis] ** 2 + z2)
-        spans.append(camera.principal[axis] + camera.focal * (p[axis] * p[2] + np.array([-root, root])) / z2)
     h, w = camera.image_size
-    left, right = max(int(math.floor(spans[0][0])), 0), min(int(math.ceil(spans[0][1])), w)
-    top, bottom = max(int(math.floor(spans[1][0])), 0), min(int(math.ceil(spans[1][1])), h)
+    left, top, right, bottom = max(int(box[0, 0]), 0), max(int(box[0, 1]), 0), min(int(box[0, 2]), w), min(
+        int(box[0, 3]), h)
     return (top, left, bottom, right) if left < right and top < bottom else None
 
 
@@ -95,21 +148,11 @@ def silhouette(camera: Camera, shape: int, xy: np.ndarray, yaw: float = 0.0
         return None
     top, left, bottom, right = box
     d = camera.pixel_rays[top:bottom, left:right]
-    o = camera.eye - np.array([xy[0], xy[1], 0.0])  # the object's floor point at the origin
-    if shape == SPHERE:
-        enter, leave = _ball(o - np.array([0.0, 0.0, 1.0]), d, 1.0)
-    elif shape == CYLINDER:
-        enter, leave = _ball(o[:2], d[..., :2], camera.cylinder_radius)
-        low, high = _slab(o[2:], d[..., 2:], np.zeros(1), np.full(1, 2 * camera.cylinder_half))
-        enter, leave = np.maximum(enter, low), np.minimum(leave, high)
-    elif shape == CUBE:
-        c, s, a = math.cos(yaw), math.sin(yaw), camera.cube_half
-        turn = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # world = turn @ cube frame
-        enter, leave = _slab(o @ turn, d @ turn, np.array([-a, -a, 0.0]), np.array([a, a, 2 * a]))
-    else:
+    if shape not in (CUBE, SPHERE, CYLINDER):
         raise ValueError(f"shape index {shape} is not one of cube, sphere, cylinder")
-    hit = (enter <= leave) & (leave > 0)
-    return (slice(top, bottom), slice(left, right)), np.where(hit, enter, np.inf)
+    depth = depths(camera, np.array([shape]), np.asarray(xy, dtype=np.float64)[None, :2], np.array([float(yaw)]),
+                   d.reshape(1, -1, 3))
+    return (slice(top, bottom), slice(left, right)), depth.reshape(d.shape[:2])
 
 
 def paint(camera: Camera, objects: list[tuple[int, int, np.ndarray, float]]) -> np.ndarray:
@@ -169,36 +212,56 @@ def fit_position(camera: Camera, shape: int, xy: np.ndarray, yaw: float, visible
     return camera.on_floor(uv, height), best
 
 
-def _template_image(camera: Camera, template: Template) -> np.ndarray:
-    """A template's pixels where they were in their frame: bool (H, W)."""
-    h, w = template.mask.shape
-    top, left = int(round(template.center[1] - h / 2)), int(round(template.center[0] - w / 2))
-    out = np.zeros(camera.image_size, bool)
-    out[top:top + h, left:left + w] = template.mask
+def estimate_yaws(camera: Camera, templates: list[Template]) -> np.ndarray:
+    """Cubes' turns about the vertical (N) (radians, in [0, pi/2)) from the shapes they had when
+    last seen whole (their templates (N)): for each, the turn whose silhouette, placed where its
+    box has the template's box center, differs from the template in the fewest pixels. Turns 6
+    degrees apart are tried, all cubes at once, and the least difference found between them (a
+    parabola's). An empty template gives 0."""
+    out = np.zeros(len(templates))
+    keep = [i for i, template in enumerate(templates) if template.mask.any()]
+    if not keep:
+        return out
+    n, m = len(_COARSE_YAWS), len(keep)
+    kinds, yaw = np.full(n * m, CUBE), np.tile(_COARSE_YAWS, m)  # [i * n + j]: cube i at turn j
+    places = camera.floor_position(kinds, np.repeat([templates[i].center for i in keep], n, 0), yaw)
+    box, ok = spans(camera, kinds, places)
+    (height, width), box = camera.image_size, np.where(ok[:, None], box, 0)
+    left, top = box[:, 0].clip(0, width), box[:, 1].clip(0, height)
+    h, w = int((box[:, 3].clip(0, height) - top).max()) + 1, int((box[:, 2].clip(0, width) - left).max()) + 1
+    rows, cols = top[:, None] + np.arange(h), left[:, None] + np.arange(w)  # (N, h), (N, w)
+    seen = np.isfinite(depths(camera, kinds, places, yaw, rays(camera, cols[:, None, :] + 0.5, rows[:, :, None] + 0.5
+                                                             ).reshape(len(yaw), -1, 3))).reshape(-1, h, w)
+    seen &= ((rows < height)[:, :, None] & (cols < width)[:, None, :]) & ok[:, None, None]
+    # the template's pixels at those image pixels
+    masks = [templates[i].mask for i in keep]
+    stack = np.zeros((m, max(x.shape[0] for x in masks), max(x.shape[1] for x in masks)), bool)
+    for i, mask in enumerate(masks):
+        stack[i, :mask.shape[0], :mask.shape[1]] = mask
+    size = np.array([mask.shape for mask in masks])  # (m, 2): h, w
+    corner = np.round(np.array([templates[i].center[::-1] for i in keep]) - size / 2).astype(np.int64)
+    r, c = rows - np.repeat(corner[:, 0], n)[:, None], cols - np.repeat(corner[:, 1], n)[:, None]
+    inside = ((r >= 0) & (r < np.repeat(size[:, 0], n)[:, None]))[:, :, None] & (
+        (c >= 0) & (c < np.repeat(size[:, 1], n)[:, None]))[:, None, :]
+    which = np.repeat(np.arange(m), n)[:, None, None]
+    on = stack[which, r.clip(0, stack.shape[1] - 1)[:, :, None], c.clip(0, stack.shape[2] - 1)[:, None, :]] & inside
+    area = np.array([np.count_nonzero(mask) for mask in masks])
+    costs = (np.repeat(area, n) - (seen & on).sum((1, 2)) + (seen & ~on).sum((1, 2))).reshape(m, n).astype(np.float64)
+    best = costs.argmin(1)
+    # the vertex of the parabola through the best turn and its two neighbours (turns repeat)
+    pick = np.arange(m)
+    low, mid, high = costs[pick, best - 1], costs[pick, best], costs[pick, (best + 1) % n]
+    curve = low - 2 * mid + high
+    shift = np.where(curve > 0, 0.5 * (low - high) / np.where(curve > 0, curve, 1), 0.0)
+    step = float(_COARSE_YAWS[1] - _COARSE_YAWS[0])
+    out[keep] = (_COARSE_YAWS[best] + np.clip(shift, -0.5, 0.5) * step) % (math.pi / 2)
     return out
 
 
 def estimate_yaw(camera: Camera, shape: int, template: Template) -> float:
-    """A cube's turn about the vertical (radians, in [0, pi/2)) from the shape it had when last
-    seen whole (its template): the turn whose silhouette, placed where its box has the template's
-    box center, differs from the template in the fewest pixels; 0 for round shapes. Turns 6
-    degrees apart are tried, and the least difference found between them (a parabola's).
-    """
-    if shape != CUBE or not template.mask.any():
-        return 0.0
-    seen = _template_image(camera, template)
-    area = int(np.count_nonzero(seen))
-    n = len(_COARSE_YAWS)
-    places = camera.floor_position(np.full(n, CUBE), np.repeat([template.center], n, 0), _COARSE_YAWS)
-    costs = np.array([_mismatch(camera, CUBE, xy, float(y), seen, ~seen, area)
-                      for y, xy in zip(_COARSE_YAWS, places, strict=True)], dtype=np.float64)
-    best = int(np.argmin(costs))
-    # the vertex of the parabola through the best turn and its two neighbours (turns repeat)
-    low, mid, high = costs[best - 1], costs[best], costs[(best + 1) % n]
-    curve = low - 2 * mid + high
-    shift = 0.5 * (low - high) / curve if curve > 0 else 0.0
-    step = float(_COARSE_YAWS[1] - _COARSE_YAWS[0])
-    return float((_COARSE_YAWS[best] + np.clip(shift, -0.5, 0.5) * step) % (math.pi / 2))
+    """A cube's turn about the vertical (radians, in [0, pi/2)) from its template
+    (`estimate_yaws`); 0 for round shapes."""
+    return float(estimate_yaws(camera, [template])[0]) if shape == CUBE else 0.0
 
 
 # ---- masks of tracked objects ----------------------------------------------------------------
@@ -241,14 +304,17 @@ def draw(camera: Camera, tracks: Tracks, centers: torch.Tensor, *, drawable: tor
     return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, *camera.image_size, dtype=torch.long)
 
 
-def placements(camera: Camera, tracks: Tracks, centers: torch.Tensor,
-               which: torch.Tensor) -> dict[tuple[int, int], tuple[int, np.ndarray, float]]:
+def placements(camera: Camera, tracks: Tracks, centers: torch.Tensor, which: torch.Tensor, *,
+               yaws: np.ndarray | None = None) -> dict[tuple[int, int], tuple[int, np.ndarray, float]]:
     """(shape index, floor point, turn) of the objects `which` (bool (B, K)) marks, by (b, k):
     where their whole boxes are centered at `centers` (B, K, 2, pixels), a cube turned as its
-    template shows (`estimate_yaw`)."""
+    template shows (`estimate_yaw`, unless `yaws` (B, K) gives the turns already read)."""
     where = [tuple(bk) for bk in which.nonzero().tolist()]
     shapes = shape_and_material(tracks.classes)[0]
     kinds = np.array([int(shapes[b, k]) for b, k in where], dtype=np.int64)
-    yaws = np.array([estimate_yaw(camera, int(shapes[b, k]), tracks.templates[b][k]) for b, k in where])
+    if yaws is None:
+        yaws = np.array([estimate_yaw(camera, int(shapes[b, k]), tracks.templates[b][k]) for b, k in where])
+    else:
+        yaws = np.array([float(yaws[b, k]) for b, k in where])
     points = camera.floor_position(kinds, centers[which].double().numpy(), yaws) if where else np.zeros((0, 2))
     return {bk: (int(kind), point, float(yaw)) for bk, kind, point, yaw in zip(where, kinds, points, yaws, strict=True)}

@@ -199,7 +199,8 @@ def extract_tracks(masks: torch.Tensor, *, templates: bool = True, min_pixels: i
     if masks.ndim != 4:
         raise ValueError(f"masks must be (B, T, H, W), got {tuple(masks.shape)}")
     masks = masks.detach().cpu()
-    if masks.numel() and (int(masks.min()) < 0 or int(masks.max()) >= NUM_CLASSES):
+    ids = masks.numpy()  # numpy's min and max of integers are several times faster than torch's
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= NUM_CLASSES):
         raise ValueError(f"class ids must be in 0..{NUM_CLASSES - 1}")
     b, t, h, w = masks.shape
     masks = masks.numpy().astype(np.uint8)  # a quarter or an eighth of the memory to scan
