@@ -26,7 +26,7 @@ import torch
 
 from ..classes import BACKGROUND, shape_and_material
 from .camera import CUBE, Camera
-from .silhouette import depths, estimate_yaws, rays, spans
+from .silhouette import estimate_yaws, spans, window_hits
 from .tracks import Tracks
 
 REACH = 3  # whole-pixel shifts tried in each direction, per round
@@ -59,14 +59,12 @@ def _shift_costs(camera: Camera, shape: np.ndarray, uv: np.ndarray, yaw: np.ndar
     height = camera.rest_height(shape)
     xy = camera.on_floor(uv, height)
     box, ok = spans(camera, shape, xy)
-    left, top = box[:, 0] - 1, box[:, 1] - 1
-    h = int((box[ok, 3] - box[ok, 1]).max(initial=0)) + 2
-    w = int((box[ok, 2] - box[ok, 0]).max(initial=0)) + 2
-    u = (left[:, None] + np.arange(w) + 0.5)[:, None, :]  # (N, 1, w)
-    v = (top[:, None] + np.arange(h) + 0.5)[:, :, None]  # (N, h, 1)
-    seen = np.isfinite(depths(camera, shape, xy, yaw, rays(camera, u, v).reshape(len(shape), -1, 3))) & ok[:, None]
-    ok &= seen.any(1)  # a point beyond the horizon lies far away: nothing of it shows
-    seen = torch.from_numpy(seen.reshape(-1, 1, h, w).astype(np.float32))
+    left, top = box[:, 0] - 1, box[:, 1] - 1  # a pixel of margin
+    size = (box[:, 2:] - box[:, :2] + 2) * ok[:, None]
+    h, w = int(size[:, 1].max(initial=0)), int(size[:, 0].max(initial=0))
+    seen = window_hits(camera, shape, xy, yaw, np.stack([left, top], -1), size, (h, w))
+    ok &= seen.any((1, 2))  # a point beyond the horizon lies far away: nothing of it shows
+    seen = torch.from_numpy(seen[:, None].astype(np.float32))
     weight = _weights(masks, b, t, cls, top - REACH, left - REACH, h + 2 * REACH, w + 2 * REACH)
     # [n, i, j] = sum over the window of (weight shifted by (i, j)) x seen: a grouped correlation
     return torch.nn.functional.conv2d(torch.from_numpy(weight)[None], seen, groups=len(shape))[0], ok
@@ -124,7 +122,8 @@ def whole_centers(camera: Camera, tracks: Tracks, masks: torch.Tensor, yaws: np.
         camera: the camera (and the objects' sizes).
         tracks: the objects of `masks`.
         masks: the class ids (B, T, H, W) the tracks come from.
-        yaws: (B, K) cube turns, radians (`silhouette.estimate_yaw`).
+        yaws: (B, K) cube turns, radians (`cube_turns`), read at least for the objects with a
+            sighting that is not whole.
         start: (B, K, T, 2) box centers to start from (whole-box centers as well as they are
             known: the tracked ones, corrected for cuts).
 
@@ -152,12 +151,13 @@ def whole_centers(camera: Camera, tracks: Tracks, masks: torch.Tensor, yaws: np.
     return out.to(start.dtype)
 
 
-def cube_turns(camera: Camera, tracks: Tracks) -> np.ndarray:
-    """(B, K) each cube's turn read from its template (`silhouette.estimate_yaws`), 0 otherwise."""
+def cube_turns(camera: Camera, tracks: Tracks, which: torch.Tensor | None = None) -> np.ndarray:
+    """(B, K) the turns of the cubes among `which` (bool (B, K); default: all objects) read from
+    their templates (`silhouette.estimate_yaws`); 0 for other shapes, NaN where not read."""
     shapes = shape_and_material(tracks.classes)[0].numpy()
-    out = np.zeros(shapes.shape)
-    if tracks.templates is None:
-        return out
-    b, k = np.nonzero((shapes == CUBE) & tracks.valid.numpy())
-    out[b, k] = estimate_yaws(camera, [tracks.templates[i][j] for i, j in zip(b, k, strict=True)])
+    out = np.where(shapes == CUBE, np.nan, 0.0)
+    read = (shapes == CUBE) & tracks.valid.numpy() & (True if which is None else which.cpu().numpy())
+    if tracks.templates is not None and read.any():
+        b, k = np.nonzero(read)
+        out[b, k] = estimate_yaws(camera, [tracks.templates[i][j] for i, j in zip(b, k, strict=True)])
     return out

@@ -25,6 +25,7 @@ from .tracks import Template, Tracks
 
 _COARSE_YAWS = np.radians(np.arange(0.0, 90.0, 6.0))  # cube turns compared (a quarter turn repeats)
 _STEPS = (2.0, 0.7, 0.25, 0.08)  # position search steps, pixels (`fit_position`)
+_GROUP = 32  # windows whose rays are cast together (`window_hits`)
 
 
 # ---- where rays meet objects: the depth at which each ray enters each object ---------------
@@ -93,6 +94,29 @@ def rays(camera: Camera, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     right, down, forward = camera.axes
     return forward + ((u - camera.principal[0]) / camera.focal)[..., None] * right + (
         (v - camera.principal[1]) / camera.focal)[..., None] * down
+
+
+def window_hits(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarray, corner: np.ndarray,
+                size: np.ndarray, extent: tuple[int, int]) -> np.ndarray:
+    """bool (N, h, w): whether the ray through each pixel center of N windows of `extent` (h, w)
+    meets object n (as `depths`). Window n starts at pixel corner[n] (left, top) and only its
+    first size[n] (w, h) pixels count (the rest are False). Rays are cast in groups of windows of
+    about one size, each group as large as its largest (near objects look several times larger
+    than far ones: one size for all would cast most rays in vain)."""
+    out = np.zeros((len(shape), *extent), bool)
+    order = np.argsort(size.prod(-1), kind="stable")
+    for group in np.array_split(order, max(1, len(order) // _GROUP)):
+        if not len(group) or not size[group].prod(-1).max():
+            continue
+        w, h = int(size[group, 0].max()), int(size[group, 1].max())
+        u = (corner[group, :1] + np.arange(w) + 0.5)[:, None, :]  # (n, 1, w)
+        v = (corner[group, 1:] + np.arange(h) + 0.5)[:, :, None]  # (n, h, 1)
+        met = np.isfinite(depths(camera, shape[group], xy[group], yaw[group],
+                                 rays(camera, u, v).reshape(len(group), -1, 3))).reshape(-1, h, w)
+        inside = (np.arange(h)[None, :, None] < size[group, 1, None, None]) & (
+            np.arange(w)[None, None, :] < size[group, 0, None, None])
+        out[group, :h, :w] = met & inside
+    return out
 
 
 def spans(camera: Camera, shape: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,12 +251,11 @@ def estimate_yaws(camera: Camera, templates: list[Template]) -> np.ndarray:
     places = camera.floor_position(kinds, np.repeat([templates[i].center for i in keep], n, 0), yaw)
     box, ok = spans(camera, kinds, places)
     (height, width), box = camera.image_size, np.where(ok[:, None], box, 0)
-    left, top = box[:, 0].clip(0, width), box[:, 1].clip(0, height)
-    h, w = int((box[:, 3].clip(0, height) - top).max()) + 1, int((box[:, 2].clip(0, width) - left).max()) + 1
-    rows, cols = top[:, None] + np.arange(h), left[:, None] + np.arange(w)  # (N, h), (N, w)
-    seen = np.isfinite(depths(camera, kinds, places, yaw, rays(camera, cols[:, None, :] + 0.5, rows[:, :, None] + 0.5
-                                                             ).reshape(len(yaw), -1, 3))).reshape(-1, h, w)
-    seen &= ((rows < height)[:, :, None] & (cols < width)[:, None, :]) & ok[:, None, None]
+    corner = np.stack([box[:, 0].clip(0, width), box[:, 1].clip(0, height)], -1)  # the window inside the image
+    size = (np.stack([box[:, 2].clip(0, width), box[:, 3].clip(0, height)], -1) - corner) * ok[:, None]
+    h, w = int(size[:, 1].max()), int(size[:, 0].max())
+    rows, cols = corner[:, 1:] + np.arange(h), corner[:, :1] + np.arange(w)  # (N, h), (N, w)
+    seen = window_hits(camera, kinds, places, yaw, corner, size, (h, w))
     # the template's pixels at those image pixels
     masks = [templates[i].mask for i in keep]
     stack = np.zeros((m, max(x.shape[0] for x in masks), max(x.shape[1] for x in masks)), bool)
@@ -308,13 +331,14 @@ def placements(camera: Camera, tracks: Tracks, centers: torch.Tensor, which: tor
                yaws: np.ndarray | None = None) -> dict[tuple[int, int], tuple[int, np.ndarray, float]]:
     """(shape index, floor point, turn) of the objects `which` (bool (B, K)) marks, by (b, k):
     where their whole boxes are centered at `centers` (B, K, 2, pixels), a cube turned as its
-    template shows (`estimate_yaw`, unless `yaws` (B, K) gives the turns already read)."""
+    template shows (`estimate_yaws`, unless `yaws` (B, K) gives the turn already read: not NaN)."""
     where = [tuple(bk) for bk in which.nonzero().tolist()]
     shapes = shape_and_material(tracks.classes)[0]
     kinds = np.array([int(shapes[b, k]) for b, k in where], dtype=np.int64)
-    if yaws is None:
-        yaws = np.array([estimate_yaw(camera, int(shapes[b, k]), tracks.templates[b][k]) for b, k in where])
-    else:
-        yaws = np.array([float(yaws[b, k]) for b, k in where])
+    yaws = np.array([np.nan if yaws is None else float(yaws[b, k]) for b, k in where])
+    yaws[kinds != CUBE] = 0.0
+    unread = np.flatnonzero(np.isnan(yaws))
+    if len(unread):
+        yaws[unread] = estimate_yaws(camera, [tracks.templates[where[i][0]][where[i][1]] for i in unread])
     points = camera.floor_position(kinds, centers[which].double().numpy(), yaws) if where else np.zeros((0, 2))
     return {bk: (int(kind), point, float(yaw)) for bk, kind, point, yaw in zip(where, kinds, points, yaws, strict=True)}
