@@ -12,7 +12,9 @@ interaction network's corrections), `render.py` paints the forecast, `serve.py` 
 run, `cache.py` stores the tracks of a dataset for training. `camera.py` fits a pinhole camera
 (focal length, height, pitch, the shapes' sizes) to the tracks' boxes and `silhouette.py` draws
 the objects as 3D shapes with it: `render.py` draws so the objects that travelled from where
-they were last seen whole, and the `shapes@true` row of evaluate every object.
+they were last seen whole, and the `shapes@true` row of evaluate every object. `placing.py`
+places the sightings cut by the border or partly hidden where their silhouettes fit the mask
+(the served forecast reads those centers).
 """
 
 from .dynamics import DynamicsNet, DynamicsNetConfig

@@ -3,11 +3,12 @@
 A box center places an object only when the box is whole. Cut by the image border or partly
 hidden behind another object, the box shrinks and its center moves toward what is visible: an
 object entering the view has its center pulled inward in every frame it is seen, and its
-velocity comes out wrong. Here the camera (`camera.py`) says what the object's shape looks like
-at each place, and each such sighting is placed where its silhouette best explains the mask:
-it covers the object's visible pixels and as little background as it can, while pixels of other
-objects (which may hide it) and pixels beyond the border cost nothing. The result is the center
-of the whole box it would have there, the same kind of number a whole sighting gives.
+velocity comes out wrong. Even a whole box is set by the few pixels at the outline's extremes,
+which a segmenter's ragged edge moves. Here the camera (`camera.py`) says what the object's
+shape looks like at each place, and each sighting is placed where its silhouette best explains
+the mask: it covers the object's visible pixels and as little background as it can, while
+pixels of other objects (which may hide it) and pixels beyond the border cost nothing. The
+result is the center of the whole box it would have there, the number the dynamics reads.
 
     center = whole_centers(camera, tracks, masks, yaws, start)   # (B, K, T, 2) pixels
 
@@ -26,7 +27,7 @@ import torch
 
 from ..classes import BACKGROUND, shape_and_material
 from .camera import CUBE, Camera
-from .silhouette import estimate_yaws, spans, window_hits
+from .silhouette import GROUP, estimate_yaws, spans, window_hits
 from .tracks import Tracks
 
 REACH = 3  # whole-pixel shifts tried in each direction, per round
@@ -41,12 +42,13 @@ def _weights(masks: np.ndarray, b: np.ndarray, t: np.ndarray, cls: np.ndarray, t
     """(N, h, w) float32: +1 on background, -1 on the object's own pixels (class cls[n] in frame
     (b[n], t[n]) of masks (B, T, H, W)), 0 on other objects and beyond the image, over windows
     whose top-left pixels are (top, left) (N)."""
+    frames, height, width = masks.shape[1:]
     rows = top[:, None] + np.arange(h)  # (N, h)
     cols = left[:, None] + np.arange(w)
-    height, width = masks.shape[-2:]
     inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    label = masks[b[:, None, None], t[:, None, None], rows.clip(0, height - 1)[:, :, None],
-                  cols.clip(0, width - 1)[:, None, :]]
+    flat = ((b * frames + t)[:, None, None] * height + rows.clip(0, height - 1)[:, :, None]) * width + cols.clip(
+        0, width - 1)[:, None, :]
+    label = masks.reshape(-1).take(flat)  # one gather from the flat masks: far cheaper than four index arrays
     out = (label == BACKGROUND).astype(np.float32) - (label == cls[:, None, None])
     return out * inside
 
@@ -55,19 +57,29 @@ def _shift_costs(camera: Camera, shape: np.ndarray, uv: np.ndarray, yaw: np.ndar
                  b: np.ndarray, t: np.ndarray, cls: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     """For N objects whose centers are seen at uv (N, 2): the mismatch change (N, 2 REACH + 1,
     2 REACH + 1) of shifting each image by (row, col) - REACH whole pixels, and bool (N): which
-    ones the camera sees at all (the others get zeros)."""
+    ones the camera sees at all (the others get zeros). Worked out in groups of windows of about
+    one size (near objects look several times larger than far ones)."""
     height = camera.rest_height(shape)
     xy = camera.on_floor(uv, height)
-    box, ok = spans(camera, shape, xy)
-    left, top = box[:, 0] - 1, box[:, 1] - 1  # a pixel of margin
-    size = (box[:, 2:] - box[:, :2] + 2) * ok[:, None]
-    h, w = int(size[:, 1].max(initial=0)), int(size[:, 0].max(initial=0))
-    seen = window_hits(camera, shape, xy, yaw, np.stack([left, top], -1), size, (h, w))
-    ok &= seen.any((1, 2))  # a point beyond the horizon lies far away: nothing of it shows
-    seen = torch.from_numpy(seen[:, None].astype(np.float32))
-    weight = _weights(masks, b, t, cls, top - REACH, left - REACH, h + 2 * REACH, w + 2 * REACH)
-    # [n, i, j] = sum over the window of (weight shifted by (i, j)) x seen: a grouped correlation
-    return torch.nn.functional.conv2d(torch.from_numpy(weight)[None], seen, groups=len(shape))[0], ok
+    ok = spans(camera, shape, xy)[1]
+    box = camera.boxes(shape, np.where(ok[:, None], xy, 0.0), yaw)  # the silhouette's own box: no ray cast in vain
+    corner = np.floor(box[:, :2]).astype(np.int64) - 1  # (left, top), a pixel of margin
+    size = (np.ceil(box[:, 2:]).astype(np.int64) - corner + 1) * ok[:, None]
+    costs = torch.zeros(len(shape), 2 * REACH + 1, 2 * REACH + 1)
+    order = np.argsort(size.prod(-1), kind="stable")
+    for group in np.array_split(order, max(1, len(order) // GROUP)):
+        if not len(group) or not size[group].prod(-1).max():
+            continue
+        h, w = int(size[group, 1].max()), int(size[group, 0].max())
+        seen = window_hits(camera, shape[group], xy[group], yaw[group], corner[group], size[group], (h, w))
+        ok[group] &= seen.any((1, 2))  # a point beyond the horizon lies far away: nothing of it shows
+        weight = _weights(masks, b[group], t[group], cls[group], corner[group, 1] - REACH, corner[group, 0] - REACH,
+                          h + 2 * REACH, w + 2 * REACH)
+        # [n, i, j] = sum over the window of (weight shifted by (i, j)) x seen: a grouped correlation
+        costs[group] = torch.nn.functional.conv2d(torch.from_numpy(weight)[None],
+                                                  torch.from_numpy(seen[:, None].astype(np.float32)),
+                                                  groups=len(group))[0]
+    return costs, ok
 
 
 def fit_points(camera: Camera, shape: np.ndarray, uv: np.ndarray, yaw: np.ndarray, masks: np.ndarray,
@@ -116,33 +128,36 @@ def fit_points(camera: Camera, shape: np.ndarray, uv: np.ndarray, yaw: np.ndarra
 
 def whole_centers(camera: Camera, tracks: Tracks, masks: torch.Tensor, yaws: np.ndarray,
                   start: torch.Tensor) -> torch.Tensor:
-    """The centers (B, K, T, 2) of every sighting's whole box, pixels.
+    """The centers (B, K, T, 2) of every sighting's whole box, pixels: where the silhouette that
+    best fits the sighting's pixels has its box center.
+
+    Whole sightings are fitted too: a box is set by the few pixels at the outline's extremes,
+    which a segmenter's ragged edge moves, while the silhouette answers for all of the outline.
 
     Args:
         camera: the camera (and the objects' sizes).
         tracks: the objects of `masks`.
         masks: the class ids (B, T, H, W) the tracks come from.
-        yaws: (B, K) cube turns, radians (`cube_turns`), read at least for the objects with a
-            sighting that is not whole.
+        yaws: (B, K) the cubes' turns, radians (`cube_turns`).
         start: (B, K, T, 2) box centers to start from (whole-box centers as well as they are
             known: the tracked ones, corrected for cuts).
 
     Returns:
-        Where a sighting is whole, `start`; where it is cut or partly hidden, the center of the
-        whole box of the silhouette that best fits its pixels (`start` where it cannot be placed).
+        The fitted centers; `start` where a sighting cannot be placed (the camera does not see
+        its starting point).
     """
     out = start.detach().double().cpu().clone()
-    part = (tracks.present & ~tracks.whole).numpy()
-    if not part.any():
+    seen = tracks.present.numpy()
+    if not seen.any():
         return out.to(start.dtype)
-    b, k, t = np.nonzero(part)
+    b, k, t = np.nonzero(seen)
     shapes = shape_and_material(tracks.classes)[0].numpy()[b, k]
     yaw = np.asarray(yaws, dtype=np.float64)[b, k]
     begin = camera.floor_position(shapes, out[b, k, t].numpy(), yaw)
     height = camera.rest_height(shapes)
     uv = camera.project(np.concatenate([begin, height[:, None]], -1))
     ok = np.isfinite(uv).all(-1)
-    masks = masks.detach().cpu().numpy()
+    masks = np.ascontiguousarray(masks.detach().cpu().numpy().astype(np.uint8))  # class ids < 256
     xy, fitted = fit_points(camera, shapes[ok], uv[ok], yaw[ok], masks, b[ok], t[ok],
                             tracks.classes.numpy()[b[ok], k[ok]])
     boxes = camera.boxes(shapes[ok][fitted], xy[fitted], yaw[ok][fitted])

@@ -95,8 +95,8 @@ class Dynamics(Served):
         drawable = self.model.drawable(*seen, size).cpu()
         if camera is None:
             centers = self.model(*seen, size=size, learned=learned)
-        else:  # every sighting placed as a whole object, the cut and the partly hidden ones by their silhouettes
-            yaws = cube_turns(camera, tracks, (tracks.present & ~tracks.whole).any(-1))
+        else:  # every sighting placed by its silhouette (`placing.py`)
+            yaws = cube_turns(camera, tracks)
             present = self.model.sightings(*seen, size)
             start = self.model.plane.uncut(seen[0], present, seen[2].float(), size.float())
             center = whole_centers(camera, tracks, masks, yaws, start.cpu()).to(device)

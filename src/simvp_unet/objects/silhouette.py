@@ -25,7 +25,7 @@ from .tracks import Template, Tracks
 
 _COARSE_YAWS = np.radians(np.arange(0.0, 90.0, 6.0))  # cube turns compared (a quarter turn repeats)
 _STEPS = (2.0, 0.7, 0.25, 0.08)  # position search steps, pixels (`fit_position`)
-_GROUP = 32  # windows whose rays are cast together (`window_hits`)
+GROUP = 32  # windows of about one size whose rays are cast together (`window_hits`)
 
 
 # ---- where rays meet objects: the depth at which each ray enters each object ---------------
@@ -50,50 +50,67 @@ def _box(o: list[np.ndarray], d: list[np.ndarray], low: list[float], high: list[
     return enter, leave
 
 
-def _balls(o: np.ndarray, d: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """t interval of rays o + t d (o (N, 1, n), d (N, M, n)) inside a ball (n = 3) or disc
-    (n = 2) of `radius` at the origin."""
-    a = (d * d).sum(-1)
-    b = (d * o).sum(-1)
-    disc = b * b - a * ((o * o).sum(-1) - radius * radius)
+def _quadratic(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The roots (low, high) of a t^2 + 2 b t + c = 0; (inf, -inf) where there are none."""
+    disc = b * b - a * c
     root = np.sqrt(np.maximum(disc, 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(disc >= 0, (-b - root) / a, np.inf), np.where(disc >= 0, (-b + root) / a, -np.inf)
+
+
+def _enter(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarray,
+           d: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The depth (N, ...) at which rays from the camera along d (x, y, z components, each (N,
+    ...) or broadcastable to it) enter object n (inf where they miss): shape index shape[n]
+    resting on the floor at xy[n] (N, 2), a cube turned by yaw[n] radians about the vertical.
+    Worked out per component, in float32."""
+    dx, dy, dz = (np.asarray(c, dtype=np.float32) for c in d)
+    full = np.broadcast_shapes(dx.shape, dy.shape, dz.shape)
+    out = np.full(full, np.inf, np.float32)
+    ones = (1,) * (len(full) - 1)
+    o = (camera.eye - np.concatenate([xy, np.zeros((len(xy), 1))], -1)).astype(np.float32)  # floor point at 0
+    for kind in (SPHERE, CYLINDER, CUBE):
+        pick = np.flatnonzero(np.asarray(shape) == kind)
+        if not len(pick):
+            continue
+        ox, oy, oz = (o[pick, i].reshape(-1, *ones) for i in range(3))
+        px, py, pz = dx[pick], dy[pick], dz[pick]
+        if kind == SPHERE:  # center one radius above the floor
+            oz = oz - 1
+            enter, leave = _quadratic(px * px + py * py + pz * pz, px * ox + py * oy + pz * oz,
+                                      ox * ox + oy * oy + oz * oz - 1)
+        elif kind == CYLINDER:  # upright: a disc across, a slab up
+            enter, leave = _quadratic(px * px + py * py, px * ox + py * oy,
+                                      ox * ox + oy * oy - camera.cylinder_radius**2)
+            low, high = _slab(oz, pz, 0.0, 2 * camera.cylinder_half)
+            enter, leave = np.maximum(enter, low), np.minimum(leave, high)
+        else:  # in the cube's own axes: turned by its yaw about the vertical
+            c, s = (f(yaw[pick]).astype(np.float32).reshape(-1, *ones) for f in (np.cos, np.sin))
+            a = camera.cube_half
+            enter, leave = _box([ox * c + oy * s, oy * c - ox * s, oz], [px * c + py * s, py * c - px * s, pz],
+                                [-a, -a, 0.0], [a, a, 2 * a])
+        out[pick] = np.where((enter <= leave) & (leave > 0), enter, np.inf)
+    return out
 
 
 def depths(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarray, d: np.ndarray) -> np.ndarray:
     """(N, M) the depth at which each of M rays from the camera along d (N, M, 3) enters object
     n (inf where it misses): shape index shape[n] resting on the floor at xy[n] (N, 2), a cube
     turned by yaw[n] radians about the vertical."""
-    out = np.full(d.shape[:2], np.inf)
-    o = (camera.eye - np.concatenate([xy, np.zeros((len(xy), 1))], -1))[:, None, :].astype(np.float32)  # (N, 1, 3): floor point at 0
-    d = d.astype(np.float32)
-    for kind in (SPHERE, CYLINDER, CUBE):
-        pick = np.flatnonzero(np.asarray(shape) == kind)
-        if not len(pick):
-            continue
-        ok, dk = o[pick], d[pick]
-        if kind == SPHERE:
-            enter, leave = _balls(ok - np.array([0.0, 0.0, 1.0]), dk, 1.0)
-        elif kind == CYLINDER:
-            enter, leave = _balls(ok[..., :2], dk[..., :2], camera.cylinder_radius)
-            low, high = _slab(ok[..., 2], dk[..., 2], 0.0, 2 * camera.cylinder_half)
-            enter, leave = np.maximum(enter, low), np.minimum(leave, high)
-        else:  # in the cube's own axes: turned by its yaw about the vertical
-            c, s = np.cos(yaw[pick])[:, None].astype(np.float32), np.sin(yaw[pick])[:, None].astype(np.float32)
-            a = camera.cube_half
-            enter, leave = _box([ok[..., 0] * c + ok[..., 1] * s, ok[..., 1] * c - ok[..., 0] * s, ok[..., 2]],
-                                [dk[..., 0] * c + dk[..., 1] * s, dk[..., 1] * c - dk[..., 0] * s, dk[..., 2]],
-                                [-a, -a, 0.0], [a, a, 2 * a])
-        out[pick] = np.where((enter <= leave) & (leave > 0), enter, np.inf)
-    return out
+    return _enter(camera, shape, xy, yaw, (d[..., 0], d[..., 1], d[..., 2]))
 
 
-def rays(camera: Camera, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """World directions (..., 3) of the rays through (u, v) (broadcast together), as `Camera.rays`."""
+def _window_rays(camera: Camera, corner: np.ndarray, extent: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The x, y, z components of the rays through the pixel centers of N windows of `extent` (h,
+    w) whose top-left pixels are corner (N, 2) (left, top): x (N, 1, w), y and z (N, h, 1). The
+    camera is level: a pixel's column alone sets x, its row alone y and z."""
+    h, w = extent
     right, down, forward = camera.axes
-    return forward + ((u - camera.principal[0]) / camera.focal)[..., None] * right + (
-        (v - camera.principal[1]) / camera.focal)[..., None] * down
+    across = (corner[:, :1] + np.arange(w) + 0.5 - camera.principal[0]) / camera.focal  # (N, w)
+    below = (corner[:, 1:] + np.arange(h) + 0.5 - camera.principal[1]) / camera.focal  # (N, h)
+    return ((forward[0] + across * right[0])[:, None, :], (forward[1] + below * down[1])[:, :, None],
+            (forward[2] + below * down[2])[:, :, None])
 
 
 def window_hits(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarray, corner: np.ndarray,
@@ -105,14 +122,11 @@ def window_hits(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarr
     than far ones: one size for all would cast most rays in vain)."""
     out = np.zeros((len(shape), *extent), bool)
     order = np.argsort(size.prod(-1), kind="stable")
-    for group in np.array_split(order, max(1, len(order) // _GROUP)):
+    for group in np.array_split(order, max(1, len(order) // GROUP)):
         if not len(group) or not size[group].prod(-1).max():
             continue
         w, h = int(size[group, 0].max()), int(size[group, 1].max())
-        u = (corner[group, :1] + np.arange(w) + 0.5)[:, None, :]  # (n, 1, w)
-        v = (corner[group, 1:] + np.arange(h) + 0.5)[:, :, None]  # (n, h, 1)
-        met = np.isfinite(depths(camera, shape[group], xy[group], yaw[group],
-                                 rays(camera, u, v).reshape(len(group), -1, 3))).reshape(-1, h, w)
+        met = np.isfinite(_enter(camera, shape[group], xy[group], yaw[group], _window_rays(camera, corner[group], (h, w))))
         inside = (np.arange(h)[None, :, None] < size[group, 1, None, None]) & (
             np.arange(w)[None, None, :] < size[group, 0, None, None])
         out[group, :h, :w] = met & inside

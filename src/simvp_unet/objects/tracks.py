@@ -119,8 +119,10 @@ def _class_stats(masks: np.ndarray) -> dict[str, np.ndarray]:
     """Area and box of every class in every frame: each (B, T, C); boxes are [x0, x1), [y0, y1)."""
     b, t, h, w = masks.shape
     frames = masks.reshape(b * t, h, w)
-    f, y, x = np.nonzero(frames)  # foreground only: objects cover a small part of a frame
-    key = f * NUM_CLASSES + frames[f, y, x].astype(np.int64)
+    at = np.flatnonzero(frames)  # foreground only: objects cover a small part of a frame
+    f, rest = np.divmod(at, h * w)
+    y, x = np.divmod(rest, w)
+    key = f * NUM_CLASSES + frames.reshape(-1)[at].astype(np.int64)
     cols = np.bincount(key * w + x, minlength=b * t * NUM_CLASSES * w).reshape(-1, w) > 0
     rows = np.bincount(key * h + y, minlength=b * t * NUM_CLASSES * h).reshape(-1, h) > 0
     area = np.bincount(key, minlength=b * t * NUM_CLASSES).astype(np.float32)
