@@ -166,12 +166,12 @@ def whole_centers(camera: Camera, tracks: Tracks, masks: torch.Tensor, yaws: np.
     return out.to(start.dtype)
 
 
-def cube_turns(camera: Camera, tracks: Tracks, which: torch.Tensor | None = None) -> np.ndarray:
-    """(B, K) the turns of the cubes among `which` (bool (B, K); default: all objects) read from
-    their templates (`silhouette.estimate_yaws`); 0 for other shapes, NaN where not read."""
+def cube_turns(camera: Camera, tracks: Tracks) -> np.ndarray:
+    """(B, K) each cube's turn read from its template (`silhouette.estimate_yaws`), 0 for the
+    other shapes."""
     shapes = shape_and_material(tracks.classes)[0].numpy()
-    out = np.where(shapes == CUBE, np.nan, 0.0)
-    read = (shapes == CUBE) & tracks.valid.numpy() & (True if which is None else which.cpu().numpy())
+    out = np.zeros(shapes.shape)
+    read = (shapes == CUBE) & tracks.valid.numpy()
     if tracks.templates is not None and read.any():
         b, k = np.nonzero(read)
         out[b, k] = estimate_yaws(camera, [tracks.templates[i][j] for i, j in zip(b, k, strict=True)])

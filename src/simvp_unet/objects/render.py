@@ -58,8 +58,8 @@ def render(tracks: Tracks, centers: torch.Tensor, plane: GroundPlane, *, camera:
             place as 3D shapes; None: every object is its template.
         drawable: bool (B, K), which objects to paint (default: every object). Objects whose
             center is not finite (a diverged forecast) are never painted.
-        yaws: (B, K) the cubes' turns (`placing.cube_turns`) where already read (not NaN); the
-            others are read here for the cubes drawn as shapes.
+        yaws: (B, K) the cubes' turns already read (`placing.cube_turns`); None: read here for
+            the cubes drawn as shapes.
 
     Returns:
         long (B, H, W) class ids.

@@ -345,14 +345,15 @@ def placements(camera: Camera, tracks: Tracks, centers: torch.Tensor, which: tor
                yaws: np.ndarray | None = None) -> dict[tuple[int, int], tuple[int, np.ndarray, float]]:
     """(shape index, floor point, turn) of the objects `which` (bool (B, K)) marks, by (b, k):
     where their whole boxes are centered at `centers` (B, K, 2, pixels), a cube turned as its
-    template shows (`estimate_yaws`, unless `yaws` (B, K) gives the turn already read: not NaN)."""
+    template shows (`estimate_yaws`; `yaws` (B, K): the turns already read, `placing.cube_turns`)."""
     where = [tuple(bk) for bk in which.nonzero().tolist()]
     shapes = shape_and_material(tracks.classes)[0]
     kinds = np.array([int(shapes[b, k]) for b, k in where], dtype=np.int64)
-    yaws = np.array([np.nan if yaws is None else float(yaws[b, k]) for b, k in where])
-    yaws[kinds != CUBE] = 0.0
-    unread = np.flatnonzero(np.isnan(yaws))
-    if len(unread):
-        yaws[unread] = estimate_yaws(camera, [tracks.templates[where[i][0]][where[i][1]] for i in unread])
-    points = camera.floor_position(kinds, centers[which].double().numpy(), yaws) if where else np.zeros((0, 2))
-    return {bk: (int(kind), point, float(yaw)) for bk, kind, point, yaw in zip(where, kinds, points, yaws, strict=True)}
+    if yaws is None:
+        cubes = np.flatnonzero(kinds == CUBE)
+        turns = np.zeros(len(where))
+        turns[cubes] = estimate_yaws(camera, [tracks.templates[where[i][0]][where[i][1]] for i in cubes])
+    else:
+        turns = np.array([float(yaws[b, k]) for b, k in where])
+    points = camera.floor_position(kinds, centers[which].double().numpy(), turns) if where else np.zeros((0, 2))
+    return {bk: (int(kind), point, float(yaw)) for bk, kind, point, yaw in zip(where, kinds, points, turns, strict=True)}
