@@ -4,8 +4,9 @@
 
 Segmentation is excluded (the masks are the true ones, read before timing). Each stage is
 timed over the whole set of videos in batches of --batch; the figures are medians of
---repeats passes. `forecast_objects` is the `objects` row as served (all stages: tracks, the simulator
-with the network's corrections, rendering). Prints the CPU's features and the torch build with the numbers.
+--repeats passes. `placing` fits every sighting's silhouette (`objects/placing.py`; a run with a
+camera). `forecast_objects` is the `objects` row as served (all stages: tracks, placing, the
+simulator with the network's corrections, rendering). Prints the CPU's features and the torch build with the numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from simvp_unet.data import layout
 from simvp_unet.data.manifest import task_shape
 from simvp_unet.hardware import cpu_features
 from simvp_unet.objects import DynamicsNet, DynamicsNetConfig, extract_tracks, render
+from simvp_unet.objects.placing import cube_turns, whole_centers
 from simvp_unet.objects.serve import Dynamics
 from simvp_unet.runs import load_run
 
@@ -41,7 +43,8 @@ def main() -> None:
     masks = torch.from_numpy(np.stack([layout.read_mask(f, shape)[: shape.input_frames] for _, f in videos]))
     served = load_run(args.run) if args.run else Dynamics(DynamicsNet(DynamicsNetConfig()).eval())
     model = served.model
-    times: dict[str, list[float]] = {"tracks": [], "dynamics": [], "render": [], "total": [],
+    camera = model.floor.camera()
+    times: dict[str, list[float]] = {"tracks": [], "placing": [], "dynamics": [], "render": [], "total": [],
                                      "forecast_objects": []}
     with torch.inference_mode():
         for _ in range(args.repeats):
@@ -50,12 +53,16 @@ def main() -> None:
                 t0 = time.perf_counter()
                 tracks = extract_tracks(part)
                 t1 = time.perf_counter()
+                if camera is not None:  # every sighting placed by its silhouette, as served
+                    whole_centers(camera, tracks, part, cube_turns(camera, tracks), tracks.center)
+                t1b = time.perf_counter()
                 centers = model(tracks.classes, tracks.present, tracks.center, size=tracks.size, learned=True)
                 t2 = time.perf_counter()
                 render(tracks, centers[:, :, -1], model.plane)
                 t3 = time.perf_counter()
                 spent["tracks"] += t1 - t0
-                spent["dynamics"] += t2 - t1
+                spent["placing"] += t1b - t1
+                spent["dynamics"] += t2 - t1b
                 spent["render"] += t3 - t2
                 spent["total"] += t3 - t0
                 served.forecast_objects(part)  # the objects row as served

@@ -80,6 +80,9 @@ class Dynamics(Served):
     def forecast_objects(self, masks: torch.Tensor, *, learned: bool = True) -> ObjectForecast:
         """Objects of masks 1..11 (long (B, 11, H, W)), their forecast, and the mask of frame 22.
 
+        With a camera (runs that fitted one), the dynamics starts from every sighting placed by
+        its silhouette (`placing.whole_centers`), not from the tracked box centers.
+
         Args:
             masks: class ids of frames 1..11.
             learned: the trained network (`objects`); False: constant velocity (`objects-cv`).
