@@ -23,8 +23,8 @@ from simvp_unet.data.datasets import VideoDataset
 from simvp_unet.evaluate import dataset_camera, video_loader
 from simvp_unet.hardware import cpu_features
 from simvp_unet.metrics import MaskScore
+from simvp_unet.objects.placing import draw
 from simvp_unet.objects.render import render
-from simvp_unet.objects.silhouette import draw
 from simvp_unet.pipelines import segment_videos
 from simvp_unet.runs import load_run
 

@@ -10,7 +10,8 @@ import torch
 
 from simvp_unet.classes import class_id
 from simvp_unet.objects.camera import CUBE, CYLINDER, SPHERE, Camera, FloorSpace, fit_camera
-from simvp_unet.objects.silhouette import estimate_yaw, fit_position, paint
+from simvp_unet.objects.placing import estimate_yaw, fit_points, fit_position
+from simvp_unet.objects.silhouette import paint
 from simvp_unet.objects.tracks import extract_tracks
 
 # about the generator's CLEVR camera (lengths in sphere radii: a cube's half side is 0.9)
@@ -104,7 +105,12 @@ def test_cube_turn_and_place_read_back_from_masks():
     hider = np.zeros_like(visible)
     hider[:, : (cols.min() + cols.max()) // 2] = True
     start = xy + [0.4, -0.3]
-    place, cost = fit_position(CAMERA, CUBE, start, yaw, visible & ~hider, ~visible & ~hider)
+    shown = np.where(hider, SHAPE_CLASS[SPHERE], np.where(visible, SHAPE_CLASS[CUBE], 0))  # the hider: another object
+    uv = CAMERA.project(np.array([*start, CAMERA.cube_half]))
+    place, fitted = fit_points(CAMERA, np.array([CUBE]), uv[None], np.array([yaw]), shown[None, None], np.zeros(1, int),
+                               np.zeros(1, int), np.array([SHAPE_CLASS[CUBE]]))
+    assert fitted[0] and np.linalg.norm(place[0] - xy) < 0.05
+    place, cost = fit_position(CAMERA, CUBE, start, yaw, visible & ~hider, ~visible & ~hider)  # one at a time, finely
     assert cost == 0 and np.linalg.norm(place - xy) < 0.05
 
 

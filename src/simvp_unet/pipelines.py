@@ -25,8 +25,8 @@ from .classes import BACKGROUND, NUM_CLASSES
 from .data.layout import COMPETITION, TaskShape
 from .errors import ConfigError
 from .kinds import KINDS, kind_of
+from .objects.placing import draw
 from .objects.render import render
-from .objects.silhouette import draw
 from .objects.tracks import Tracks, extract_tracks, positions_in
 from .runs import load_run
 

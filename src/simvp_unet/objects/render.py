@@ -17,7 +17,8 @@ import torch
 from ..classes import BACKGROUND
 from .camera import Camera
 from .ground import GroundPlane
-from .silhouette import placements, silhouette
+from .placing import placements
+from .silhouette import silhouette
 from .tracks import Tracks
 
 # Pixels an object's center may move from where its template was cut and still be pasted as the

@@ -2,29 +2,22 @@
 
 Where a pasted template (the shape an object had in an input frame, scaled) no longer fits,
 because the object travelled, `render.py` draws it here at its new place as a camera
-(`camera.py`, fitted to the objects' boxes) sees it: a ray through
-each pixel center meets the object or not, and the nearest object a ray meets owns the pixel
-(a depth buffer), so occlusion follows depth. A cube's turn about the vertical is read from
-its template (`estimate_yaw`) and kept.
+(`camera.py`, fitted to the objects' boxes) sees it: a ray through each pixel center meets the
+object or not, and the nearest object a ray meets owns the pixel (a depth buffer), so occlusion
+follows depth. The ray tests work on many objects and windows at once (`depths`,
+`window_hits`): `placing.py` fits places and turns to masks with them.
 
-    yaw = estimate_yaw(camera, CUBE, template)
     mask = paint(camera, [(class_id, shape, xy, yaw), ...])   # (H, W) class ids
-    masks = draw(camera, tracks, centers)                     # (B, H, W), objects at box centers
+    window, depth = silhouette(camera, shape, xy, yaw)         # one object's pixels and depths
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import torch
 
-from ..classes import BACKGROUND, shape_and_material
+from ..classes import BACKGROUND
 from .camera import CUBE, CYLINDER, SPHERE, Camera
-from .tracks import Template, Tracks
 
-_COARSE_YAWS = np.radians(np.arange(0.0, 90.0, 6.0))  # cube turns compared (a quarter turn repeats)
-_STEPS = (2.0, 0.7, 0.25, 0.08)  # position search steps, pixels (`fit_position`)
 GROUP = 32  # windows of about one size whose rays are cast together (`window_hits`)
 
 
@@ -207,153 +200,3 @@ def paint(camera: Camera, objects: list[tuple[int, int, np.ndarray, float]]) -> 
         nearest[window][front] = depth[front]
         out[window][front] = class_id
     return out
-
-
-# ---- reading an object's place and turn from a mask -----------------------------------------
-
-
-def _mismatch(camera: Camera, shape: int, xy: np.ndarray, yaw: float, visible: np.ndarray,
-              free: np.ndarray, total: int) -> int:
-    """Pixels of `visible` (H, W; `total` of them) the object misses plus pixels of `free`
-    (H, W) it covers. Pixels it covers that are neither may be hidden behind another object:
-    they cost nothing."""
-    seen = silhouette(camera, shape, xy, yaw)
-    if seen is None:
-        return total
-    window, depth = seen
-    hit = np.isfinite(depth)
-    return total - int(np.count_nonzero(hit & visible[window])) + int(np.count_nonzero(hit & free[window]))
-
-
-def fit_position(camera: Camera, shape: int, xy: np.ndarray, yaw: float, visible: np.ndarray,
-                 free: np.ndarray, *, steps: tuple[float, ...] = _STEPS) -> tuple[np.ndarray, int]:
-    """The floor point near `xy` whose silhouette best explains a mask, and its mismatch.
-
-    A box center places a partly hidden or cut object badly, and a whole one only to half a
-    pixel: this walks the image of the object's center, in ever smaller `steps` (pixels), to
-    where the silhouette covers the object's visible pixels (`visible`, bool (H, W)) and as
-    few background pixels (`free`, bool (H, W)) as it can; pixels of other objects may hide it.
-    """
-    height = float(camera.rest_height(np.array(shape)))
-    uv = camera.project(np.array([xy[0], xy[1], height]))
-    total = int(np.count_nonzero(visible))
-    best = _mismatch(camera, shape, np.asarray(xy, dtype=np.float64), yaw, visible, free, total)
-    for step in steps:
-        moved = True
-        while moved and best > 0:
-            moved = False
-            for du, dv in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
-                trial = uv + step * np.array([du, dv])
-                cost = _mismatch(camera, shape, camera.on_floor(trial, height), yaw, visible, free, total)
-                if cost < best:
-                    best, uv, moved = cost, trial, True
-    return camera.on_floor(uv, height), best
-
-
-def estimate_yaws(camera: Camera, templates: list[Template]) -> np.ndarray:
-    """Cubes' turns about the vertical (N) (radians, in [0, pi/2)) from the shapes they had when
-    last seen whole (their templates (N)): for each, the turn whose silhouette, placed where its
-    box has the template's box center, differs from the template in the fewest pixels. Turns 6
-    degrees apart are tried, all cubes at once, and the least difference found between them (a
-    parabola's). An empty template gives 0."""
-    out = np.zeros(len(templates))
-    keep = [i for i, template in enumerate(templates) if template.mask.any()]
-    if not keep:
-        return out
-    n, m = len(_COARSE_YAWS), len(keep)
-    kinds, yaw = np.full(n * m, CUBE), np.tile(_COARSE_YAWS, m)  # [i * n + j]: cube i at turn j
-    places = camera.floor_position(kinds, np.repeat([templates[i].center for i in keep], n, 0), yaw)
-    box, ok = spans(camera, kinds, places)
-    (height, width), box = camera.image_size, np.where(ok[:, None], box, 0)
-    corner = np.stack([box[:, 0].clip(0, width), box[:, 1].clip(0, height)], -1)  # the window inside the image
-    size = (np.stack([box[:, 2].clip(0, width), box[:, 3].clip(0, height)], -1) - corner) * ok[:, None]
-    h, w = int(size[:, 1].max()), int(size[:, 0].max())
-    rows, cols = corner[:, 1:] + np.arange(h), corner[:, :1] + np.arange(w)  # (N, h), (N, w)
-    seen = window_hits(camera, kinds, places, yaw, corner, size, (h, w))
-    # the template's pixels at those image pixels
-    masks = [templates[i].mask for i in keep]
-    stack = np.zeros((m, max(x.shape[0] for x in masks), max(x.shape[1] for x in masks)), bool)
-    for i, mask in enumerate(masks):
-        stack[i, :mask.shape[0], :mask.shape[1]] = mask
-    size = np.array([mask.shape for mask in masks])  # (m, 2): h, w
-    corner = np.round(np.array([templates[i].center[::-1] for i in keep]) - size / 2).astype(np.int64)
-    r, c = rows - np.repeat(corner[:, 0], n)[:, None], cols - np.repeat(corner[:, 1], n)[:, None]
-    inside = ((r >= 0) & (r < np.repeat(size[:, 0], n)[:, None]))[:, :, None] & (
-        (c >= 0) & (c < np.repeat(size[:, 1], n)[:, None]))[:, None, :]
-    which = np.repeat(np.arange(m), n)[:, None, None]
-    on = stack[which, r.clip(0, stack.shape[1] - 1)[:, :, None], c.clip(0, stack.shape[2] - 1)[:, None, :]] & inside
-    area = np.array([np.count_nonzero(mask) for mask in masks])
-    costs = (np.repeat(area, n) - (seen & on).sum((1, 2)) + (seen & ~on).sum((1, 2))).reshape(m, n).astype(np.float64)
-    best = costs.argmin(1)
-    # the vertex of the parabola through the best turn and its two neighbours (turns repeat)
-    pick = np.arange(m)
-    low, mid, high = costs[pick, best - 1], costs[pick, best], costs[pick, (best + 1) % n]
-    curve = low - 2 * mid + high
-    shift = np.where(curve > 0, 0.5 * (low - high) / np.where(curve > 0, curve, 1), 0.0)
-    step = float(_COARSE_YAWS[1] - _COARSE_YAWS[0])
-    out[keep] = (_COARSE_YAWS[best] + np.clip(shift, -0.5, 0.5) * step) % (math.pi / 2)
-    return out
-
-
-def estimate_yaw(camera: Camera, shape: int, template: Template) -> float:
-    """A cube's turn about the vertical (radians, in [0, pi/2)) from its template
-    (`estimate_yaws`); 0 for round shapes."""
-    return float(estimate_yaws(camera, [template])[0]) if shape == CUBE else 0.0
-
-
-# ---- masks of tracked objects ----------------------------------------------------------------
-
-
-def draw(camera: Camera, tracks: Tracks, centers: torch.Tensor, *, drawable: torch.Tensor | None = None,
-         fit_to: torch.Tensor | None = None) -> torch.Tensor:
-    """The mask of one frame: the tracked objects drawn as the camera sees their shapes.
-
-    Args:
-        camera: the camera (and the objects' sizes).
-        tracks: the objects, with templates (a cube's turn is read from its template).
-        centers: (B, K, 2) the centers of their whole boxes in that frame, pixels.
-        drawable: bool (B, K), which objects to draw (default: every object). Objects whose
-            center is not finite are never drawn.
-        fit_to: long (B, H, W), the true mask of that frame: each object's floor point is then
-            fitted to its pixels there (`fit_position`), not read from its box center alone.
-
-    Returns:
-        long (B, H, W) class ids.
-    """
-    if tracks.templates is None:
-        raise ValueError("drawing needs tracks extracted with templates=True (a cube's turn)")
-    if tuple(camera.image_size) != tuple(tracks.image_size):
-        raise ValueError(f"the camera sees {camera.image_size} images, the tracks are {tracks.image_size}")
-    centers = centers.detach().double().cpu()
-    drawable = tracks.valid if drawable is None else drawable.cpu() & tracks.valid
-    drawable = drawable & torch.isfinite(centers).all(-1)
-    placed = placements(camera, tracks, centers, drawable)
-    truth = None if fit_to is None else fit_to.cpu().numpy()
-    out = []
-    for b in range(len(tracks.templates)):
-        objects = []
-        for k in np.flatnonzero(drawable[b].numpy()):
-            class_id, (shape, xy, yaw) = int(tracks.classes[b, k]), placed[b, k]
-            if truth is not None:
-                xy = fit_position(camera, shape, xy, yaw, truth[b] == class_id, truth[b] == BACKGROUND)[0]
-            objects.append((class_id, shape, xy, yaw))
-        out.append(paint(camera, objects))
-    return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, *camera.image_size, dtype=torch.long)
-
-
-def placements(camera: Camera, tracks: Tracks, centers: torch.Tensor, which: torch.Tensor, *,
-               yaws: np.ndarray | None = None) -> dict[tuple[int, int], tuple[int, np.ndarray, float]]:
-    """(shape index, floor point, turn) of the objects `which` (bool (B, K)) marks, by (b, k):
-    where their whole boxes are centered at `centers` (B, K, 2, pixels), a cube turned as its
-    template shows (`estimate_yaws`; `yaws` (B, K): the turns already read, `placing.cube_turns`)."""
-    where = [tuple(bk) for bk in which.nonzero().tolist()]
-    shapes = shape_and_material(tracks.classes)[0]
-    kinds = np.array([int(shapes[b, k]) for b, k in where], dtype=np.int64)
-    if yaws is None:
-        cubes = np.flatnonzero(kinds == CUBE)
-        turns = np.zeros(len(where))
-        turns[cubes] = estimate_yaws(camera, [tracks.templates[where[i][0]][where[i][1]] for i in cubes])
-    else:
-        turns = np.array([float(yaws[b, k]) for b, k in where])
-    points = camera.floor_position(kinds, centers[which].double().numpy(), turns) if where else np.zeros((0, 2))
-    return {bk: (int(kind), point, float(yaw)) for bk, kind, point, yaw in zip(where, kinds, points, turns, strict=True)}
