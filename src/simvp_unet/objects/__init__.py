@@ -13,8 +13,9 @@ run, `cache.py` stores the tracks of a dataset for training. `camera.py` fits a 
 (focal length, height, pitch, the shapes' sizes) to the tracks' boxes and `silhouette.py` draws
 the objects as 3D shapes with it: `render.py` draws so the objects that travelled from where
 they were last seen whole, and the `shapes@true` row of evaluate every object. `placing.py`
-places the sightings cut by the border or partly hidden where their silhouettes fit the mask
-(the served forecast reads those centers).
+fits places and turns to masks with those silhouettes: every sighting of frames 1..11 (the
+served forecast reads those centers), a cube's turn from its template, and the objects the
+`shapes@true` row draws.
 """
 
 from .dynamics import DynamicsNet, DynamicsNetConfig
