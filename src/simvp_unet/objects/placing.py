@@ -72,10 +72,9 @@ def _shift_costs(camera: Camera, shape: np.ndarray, uv: np.ndarray, yaw: np.ndar
     one size (near objects look several times larger than far ones)."""
     height = camera.rest_height(shape)
     xy = camera.on_floor(uv, height)
-    ok = spans(camera, shape, xy)[1]
-    box = camera.boxes(shape, np.where(ok[:, None], xy, 0.0), yaw)  # the silhouette's own box: no ray cast in vain
-    corner = np.floor(box[:, :2]).astype(np.int64) - 1  # (left, top), a pixel of margin
-    size = (np.ceil(box[:, 2:]).astype(np.int64) - corner + 1) * ok[:, None]
+    box, ok = spans(camera, shape, xy)
+    corner = box[:, :2] - 1  # (left, top), a pixel of margin
+    size = (box[:, 2:] - box[:, :2] + 2) * ok[:, None]
     costs = torch.zeros(len(shape), 2 * REACH + 1, 2 * REACH + 1)
     order = np.argsort(size.prod(-1), kind="stable")
     for group in np.array_split(order, max(1, len(order) // GROUP)):
