@@ -110,6 +110,10 @@ def test_dynamics_run_loads_without_lightning_and_exports(runs, tmp_path):
     result = dynamics.forecast_objects(masks)
     assert result.mask.shape == (len(masks), layout.COMPETITION.height, layout.COMPETITION.width)
     assert result.centers.shape[2:] == (layout.COMPETITION.future_frames, 2)
+    # the forecast starts from the sightings placed by their silhouettes: near the tracked boxes
+    seen = result.tracks.present
+    assert result.past.shape == result.tracks.center.shape and torch.isfinite(result.past[seen]).all()
+    assert (result.past[seen] - result.tracks.center[seen]).norm(dim=-1).median() < 3
     _cli("export", runs / "dynamics", "--format", "safetensors", "--out", tmp_path / "dyn.safetensors")
     rebuilt = load_exported(tmp_path / "dyn.safetensors")
     assert torch.equal(rebuilt.plane.slope, dynamics.model.plane.slope)

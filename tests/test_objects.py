@@ -203,6 +203,7 @@ def test_objects_seen_in_too_few_frames_are_forecast_but_not_drawn():
     assert BLUE_SPHERE in result.tracks.classes[0].tolist()  # tracked and forecast, only not drawn
     assert sorted(result.tracks.classes[0][result.drawn[0]].tolist()) == [RED_CUBE, GREEN_CYL]
     assert torch.isfinite(result.centers).all()
+    assert torch.equal(result.past, result.tracks.center)  # no camera: the tracked box centers
 
 
 def test_fit_constant_velocity_finds_the_damping():

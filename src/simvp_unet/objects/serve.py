@@ -35,12 +35,16 @@ class ObjectForecast:
         mask: long (B, H, W), the rendered mask of frame 22.
         drawn: bool (B, K), the objects the mask shows: those seen in enough input frames to
             forecast (`DynamicsNet.drawable`).
+        past: (B, K, 11, 2) the centers of frames 1..11 the forecast started from, pixels: each
+            sighting placed by its silhouette (`placing.whole_centers`) where the run has a
+            camera, else the tracked box centers (meaningless where not seen).
     """
 
     tracks: Tracks
     centers: torch.Tensor
     mask: torch.Tensor
     drawn: torch.Tensor
+    past: torch.Tensor
 
     def paths(self, b: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(class id, past centers (n, 2) where seen, forecast centers (11, 2)) of video b."""
@@ -49,8 +53,7 @@ class ObjectForecast:
             if not bool(self.tracks.valid[b, k]):
                 continue
             seen = self.tracks.present[b, k].numpy()
-            out.append((int(self.tracks.classes[b, k]), self.tracks.center[b, k].numpy()[seen],
-                        self.centers[b, k].numpy()))
+            out.append((int(self.tracks.classes[b, k]), self.past[b, k].numpy()[seen], self.centers[b, k].numpy()))
         return out
 
 
@@ -92,7 +95,7 @@ class Dynamics(Served):
             raise ValueError(f"forecast_objects expects integer masks (B, {n}, H, W), got {masks.dtype} "
                              f"of shape {tuple(masks.shape)}")
         tracks = extract_tracks(masks)
-        device, camera, yaws = self.device, self.model.floor.camera(), None
+        device, camera, yaws, past = self.device, self.model.floor.camera(), None, tracks.center
         seen = (tracks.classes.to(device), tracks.present.to(device), tracks.center.to(device))
         size = tracks.size.to(device)
         drawable = self.model.drawable(*seen, size).cpu()
@@ -102,8 +105,8 @@ class Dynamics(Served):
             yaws = cube_turns(camera, tracks)
             present = self.model.sightings(*seen, size)
             start = self.model.plane.uncut(seen[0], present, seen[2].float(), size.float())
-            center = whole_centers(camera, tracks, masks, yaws, start.cpu()).to(device)
-            centers = self.model(seen[0], present, center, learned=learned)
+            past = whole_centers(camera, tracks, masks, yaws, start.cpu()).float()
+            centers = self.model(seen[0], present, past.to(device), learned=learned)
         centers = centers.float().cpu()
         mask = render(tracks, centers[:, :, -1], self.model.plane, camera=camera, drawable=drawable, yaws=yaws)
-        return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device), drawn=drawable)
+        return ObjectForecast(tracks=tracks, centers=centers, mask=mask.to(masks.device), drawn=drawable, past=past)
