@@ -1,4 +1,5 @@
-"""Where a partly seen object stands: its silhouette fitted to the pixels it shows.
+"""Objects read from masks with the camera's silhouettes: where each sighting stands, how a cube
+is turned, and tracked objects drawn.
 
 A box center places an object only when the box is whole. Cut by the image border or partly
 hidden behind another object, the box shrinks and its center moves toward what is visible: an
@@ -12,19 +13,19 @@ result is the center of the whole box it would have there, the number the dynami
 
     yaws = cube_turns(camera, tracks)                            # (B, K) cubes' turns
     center = whole_centers(camera, tracks, masks, yaws, start)   # (B, K, T, 2) pixels
-    masks = draw(camera, tracks, centers, fit_to=truth)          # (B, H, W), objects drawn
+    mask = draw(camera, tracks, centers, fit_to=truth)           # (B, H, W), objects drawn
+
+The search (`fit_points`) moves the object's image by whole pixels, the mismatch of every shift
+within `REACH` pixels at once (a correlation of the silhouette with the mask), again from the
+best where it lay at the reach; then within the pixel, where two lines of equal and opposite
+slope through the mismatches of the best shift and its two neighbours meet (the mismatch grows
+about linearly away from its least, with the length of the outline that moves). All sightings
+of a batch are fitted together: the cost is a few array operations per batch, not per sighting.
 
 A cube's turn about the vertical is read from its template, the shape it had when last seen
 whole (`estimate_yaws`), and kept. `draw` paints tracked objects as the camera sees them, each
 at a box center or fitted to a true mask, one object at a time and finer (`fit_position`: the
 `shapes@true` row of evaluate).
-
-The search moves the object's image by whole pixels, the mismatch of every shift within `REACH`
-pixels at once (a correlation of the silhouette with the mask), again from the best where it
-lay at the reach; then within the pixel, where two lines of equal and opposite slope through the
-mismatches of the best shift and its two neighbours meet (the mismatch grows about linearly
-away from its least, with the length of the outline that moves). All sightings of a batch are
-fitted together: the cost is a few array operations per batch, not per sighting.
 """
 
 from __future__ import annotations
