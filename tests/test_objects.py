@@ -130,6 +130,12 @@ def test_noise_blobs_and_flicker_are_repaired():
     assert not (cleaned == BLUE_SPHERE).any()
     tracks = extract_tracks(torch.from_numpy(video[None]))
     assert sorted(c for c in tracks.classes[0].tolist() if c) == [RED_CUBE]
+    # the masks the tracks were measured on, kept for the silhouette fits: noise gone, the
+    # flicker pixels the cube's own
+    assert tracks.masks.dtype == np.uint8 and tracks.masks.shape == (1, *video.shape)
+    assert set(np.unique(tracks.masks).tolist()) == {0, RED_CUBE}
+    assert (tracks.masks[0, 3, 75:80, 55:62] == RED_CUBE).all()
+    assert extract_tracks(torch.from_numpy(video[None]), templates=False).masks is None
 
 
 def test_class_flicker_over_frames_is_one_object_with_the_majority_class():

@@ -137,7 +137,7 @@ def fit_points(camera: Camera, shape: np.ndarray, uv: np.ndarray, yaw: np.ndarra
     return camera.on_floor(uv, camera.rest_height(shape)), fitted
 
 
-def whole_centers(camera: Camera, tracks: Tracks, masks: torch.Tensor, yaws: np.ndarray,
+def whole_centers(camera: Camera, tracks: Tracks, masks: np.ndarray | torch.Tensor, yaws: np.ndarray,
                   start: torch.Tensor) -> torch.Tensor:
     """The centers (B, K, T, 2) of every sighting's whole box, pixels: where the silhouette that
     best fits the sighting's pixels has its box center.
@@ -148,7 +148,8 @@ def whole_centers(camera: Camera, tracks: Tracks, masks: torch.Tensor, yaws: np.
     Args:
         camera: the camera (and the objects' sizes).
         tracks: the objects of `masks`.
-        masks: the class ids (B, T, H, W) the tracks come from.
+        masks: the class ids (B, T, H, W) the tracks were measured on (`Tracks.masks`: a
+            segmenter's flicker merged into its object, whose pixels they then are).
         yaws: (B, K) the cubes' turns, radians (`cube_turns`).
         start: (B, K, T, 2) box centers to start from (whole-box centers as well as they are
             known: the tracked ones, corrected for cuts).
@@ -168,7 +169,7 @@ def whole_centers(camera: Camera, tracks: Tracks, masks: torch.Tensor, yaws: np.
     height = camera.rest_height(shapes)
     uv = camera.project(np.concatenate([begin, height[:, None]], -1))
     ok = np.isfinite(uv).all(-1)
-    masks = np.ascontiguousarray(masks.detach().cpu().numpy().astype(np.uint8))  # class ids < 256
+    masks = np.ascontiguousarray(torch.as_tensor(masks).cpu().numpy().astype(np.uint8))  # class ids < 256
     xy, fitted = fit_points(camera, shapes[ok], uv[ok], yaw[ok], masks, b[ok], t[ok],
                             tracks.classes.numpy()[b[ok], k[ok]])
     boxes = camera.boxes(shapes[ok][fitted], xy[fitted], yaw[ok][fitted])

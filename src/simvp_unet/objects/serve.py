@@ -105,7 +105,7 @@ class Dynamics(Served):
             yaws = cube_turns(camera, tracks)
             present = self.model.sightings(*seen, size)
             start = self.model.plane.uncut(seen[0], present, seen[2].float(), size.float())
-            past = whole_centers(camera, tracks, masks, yaws, start.cpu()).float()
+            past = whole_centers(camera, tracks, tracks.masks, yaws, start.cpu()).float()
             centers = self.model(seen[0], present, past.to(device), learned=learned)
         centers = centers.float().cpu()
         mask = render(tracks, centers[:, :, -1], self.model.plane, camera=camera, drawable=drawable, yaws=yaws)

@@ -67,6 +67,9 @@ class Tracks:
         templates: per video, per slot, the shape to paint (None for empty slots), or None
             when templates were not asked for.
         image_size: (H, W) of the masks.
+        masks: uint8 (B, T, H, W), the class ids the tracks were measured on (small blobs
+            dropped, a segmenter's flicker merged into the object it belongs to), kept with the
+            templates (None without them): what `placing.whole_centers` fits silhouettes to.
     """
 
     classes: torch.Tensor
@@ -78,6 +81,7 @@ class Tracks:
     whole: torch.Tensor
     templates: list[list[Template | None]] | None
     image_size: tuple[int, int]
+    masks: np.ndarray | None = None
 
     @property
     def valid(self) -> torch.Tensor:
@@ -258,7 +262,8 @@ def extract_tracks(masks: torch.Tensor, *, templates: bool = True, min_pixels: i
     as_t = torch.from_numpy
     return Tracks(classes=as_t(classes), present=as_t(present), center=as_t(center),
                   size=as_t(size), area=as_t(area), cut=as_t(cut), whole=as_t(whole),
-                  templates=shapes, image_size=(h, w))
+                  templates=shapes, image_size=(h, w),
+                  masks=masks.astype(np.uint8, copy=False) if templates else None)
 
 
 def _template(masks: np.ndarray, c: int, whole: np.ndarray, seen: np.ndarray, area: np.ndarray,
