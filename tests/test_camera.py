@@ -10,7 +10,7 @@ import torch
 
 from simvp_unet.classes import class_id
 from simvp_unet.objects.camera import CUBE, CYLINDER, SPHERE, Camera, FloorSpace, fit_camera
-from simvp_unet.objects.placing import estimate_yaw, fit_points, fit_position
+from simvp_unet.objects.placing import estimate_yaws, fit_points, fit_position
 from simvp_unet.objects.silhouette import paint
 from simvp_unet.objects.tracks import extract_tracks
 
@@ -97,7 +97,7 @@ def test_cube_turn_and_place_read_back_from_masks():
         mask = paint(CAMERA, [(SHAPE_CLASS[CUBE], CUBE, xy, yaw)])
         tracks = extract_tracks(torch.from_numpy(mask[None, None]))
         template = tracks.templates[0][int((tracks.classes[0] == SHAPE_CLASS[CUBE]).nonzero()[0, 0])]
-        found = estimate_yaw(CAMERA, CUBE, template)
+        found = estimate_yaws(CAMERA, [template])[0]
         assert abs((found - yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4) < math.radians(3.5), degrees
     # a place read from the mask alone, with half of the cube hidden behind something near
     visible = mask == SHAPE_CLASS[CUBE]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
@@ -109,13 +108,6 @@ class Camera:
         d = self.rays(uv)
         t = (np.asarray(z, dtype=np.float64) - self.height) / np.minimum(d[..., 2], -1e-9)
         return t[..., None] * d[..., :2]
-
-    @cached_property
-    def pixel_rays(self) -> np.ndarray:
-        """(H, W, 3) the rays through every pixel center (`rays`), computed once."""
-        h, w = self.image_size
-        u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-        return self.rays(np.stack([u, v], -1))
 
     def depth(self, shape: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """Camera depth (...) of the centers of objects of shape indices (...) at floor points (..., 2)."""

@@ -270,12 +270,6 @@ def estimate_yaws(camera: Camera, templates: list[Template]) -> np.ndarray:
     return out
 
 
-def estimate_yaw(camera: Camera, shape: int, template: Template) -> float:
-    """A cube's turn about the vertical (radians, in [0, pi/2)) from its template
-    (`estimate_yaws`); 0 for round shapes."""
-    return float(estimate_yaws(camera, [template])[0]) if shape == CUBE else 0.0
-
-
 def cube_turns(camera: Camera, tracks: Tracks) -> np.ndarray:
     """(B, K) each cube's turn read from its template (`estimate_yaws`), 0 for the other shapes."""
     shapes = shape_and_material(tracks.classes)[0].numpy()

@@ -4,8 +4,8 @@ Where a pasted template (the shape an object had in an input frame, scaled) no l
 because the object travelled, `render.py` draws it here at its new place as a camera
 (`camera.py`, fitted to the objects' boxes) sees it: a ray through each pixel center meets the
 object or not, and the nearest object a ray meets owns the pixel (a depth buffer), so occlusion
-follows depth. The ray tests work on many objects and windows at once (`depths`,
-`window_hits`): `placing.py` fits places and turns to masks with them.
+follows depth. The ray tests work on many objects and windows at once (`window_hits`):
+`placing.py` fits places and turns to masks with them.
 
     mask = paint(camera, [(class_id, shape, xy, yaw), ...])   # (H, W) class ids
     window, depth = silhouette(camera, shape, xy, yaw)         # one object's pixels and depths
@@ -86,13 +86,6 @@ def _enter(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarray,
     return out
 
 
-def depths(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """(N, M) the depth at which each of M rays from the camera along d (N, M, 3) enters object
-    n (inf where it misses): shape index shape[n] resting on the floor at xy[n] (N, 2), a cube
-    turned by yaw[n] radians about the vertical."""
-    return _enter(camera, shape, xy, yaw, (d[..., 0], d[..., 1], d[..., 2]))
-
-
 def _window_rays(camera: Camera, corner: np.ndarray, extent: tuple[int, int]
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The x, y, z components of the rays through the pixel centers of N windows of `extent` (h,
@@ -109,7 +102,7 @@ def _window_rays(camera: Camera, corner: np.ndarray, extent: tuple[int, int]
 def window_hits(camera: Camera, shape: np.ndarray, xy: np.ndarray, yaw: np.ndarray, corner: np.ndarray,
                 size: np.ndarray, extent: tuple[int, int]) -> np.ndarray:
     """bool (N, h, w): whether the ray through each pixel center of N windows of `extent` (h, w)
-    meets object n (as `depths`). Window n starts at pixel corner[n] (left, top) and only its
+    meets object n (`_enter`). Window n starts at pixel corner[n] (left, top) and only its
     first size[n] (w, h) pixels count (the rest are False). Rays are cast in groups of windows of
     about one size, each group as large as its largest (near objects look several times larger
     than far ones: one size for all would cast most rays in vain)."""
@@ -178,12 +171,11 @@ def silhouette(camera: Camera, shape: int, xy: np.ndarray, yaw: float = 0.0
     if box is None:
         return None
     top, left, bottom, right = box
-    d = camera.pixel_rays[top:bottom, left:right]
     if shape not in (CUBE, SPHERE, CYLINDER):
         raise ValueError(f"shape index {shape} is not one of cube, sphere, cylinder")
-    depth = depths(camera, np.array([shape]), np.asarray(xy, dtype=np.float64)[None, :2], np.array([float(yaw)]),
-                   d.reshape(1, -1, 3))
-    return (slice(top, bottom), slice(left, right)), depth.reshape(d.shape[:2])
+    depth = _enter(camera, np.array([shape]), np.asarray(xy, dtype=np.float64)[None, :2], np.array([float(yaw)]),
+                   _window_rays(camera, np.array([[left, top]]), (bottom - top, right - left)))
+    return (slice(top, bottom), slice(left, right)), depth[0]
 
 
 def paint(camera: Camera, objects: list[tuple[int, int, np.ndarray, float]]) -> np.ndarray:
