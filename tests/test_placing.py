@@ -9,7 +9,14 @@ import torch
 from test_camera import CAMERA, SHAPE_CLASS, on_axis
 
 from simvp_unet.objects.camera import CUBE, CYLINDER, SPHERE
-from simvp_unet.objects.placing import cube_turns, fit_points, whole_centers
+from simvp_unet.objects.placing import (
+    cube_turns,
+    draw,
+    fit_points,
+    fit_pose,
+    fit_position,
+    whole_centers,
+)
 from simvp_unet.objects.silhouette import paint
 from simvp_unet.objects.tracks import extract_tracks
 
@@ -94,3 +101,26 @@ def test_a_whole_sighting_with_a_ragged_edge_is_placed_by_its_outline_not_its_ex
     placed = whole_centers(CAMERA, tracks, masks, cube_turns(CAMERA, tracks), tracks.center)[0, k, 0].numpy()
     assert np.linalg.norm(tracks.center[0, k, 0].double().numpy() - truth) > 1
     assert np.linalg.norm(placed - truth) < 0.35
+
+
+def test_a_cube_turned_since_its_template_is_fitted_in_place_and_turn():
+    """The true-position row's fit: a cube seen at one turn in the input and at another in the
+    true mask it is fitted to is drawn at that turn and place, where the template's turn alone
+    leaves a mismatch of many pixels."""
+    xy = on_axis(CAMERA) + [0.5, 1.0]
+    before, after = math.radians(10), math.radians(50)
+    masks = torch.from_numpy(paint(CAMERA, [(SHAPE_CLASS[CUBE], CUBE, xy, before)])[None, None])
+    tracks = extract_tracks(masks)
+    truth = paint(CAMERA, [(SHAPE_CLASS[CUBE], CUBE, xy + [0.3, -0.2], after)])
+    visible, free = truth == SHAPE_CLASS[CUBE], truth == 0
+    start = xy + [0.1, 0.1]
+    turn_read = float(cube_turns(CAMERA, tracks)[0, slot(tracks, SHAPE_CLASS[CUBE])])
+    kept = fit_position(CAMERA, CUBE, start, turn_read, visible, free)[1]
+    place, turn, cost = fit_pose(CAMERA, CUBE, start, turn_read, visible, free)
+    assert kept > 40 and cost < 10, (kept, cost)
+    assert abs((turn - after + math.pi / 4) % (math.pi / 2) - math.pi / 4) < math.radians(2)
+    assert np.linalg.norm(place - (xy + [0.3, -0.2])) < 0.05
+    centers = torch.full((1, tracks.classes.shape[1], 2), math.nan, dtype=torch.float64)
+    centers[0, slot(tracks, SHAPE_CLASS[CUBE])] = torch.from_numpy(whole_box_center(CUBE, start, before))
+    drawn = draw(CAMERA, tracks, centers, fit_to=torch.from_numpy(truth)[None])[0].numpy()
+    assert np.count_nonzero(drawn != truth) < 10  # the row draws it so

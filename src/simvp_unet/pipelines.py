@@ -250,8 +250,8 @@ def objects_true_row(batch: Batch) -> torch.Tensor:
 
 def shapes_true_row(batch: Batch) -> torch.Tensor:
     """The objects of frames 1..11 drawn as the fitted camera sees their shapes, each at the
-    floor point that fits its pixels in the true frame-22 mask; objects not seen there are not
-    drawn (upper bound of drawing objects from frames 1..11)."""
+    floor point (and a cube at the turn) that fits its pixels in the true frame-22 mask; objects
+    not seen there are not drawn (upper bound of drawing objects from frames 1..11)."""
     centers, seen = batch.true_positions
     fit_to = batch.truth[:, batch.shape.target]
     return draw(batch.camera, batch.tracks, centers, drawable=seen, fit_to=fit_to).to(batch.frames.device)
@@ -297,7 +297,7 @@ PIPELINES: dict[str, Row] = {row.name: row for row in (
         "(upper bound of its motion)", reads_frame22=True, reads_truth=True),
     Row("shapes@true", shapes_true_row, ("segmenter", "dynamics"),
         "objects of frames 1..11 drawn as 3D shapes by the camera fitted to the masks, at their true frame-22 "
-        "places", reads_frame22=True, reads_truth=True, reads_camera=True),
+        "places and turns", reads_frame22=True, reads_truth=True, reads_camera=True),
     Row("no-entries", no_entries_row, ("segmenter",),
         "the true frame-22 mask without objects that enter after frame 11 (upper bound)",
         reads_frame22=True, reads_truth=True),

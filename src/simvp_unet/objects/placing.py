@@ -24,8 +24,8 @@ of a batch are fitted together: the cost is a few array operations per batch, no
 
 A cube's turn about the vertical is read from its template, the shape it had when last seen
 whole (`estimate_yaws`), and kept. `draw` paints tracked objects as the camera sees them, each
-at a box center or fitted to a true mask, one object at a time and finer (`fit_position`: the
-`shapes@true` row of evaluate).
+at a box center or fitted to a true mask, one object at a time and finer, a cube's turn fitted
+too (`fit_pose`: the `shapes@true` row of evaluate).
 """
 
 from __future__ import annotations
@@ -201,10 +201,10 @@ def fit_position(camera: Camera, shape: int, xy: np.ndarray, yaw: float, visible
     This walks the image of the object's center, in ever smaller `steps` (pixels), to where the
     silhouette covers the object's visible pixels (`visible`, bool (H, W)) and as few background
     pixels (`free`, bool (H, W)) as it can; pixels of other objects may hide it. One object at
-    a time, down to a twelfth of a pixel: the `shapes@true` row's fit to the true frame 22, where
-    a cube may have turned since its template and the mismatch is then no clean V that
-    `fit_points`' interpolation within the pixel reads well (the batched fit scored that row
-    0.005 lower: benchmarks/results/pipelines.md).
+    a time, down to a twelfth of a pixel: the `shapes@true` row's fit to the true frame 22
+    (`fit_pose`), where a cube's turn is searched too and the mismatch of each trial turn is no
+    clean V that `fit_points`' interpolation within the pixel reads well (the batched fit scored
+    that row lower: benchmarks/results/pipelines.md).
     """
     height = float(camera.rest_height(np.array(shape)))
     uv = camera.project(np.array([xy[0], xy[1], height]))
@@ -220,6 +220,36 @@ def fit_position(camera: Camera, shape: int, xy: np.ndarray, yaw: float, visible
                 if cost < best:
                     best, uv, moved = cost, trial, True
     return camera.on_floor(uv, height), best
+
+
+def fit_pose(camera: Camera, shape: int, xy: np.ndarray, yaw: float, visible: np.ndarray,
+             free: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """`fit_position` with a cube's turn fitted too: the floor point, turn and mismatch that best
+    explain a mask. A cube may have turned since its template (a collision turns it): its turn
+    is searched over a quarter turn in `_COARSE_YAWS`' steps at the fitted point, then in ever
+    smaller steps about the best, the point refitted after each. Other shapes: `fit_position`."""
+    xy, best = fit_position(camera, shape, xy, yaw, visible, free)
+    if shape != CUBE or best == 0:
+        return xy, yaw, best
+    total = int(np.count_nonzero(visible))
+    costs = [(_mismatch(camera, shape, xy, float(turn), visible, free, total), float(turn))
+             for turn in (yaw + _COARSE_YAWS) % (math.pi / 2)]
+    cost, turn = min(costs)
+    if cost < best:
+        xy, best, yaw = *fit_position(camera, shape, xy, turn, visible, free), turn
+    step = float(_COARSE_YAWS[1] - _COARSE_YAWS[0])
+    while step > math.radians(0.5) and best > 0:
+        step /= 2
+        moved = True
+        while moved and best > 0:
+            moved = False
+            for trial in (yaw - step, yaw + step):
+                cost = _mismatch(camera, shape, xy, trial, visible, free, total)
+                if cost < best:
+                    best, yaw, moved = cost, trial % (math.pi / 2), True
+                    break
+        xy, best = fit_position(camera, shape, xy, yaw, visible, free, steps=_STEPS[-2:])
+    return xy, yaw, best
 
 
 # ---- a cube's turn, from its template --------------------------------------------------------
@@ -294,8 +324,9 @@ def draw(camera: Camera, tracks: Tracks, centers: torch.Tensor, *, drawable: tor
         centers: (B, K, 2) the centers of their whole boxes in that frame, pixels.
         drawable: bool (B, K), which objects to draw (default: every object). Objects whose
             center is not finite are never drawn.
-        fit_to: long (B, H, W), the true mask of that frame: each object's floor point is then
-            fitted to its pixels there (`fit_position`), not read from its box center alone.
+        fit_to: long (B, H, W), the true mask of that frame: each object's floor point, and a
+            cube's turn, are then fitted to its pixels there (`fit_pose`), not read from its box
+            center and template alone.
 
     Returns:
         long (B, H, W) class ids.
@@ -312,7 +343,7 @@ def draw(camera: Camera, tracks: Tracks, centers: torch.Tensor, *, drawable: tor
         truth = fit_to.cpu().numpy()
         for (b, k), (shape, xy, yaw) in placed.items():
             class_id = int(tracks.classes[b, k])
-            xy = fit_position(camera, shape, xy, yaw, truth[b] == class_id, truth[b] == BACKGROUND)[0]
+            xy, yaw = fit_pose(camera, shape, xy, yaw, truth[b] == class_id, truth[b] == BACKGROUND)[:2]
             placed[b, k] = (shape, xy, yaw)
     out = []
     for b in range(len(tracks.templates)):
