@@ -124,3 +124,44 @@ def test_a_cube_turned_since_its_template_is_fitted_in_place_and_turn():
     centers[0, slot(tracks, SHAPE_CLASS[CUBE])] = torch.from_numpy(whole_box_center(CUBE, start, before))
     drawn = draw(CAMERA, tracks, centers, fit_to=torch.from_numpy(truth)[None])[0].numpy()
     assert np.count_nonzero(drawn != truth) < 10  # the row draws it so
+
+
+def test_training_reads_the_sightings_placed_as_served(tmp_path, tiny_config):
+    """The dynamics trains on what it is served: once the run has a camera, every sighting of
+    the training and validation videos is placed by its silhouette, inputs and targets. A
+    cylinder sliding in from the left border and behind a nearer sphere is placed where its whole
+    box is, while the box of what shows is a pixel or more off, and a resumed run
+    (`on_fit_start`) places the sets it was given."""
+    import simvp_unet.train.dynamics as dynamics
+    from simvp_unet.data.layout import COMPETITION
+
+    shape = CYLINDER
+    xy = on_axis(CAMERA) + [0.0, 2.0]
+    while CAMERA.boxes(np.array([shape]), xy[None], np.zeros(1))[0][0] > -12:
+        xy = xy + [-0.05, 0.0]  # the first frame: half of it beyond the left border
+    places = [xy + [0.12 * t, 0.0] for t in range(COMPETITION.frames)]
+    near = places[14] + [0.6, -2.2]  # hides part of it from about frame 12 on
+    masks = np.stack([paint(CAMERA, [(SHAPE_CLASS[shape], shape, p, 0.0), (SHAPE_CLASS[SPHERE], SPHERE, near, 0.0)])
+                      for p in places]).astype(np.uint8)
+    path = tmp_path / "mask.npy"
+    np.save(path, masks)
+    arrays = extract_tracks(torch.from_numpy(masks[None]), templates=False).arrays()
+    arrays["pseudo"] = np.array([False])
+    train, val = dynamics.TrackDataset(arrays, [path]), dynamics.TrackDataset(arrays, [path])
+    module = dynamics.DynamicsModule(tiny_config("dynamics"))
+    module.model.floor.set(CAMERA)
+    module.use_datasets(train, val, progress=False)
+    module.on_fit_start()  # a resumed run: the camera restored, nothing placed yet
+    k = slot(extract_tracks(torch.from_numpy(masks[None])), SHAPE_CLASS[shape])
+    truth = np.stack([whole_box_center(shape, p, 0.0) for p in places])
+    for data in (train, val):
+        placed, box = data.arrays["placed"][0, k].double().numpy(), data.arrays["center"][0, k].double().numpy()
+        assert np.linalg.norm(box - truth, axis=-1).max() > 1  # hidden in part
+        assert np.linalg.norm(placed - truth, axis=-1).max() < 0.5
+    classes, present, center, size, placed, target, counts = dynamics.window(train.arrays, 0, COMPETITION)
+    assert torch.equal(placed, train.arrays["placed"][:, : placed.shape[1], :11])
+    assert torch.equal(target, train.arrays["placed"][:, : placed.shape[1], 11:])
+    # without mask files (or a camera) the tracks stay box centers
+    plain = dynamics.TrackDataset(arrays)
+    dynamics.place_sightings(module.model, plain, progress=False)
+    assert dynamics.window(plain.arrays, 0, COMPETITION)[4] is None

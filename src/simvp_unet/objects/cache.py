@@ -13,8 +13,9 @@ fingerprint differs (a copied dataset), the bytes are hashed once: the same byte
 cache. A cache that cannot be read for any reason is rebuilt; it is never unpickled.
 
 A read-only dataset with no up-to-date cache: the tracks are computed in memory with a note
-on stderr, unless `cache_dir` names a folder for them. Training reads only this file, never
-the PNGs.
+on stderr, unless `cache_dir` names a folder for them. Training reads this file, and the mask
+files once more to place the sightings by their silhouettes once a camera is fitted
+(`train.dynamics.place_sightings`), never the PNGs.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ _CHUNK = 16  # videos per extraction call
 _FIELDS = ("classes", "present", "center", "size", "area", "cut", "whole")  # `Tracks.arrays()`
 
 
-def _mask_files(root: Path, split: str) -> list[tuple[int, Path, bool]]:
-    """(index, mask file, is a pseudo-label) of every video of a split that has masks."""
+def mask_files(root: str | Path, split: str) -> list[tuple[int, Path, bool]]:
+    """(index, mask file, is a pseudo-label) of every video of a split that has masks, in the
+    order of the rows of `split_tracks`."""
+    root = Path(root)
     out = []
     for index, folder in layout.list_videos(root, split):
         true, pred = folder / layout.MASK_FILE, folder / layout.PRED_MASK_FILE
@@ -139,7 +142,7 @@ def split_tracks(root: str | Path, split: str, *, cache_dir: str | Path | None =
         "index" (N,), "pseudo" (N,) bool, and the `Tracks.arrays()` fields with N rows.
     """
     root = Path(root)
-    files = _mask_files(root, split)
+    files = mask_files(root, split)
     if not files:
         raise DataError(f"no masks in {root / split}: tracks need mask.npy or {layout.PRED_MASK_FILE} "
                         "(run `simvp-unet label` for unlabeled videos)")

@@ -176,6 +176,11 @@ class TrainModule(L.LightningModule):
                 f"lower lr (now {self.config.lr}) or set grad_clip (now {self.config.grad_clip}), "
                 "then start a new run")
 
+    def use_datasets(self, train_set: Any, val_set: Any, *, progress: bool = True) -> None:
+        """The datasets the run trains and validates on, given before `fit_to_data` and before a
+        resumed run restores its weights (default: nothing kept); `progress`: this process may
+        show progress bars."""
+
     def fit_to_data(self, train_set: Any) -> None:
         """Before the first step of a new run: fit what is fitted in closed form (default: nothing)."""
 

@@ -11,7 +11,12 @@ equal to the fitted simulator and learns corrections.
 Each sample is a window of the input frames (11 in the competition's task shape) starting at
 frame 1..`window_shift`+1 with the frames after it as targets (more examples of collisions than frame 12..22 alone), mirrored
 left-right at random (the camera has no roll, so a mirrored scene is a possible one).
-The loss is the pixel distance between forecast and true box centers where the object is seen
+Once a camera is fitted, every sighting of the training and validation videos is placed by
+its silhouette (`place_sightings`, the served forecast's `objects.placing.whole_centers`), and
+the model learns from those centers, inputs and targets, as it will be served: a box center
+cut by the border, partly hidden or on a segmenter's ragged edge is off by pixels, and a model
+trained on box centers learns their errors.
+The loss is the pixel distance between forecast and true centers where the object is seen
 whole, each capped (`loss_clip`: the score is made of the many small errors, not of the few
 forecasts that are far off whatever the model does); validation reports that distance at frame
 22 for the network and the fitted constant velocity.
@@ -29,18 +34,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from ..classes import BACKGROUND
-from ..data.layout import COMPETITION, TaskShape
+from ..data.layout import COMPETITION, TaskShape, load_mask_file
 from ..data.manifest import task_shape
 from ..errors import ConfigError, DataError
 from ..inference import check_network
 from ..models.export import with_legacy_weights
-from ..objects.cache import split_tracks
+from ..objects.cache import mask_files, split_tracks
 from ..objects.camera import fit_camera
 from ..objects.dynamics import DynamicsNet, DynamicsNetConfig
 from ..objects.motion import consistent_sightings, fit_constant_velocity
+from ..objects.placing import cube_turns, whole_centers
 from ..objects.serve import Dynamics
+from ..objects.tracks import extract_tracks
 from ..viz import draw_path
 from .common import TrainModule, TrainSettings, picture_rows, shaped
 from .splits import check_splits, masked_splits, require_true_masks
@@ -55,6 +63,7 @@ FIT_VIDEOS = 1000
 # a few forecasts thousands of pixels off (a sighting far above the image's top border maps near
 # the horizon), which would otherwise decide the fit.
 WINDOW_FIT_CLIP = 20.0
+PLACE_CHUNK = 16  # videos placed at once (`place_sightings`)
 
 
 @dataclass
@@ -116,10 +125,16 @@ class TrackDataset(Dataset):
 
     Args:
         arrays: the cache's arrays of one or more splits (N rows each).
+        masks: the mask file of each row (`objects.cache.mask_files`), read again to place the
+            sightings (`place_sightings`); None: they are not placed (box centers).
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], masks: list[Path] | None = None) -> None:
         self.arrays = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in TRACK_FIELDS}
+        if masks is not None and len(masks) != len(self):
+            raise ValueError(f"{len(masks)} mask files for {len(self)} videos of tracks")
+        self.masks = masks
+        self.filtered = False  # the pseudo-label sightings checked (`DynamicsModule.filter_pseudo`)
 
     def __len__(self) -> int:
         return len(self.arrays["classes"])
@@ -128,14 +143,46 @@ class TrackDataset(Dataset):
         return {k: v[i] for k, v in self.arrays.items()}
 
 
+@torch.no_grad()
+def place_sightings(model: DynamicsNet, dataset: TrackDataset, *, progress: bool = True) -> None:
+    """Every sighting of `dataset`'s videos placed by its silhouette, as the served forecast
+    places them (`objects.placing.whole_centers`, with `model`'s fitted camera and plane):
+    kept as its "placed" array (N, K, T, 2), pixels, in the slots of its tracks. Nothing is done
+    without a camera or the videos' mask files, or when it is placed already."""
+    camera = model.floor.camera()
+    if camera is None or dataset.masks is None or "placed" in dataset.arrays:
+        return
+    a = dataset.arrays
+    placed = a["center"].clone().float()
+    with tqdm(total=len(dataset), desc="placing sightings", unit="video", disable=not progress,
+              file=sys.stderr) as bar:
+        for start in range(0, len(dataset), PLACE_CHUNK):
+            files = dataset.masks[start:start + PLACE_CHUNK]
+            masks = torch.from_numpy(np.stack([load_mask_file(path) for path in files]))
+            tracks = extract_tracks(masks)
+            k, cached = tracks.classes.shape[1], a["classes"][start:start + len(files)]
+            # the cache's slots, but for objects `filter_pseudo` removed
+            if k > cached.shape[1] or bool(((tracks.classes != cached[:, :k]) & (cached[:, :k] != BACKGROUND)).any()):
+                raise DataError(f"the tracks cache does not match the masks of {files[0].parent.parent}: "
+                                "delete its tracks folder and train again")
+            device = model.plane.frame.device  # on the training device from `on_fit_start` on
+            uncut = model.plane.uncut(tracks.classes.to(device), tracks.present.to(device),
+                                      tracks.center.float().to(device), tracks.size.float().to(device)).cpu()
+            placed[start:start + len(files), :k] = whole_centers(camera, tracks, tracks.masks,
+                                                                 cube_turns(camera, tracks), uncut).float()
+            bar.update(len(files))
+    a["placed"] = placed
+
+
 def window(batch: dict[str, torch.Tensor], shift: int, shape: TaskShape) -> tuple[torch.Tensor, ...]:
     """Inputs and targets of windows of `shape`'s input frames starting at frame `shift`
     (0-based); the targets are the shape's forecast frames after it (those the video has).
 
     Returns:
         classes (B, K) (0 where the object is not seen in the input), present (B, K, 11),
-        center (B, K, 11, 2), box size (B, K, 11, 2), target centers (B, K, 11, 2) and where
-        they count (B, K, 11).
+        center (B, K, 11, 2), box size (B, K, 11, 2), placed centers (B, K, 11, 2) (None for
+        tracks not placed: `place_sightings`), target centers (B, K, 11, 2) (placed ones where
+        there are any) and where they count (B, K, 11).
     """
     end = shift + shape.input_frames
     # slots are filled from the first: cut the empty tail shared by the whole batch (pairs of
@@ -147,12 +194,15 @@ def window(batch: dict[str, torch.Tensor], shift: int, shape: TaskShape) -> tupl
     classes = torch.where(valid, batch["classes"], BACKGROUND)
     b, k = classes.shape
     future = shape.future_frames
-    target = batch["center"].new_zeros(b, k, future, 2)
+    centers = batch.get("placed", batch["center"])
+    target = centers.new_zeros(b, k, future, 2)
     counts = torch.zeros(b, k, future, dtype=torch.bool, device=classes.device)
     frames = min(shape.frames - end, future)
-    target[:, :, :frames] = batch["center"][:, :, end : end + frames]
+    target[:, :, :frames] = centers[:, :, end : end + frames]
     counts[:, :, :frames] = batch["whole"][:, :, end : end + frames] & valid.unsqueeze(-1)
-    return classes, present, batch["center"][:, :, shift:end], batch["size"][:, :, shift:end], target, counts
+    placed = batch["placed"][:, :, shift:end] if "placed" in batch else None
+    return (classes, present, batch["center"][:, :, shift:end], batch["size"][:, :, shift:end], placed, target,
+            counts)
 
 
 def mirrored(center: torch.Tensor, width: float) -> torch.Tensor:
@@ -187,6 +237,7 @@ class DynamicsModule(TrainModule):
     def __init__(self, config: DynamicsConfig, shape: TaskShape = COMPETITION) -> None:
         super().__init__(config, shape)
         self.model = DynamicsNet(config.model)
+        self._progress = True  # progress bars while placing sightings (`use_datasets`)
         weights = torch.linspace(0.5, 1.5, shape.future_frames)  # later frames matter more
         self.register_buffer("frame_weights", weights / weights.mean(), persistent=False)
 
@@ -220,12 +271,13 @@ class DynamicsModule(TrainModule):
             raise DataError(f"no tracks in the training splits: the masks of {', '.join(str(root / s) for s in splits)} "
                             "hold no objects (background only); nothing to learn the dynamics from")
         shape = task_shape(root)
-        _, _, _, _, _, counts = window({k: torch.from_numpy(val[k]) for k in TRACK_FIELDS}, 0, shape)
+        *_, counts = window({k: torch.from_numpy(val[k]) for k in TRACK_FIELDS}, 0, shape)
         if not counts[:, :, shape.target_in_future].any():
             raise DataError(f"the validation split has no objects: no mask of {root / config.val_split} holds an "
                             f"object seen whole in frame {shape.target + 1}, so val/error would be 0 whatever "
                             "is learned")
-        return TrackDataset(train), TrackDataset(val)
+        files = [path for split in splits for _, path, _ in mask_files(root, split)]
+        return TrackDataset(train, files), TrackDataset(val, [path for _, path, _ in mask_files(root, config.val_split)])
 
     @property
     def served(self) -> Dynamics:
@@ -252,7 +304,8 @@ class DynamicsModule(TrainModule):
         (benchmarks/results/dynamics_data.md). Pseudo-label tracks are filtered (`filter_pseudo`)
         once the plane is fitted; the tolerance of the starting path (`Physics.fit_window`) is
         then fitted to them, where there are any (the served forecast reads segmented masks), on
-        the scored frame."""
+        the scored frame. Once the camera is fitted, the sightings are placed by their
+        silhouettes (`place_sightings`) and every fit reads those centers."""
         pseudo = train_set.arrays["pseudo"]
         rows = fit_rows(~pseudo if not pseudo.all() else pseudo)
         a = {k: v[rows] for k, v in train_set.arrays.items()}
@@ -267,6 +320,7 @@ class DynamicsModule(TrainModule):
                 self.model.floor.set(camera)
         if self.config.filter_pseudo and pseudo.any():
             self.filter_pseudo(train_set)
+        place_sightings(self.model, train_set, progress=self._progress)
         classes, present, filled, scale, error = self.fit_tracks(train_set, rows)
         steps = self.config.model.steps
         frames, damping, _ = fit_constant_velocity(filled, error, steps=steps, present=present)
@@ -289,11 +343,12 @@ class DynamicsModule(TrainModule):
         (px, each at most `clip`) of a forecast in motion space to the true centers where seen
         whole, over the forecast frames (`scored_only`: the scored frame only)."""
         a = {k: v[rows] for k, v in train_set.arrays.items()}
-        classes, present, center, size, target, counts = window(a, 0, self.shape)
+        classes, present, center, size, placed, target, counts = window(a, 0, self.shape)
         if scored_only:
             counts = counts & (torch.arange(counts.shape[-1]) == self.shape.target_in_future)
         present = self.model.sightings(classes, present, center, size)
-        filled = self.model.past(classes, present, center, size)
+        filled = self.model.past(classes, present, center, size) if placed is None else self.model.past(
+            classes, present, placed)
 
         def error(forecast: torch.Tensor) -> torch.Tensor:
             distance = (self.model.to_pixels(forecast) - target).norm(dim=-1)
@@ -310,8 +365,9 @@ class DynamicsModule(TrainModule):
         are neither inputs nor targets; objects left with too few sightings are removed."""
         a = train_set.arrays
         rows = a["pseudo"]
-        if not rows.any():
+        if not rows.any() or train_set.filtered:
             return
+        train_set.filtered = True
         present = a["present"][rows]
         keep = consistent_sightings(a["classes"][rows], present, a["center"][rows], a["size"][rows],
                                     self.model.plane, area=a["area"][rows])
@@ -327,10 +383,31 @@ class DynamicsModule(TrainModule):
         super().on_load_checkpoint(checkpoint)
         checkpoint["state_dict"] = with_legacy_weights(self.model, checkpoint["state_dict"], prefix="model.")
 
+    def use_datasets(self, train_set: TrackDataset, val_set: TrackDataset, *, progress: bool = True) -> None:
+        """Keep the datasets: their sightings are placed once the camera is known (`on_fit_start`)."""
+        self._datasets, self._progress = (train_set, val_set), progress
+
+    def on_fit_start(self) -> None:
+        """Before the first step, new or resumed (the camera and plane are restored by then):
+        the pseudo-label sightings checked and every sighting placed (`place_sightings`), where
+        `fit_to_data` has not done it already."""
+        super().on_fit_start()
+        train_set, val_set = getattr(self, "_datasets", (None, None))
+        if train_set is None:
+            return
+        if self.config.filter_pseudo:
+            self.filter_pseudo(train_set)
+        for dataset in (train_set, val_set):
+            place_sightings(self.model, dataset, progress=self._progress)
+
     def forward(self, classes: torch.Tensor, present: torch.Tensor, center: torch.Tensor,
-                size: torch.Tensor, *, learned: bool = True) -> torch.Tensor:
-        """Forecast centers (B, K, forecast frames, 2) in pixels."""
-        return self.model(classes, present, center, size=size, learned=learned)
+                size: torch.Tensor, placed: torch.Tensor | None = None, *, learned: bool = True) -> torch.Tensor:
+        """Forecast centers (B, K, forecast frames, 2) in pixels: from the box centers and sizes
+        of the sightings, or (`placed`) from their placed centers, as served."""
+        if placed is None:
+            return self.model(classes, present, center, size=size, learned=learned)
+        present = self.model.sightings(classes, present, center, size)
+        return self.model(classes, present, placed, learned=learned)
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         distance = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)
@@ -341,27 +418,29 @@ class DynamicsModule(TrainModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         shift = int(torch.randint(0, self.config.window_shift + 1, ()))
-        classes, present, center, size, target, counts = window(batch, shift, self.shape)
+        classes, present, center, size, placed, target, counts = window(batch, shift, self.shape)
         if self.config.mirror and bool(torch.rand(()) < 0.5):
             width = float(self.config.model.image_size[1])
             center, target = mirrored(center, width), mirrored(target, width)
-        loss = self._loss(self(classes, present, center, size), target, counts)
+            placed = None if placed is None else mirrored(placed, width)
+        loss = self._loss(self(classes, present, center, size, placed), target, counts)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(classes))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        classes, present, center, size, target, counts = window(batch, 0, self.shape)
+        classes, present, center, size, placed, target, counts = window(batch, 0, self.shape)
         n = len(classes)
         scored = self.shape.target_in_future
         last = counts[:, :, scored]
         for name, learned in (("error", True), ("error_cv", False)):
-            pred = self(classes, present, center, size, learned=learned)
+            pred = self(classes, present, center, size, placed, learned=learned)
             distance = (pred[:, :, scored] - target[:, :, scored]).norm(dim=-1)
             error = (distance * last).sum() / last.sum().clamp_min(1)
             self.log(f"val/{name}", error, prog_bar=learned, sync_dist=True, batch_size=n)
             if learned:
                 self.log("val/loss", self._loss(pred, target, counts), sync_dist=True, batch_size=n)
-                self.keep_for_pictures(batch_idx, classes=classes, present=present, center=center,
+                self.keep_for_pictures(batch_idx, classes=classes, present=present,
+                                       center=center if placed is None else placed,
                                        target=target, counts=counts, pred=pred)
 
     def draw_picture(self, batch: dict[str, torch.Tensor]) -> np.ndarray:

@@ -275,6 +275,7 @@ def train(kind: str, data: str | Path, out: str | Path, *, preset: str | None = 
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     module = trainer_class(config, shape)
+    module.use_datasets(train_set, val_set, progress=_is_rank_zero_process())
     if config.init_from and ckpt_path is None:
         _init_weights(module, config.init_from)
     elif ckpt_path is None:
