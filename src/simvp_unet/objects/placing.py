@@ -37,6 +37,7 @@ import torch
 
 from ..classes import BACKGROUND, shape_and_material
 from .camera import CUBE, Camera
+from .ground import GroundPlane
 from .silhouette import GROUP, paint, silhouette, spans, window_hits
 from .tracks import Template, Tracks
 
@@ -176,6 +177,20 @@ def whole_centers(camera: Camera, tracks: Tracks, masks: np.ndarray | torch.Tens
     where = np.flatnonzero(ok)[fitted]
     out[b[where], k[where], t[where]] = torch.from_numpy((boxes[:, :2] + boxes[:, 2:]) / 2)
     return out.to(start.dtype)
+
+
+def place_tracks(camera: Camera, plane: GroundPlane, tracks: Tracks,
+                 present: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """Tracked objects read with the camera, as the served forecast and its training read them:
+    (B, K) the cubes' turns (`cube_turns`) and (B, K, T, 2) float32 every sighting's placed
+    center (`whole_centers`, on CPU), starting from the tracked box centers, those of boxes cut
+    by the border corrected by `plane` (`GroundPlane.uncut`, on the plane's device, with the
+    sightings `present` (B, K, T) marks)."""
+    yaws = cube_turns(camera, tracks)
+    device = plane.frame.device
+    start = plane.uncut(tracks.classes.to(device), present.to(device), tracks.center.float().to(device),
+                        tracks.size.float().to(device))
+    return yaws, whole_centers(camera, tracks, tracks.masks, yaws, start.cpu()).float()
 
 
 # ---- one object fitted finely (the true-position row) ----------------------------------------

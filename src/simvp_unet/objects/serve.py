@@ -20,7 +20,7 @@ from ..data.layout import COMPETITION, TaskShape
 from ..errors import ConfigError
 from ..inference import Served
 from .dynamics import DynamicsNet, DynamicsNetConfig
-from .placing import cube_turns, whole_centers
+from .placing import place_tracks
 from .render import render
 from .tracks import Tracks, extract_tracks
 
@@ -102,10 +102,8 @@ class Dynamics(Served):
         if camera is None:
             centers = self.model(*seen, size=size, learned=learned)
         else:  # every sighting placed by its silhouette (`placing.py`)
-            yaws = cube_turns(camera, tracks)
             present = self.model.sightings(*seen, size)
-            start = self.model.plane.uncut(seen[0], present, seen[2].float(), size.float())
-            past = whole_centers(camera, tracks, tracks.masks, yaws, start.cpu()).float()
+            yaws, past = place_tracks(camera, self.model.plane, tracks, present)
             centers = self.model(seen[0], present, past.to(device), learned=learned)
         centers = centers.float().cpu()
         mask = render(tracks, centers[:, :, -1], self.model.plane, camera=camera, drawable=drawable, yaws=yaws)

@@ -46,7 +46,7 @@ from ..objects.cache import mask_files, split_tracks
 from ..objects.camera import fit_camera
 from ..objects.dynamics import DynamicsNet, DynamicsNetConfig
 from ..objects.motion import consistent_sightings, fit_constant_velocity
-from ..objects.placing import cube_turns, whole_centers
+from ..objects.placing import place_tracks
 from ..objects.serve import Dynamics
 from ..objects.tracks import extract_tracks
 from ..viz import draw_path
@@ -146,7 +146,7 @@ class TrackDataset(Dataset):
 @torch.no_grad()
 def place_sightings(model: DynamicsNet, dataset: TrackDataset, *, progress: bool = True) -> None:
     """Every sighting of `dataset`'s videos placed by its silhouette, as the served forecast
-    places them (`objects.placing.whole_centers`, with `model`'s fitted camera and plane):
+    places them (`objects.placing.place_tracks`, with `model`'s fitted camera and plane):
     kept as its "placed" array (N, K, T, 2), pixels, in the slots of its tracks. Nothing is done
     without a camera or the videos' mask files, or when it is placed already."""
     camera = model.floor.camera()
@@ -165,11 +165,7 @@ def place_sightings(model: DynamicsNet, dataset: TrackDataset, *, progress: bool
             if k > cached.shape[1] or bool(((tracks.classes != cached[:, :k]) & (cached[:, :k] != BACKGROUND)).any()):
                 raise DataError(f"the tracks cache does not match the masks of {files[0].parent.parent}: "
                                 "delete its tracks folder and train again")
-            device = model.plane.frame.device  # on the training device from `on_fit_start` on
-            uncut = model.plane.uncut(tracks.classes.to(device), tracks.present.to(device),
-                                      tracks.center.float().to(device), tracks.size.float().to(device)).cpu()
-            placed[start:start + len(files), :k] = whole_centers(camera, tracks, tracks.masks,
-                                                                 cube_turns(camera, tracks), uncut).float()
+            placed[start:start + len(files), :k] = place_tracks(camera, model.plane, tracks, tracks.present)[1]
             bar.update(len(files))
     a["placed"] = placed
 
