@@ -13,6 +13,7 @@ result is the center of the whole box it would have there, the number the dynami
 
     yaws = cube_turns(camera, tracks)                            # (B, K) cubes' turns
     center = whole_centers(camera, tracks, masks, yaws, start)   # (B, K, T, 2) pixels
+    yaws, center = place_tracks(camera, plane, tracks, present)  # both, as served and trained
     mask = draw(camera, tracks, centers, fit_to=truth)           # (B, H, W), objects drawn
 
 The search (`fit_points`) moves the object's image by whole pixels, the mismatch of every shift
