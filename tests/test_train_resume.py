@@ -152,6 +152,6 @@ def test_a_dynamics_run_from_before_the_floor_resumes_as_it_was(tiny_args: Calla
     as_made_before_the_floor(tmp_path / "old" / "checkpoints" / "last.ckpt")
     assert main(["train", "dynamics", "--data", str(tiny_data), "--out", str(tmp_path / "old"), "--resume"]) == 0
     model = load_run(tmp_path / "old", "last").model
-    # no camera, the mean starting velocity; the grip, a trained number like the masses, goes on
-    # from 0 (`test_inference`: an old run loads with none)
+    # no camera, the mean starting velocity; the grip stays 0, frozen with the simulator's other
+    # fitted numbers (`test_inference`: an old run loads with none)
     assert not model.floor.fitted and float(model.physics.window) == 0.0

@@ -41,7 +41,8 @@ grid search (both for each span of frames the mean velocity may be measured over
 whose forecast with collisions is best wins), then the mass of each shape and material, the
 restitution and the grip by gradient descent through the collisions; `fit_window` then picks
 the `window` tolerance.
-Training then refines them together with the learned corrections of `dynamics.py`.
+Training then learns the corrections of `dynamics.py` with them fixed (or refines them too:
+`train_physics`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Trains on tracks (`simvp_unet.objects.cache`: extracted once from the true masks
 labeled videos and the pseudo-labels of the unlabeled ones, then read from one file). Before
 the first step, the ground plane, the constant-velocity forecast (`objects-cv`) and the
 simulator's numbers (`objects.physics`) are fitted to the training tracks; the network starts
-equal to the fitted simulator and learns corrections.
+equal to the fitted simulator and learns corrections, the simulator's numbers fixed
+(`train_physics`).
 Each sample is a window of the input frames (11 in the competition's task shape) starting at
 frame 1..`window_shift`+1 with the frames after it as targets (more examples of collisions than frame 12..22 alone), mirrored
 left-right at random (the camera has no roll, so a mirrored scene is a possible one).
@@ -81,6 +82,10 @@ class DynamicsConfig(TrainSettings):
             (`objects.motion.consistent_sightings`) once the ground plane is fitted.
         floor: fit a camera to the training tracks (`objects.camera.fit_camera`) and move the
             objects on the floor it sees; False, or when no camera fits: on the ground plane.
+        train_physics: refine the simulator's fitted numbers in training, together with the
+            network; False: they stay as `fit_to_data` fitted them and the network alone learns
+            (refined together, they served worse on every set measured:
+            benchmarks/results/pipelines.md).
         loss_clip: the most one object's error in one frame counts in the loss (its smooth L1
             distance, about pixels; 0: no limit). A forecast further off (an object entering the
             view, a pseudo-label's stray box) is no use painted either way, and without the
@@ -98,6 +103,7 @@ class DynamicsConfig(TrainSettings):
     fit_iterations: int = 300
     filter_pseudo: bool = True
     floor: bool = True
+    train_physics: bool = False
     loss_clip: float = 5.0
     tracks_dir: str | None = None
     batch_size: int = 64
@@ -284,11 +290,16 @@ class DynamicsModule(TrainModule):
         pass  # no convolutions: the memory format of the base class does not apply
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The simulator's fitted numbers without weight decay: it would pull the logarithms of
-        frictions and masses toward 0 (friction toward 1) and the metric toward 0."""
+        """The network's weights; with `train_physics`, the simulator's fitted numbers too,
+        without weight decay (it would pull the logarithms of frictions and masses toward 0,
+        friction toward 1, and the metric toward 0). Without it they are frozen."""
         physics = list(self.model.physics.parameters())
         ids = {id(p) for p in physics}
         rest = [p for p in self.parameters() if id(p) not in ids]
+        if not self.config.train_physics:
+            for p in physics:
+                p.requires_grad_(False)
+            return [{"params": rest}]
         return [{"params": rest}, {"params": physics, "weight_decay": 0.0}]
 
     @torch.no_grad()
