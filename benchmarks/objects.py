@@ -22,7 +22,7 @@ from simvp_unet.data import layout
 from simvp_unet.data.manifest import task_shape
 from simvp_unet.hardware import cpu_features
 from simvp_unet.objects import DynamicsNet, DynamicsNetConfig, extract_tracks, render
-from simvp_unet.objects.placing import cube_turns, whole_centers
+from simvp_unet.objects.placing import place_tracks
 from simvp_unet.objects.serve import Dynamics
 from simvp_unet.runs import load_run
 
@@ -54,7 +54,8 @@ def main() -> None:
                 tracks = extract_tracks(part)
                 t1 = time.perf_counter()
                 if camera is not None:  # every sighting placed by its silhouette, as served
-                    whole_centers(camera, tracks, part, cube_turns(camera, tracks), tracks.center)
+                    present = model.sightings(tracks.classes, tracks.present, tracks.center, tracks.size)
+                    place_tracks(camera, model.plane, tracks, present)
                 t1b = time.perf_counter()
                 centers = model(tracks.classes, tracks.present, tracks.center, size=tracks.size, learned=True)
                 t2 = time.perf_counter()
