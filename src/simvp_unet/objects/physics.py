@@ -1,6 +1,6 @@
 """Rigid objects sliding on the floor: Coulomb friction and collisions, with fitted numbers.
 
-    physics = Physics()
+    physics = Physics(substeps=8)
     physics.fit(classes, filled, error, diameter=0.1, steps=11)  # training tracks, before training
     p, v, spin = physics.start(q, classes, present)  # q: past positions (B, K, T, 2), metric space
     p, v, spin = physics.advance(p, v, spin, classes, valid)  # one frame later
@@ -75,11 +75,11 @@ class Physics(nn.Module):
     """Friction and collisions of objects on the floor (see the module doc).
 
     Args:
-        substeps: collision checks per frame.
+        substeps: collision checks per frame (`DynamicsNetConfig.substeps` chooses them).
         frames: past frames the starting velocity is measured over (set by `fit`).
     """
 
-    def __init__(self, *, substeps: int = 4, frames: int = 3):
+    def __init__(self, *, substeps: int, frames: int = 3):
         super().__init__()
         self.substeps = substeps
         self.metric = nn.Parameter(torch.eye(2))
