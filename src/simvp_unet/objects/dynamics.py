@@ -44,7 +44,7 @@ class DynamicsNetConfig:
         image_size: (H, W) of the frames.
         substeps: simulation steps (and collision checks) per frame. With 8 objects meet closer
             to where and when they do than with 4, and the forecast scores better with the
-            same fitted numbers; 16 add nothing (benchmarks/results/objects3d.md).
+            same fitted numbers; 16 add nothing (benchmarks/results/pipelines.md).
     """
 
     hidden: int = 64
