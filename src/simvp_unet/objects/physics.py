@@ -1,6 +1,6 @@
 """Rigid objects sliding on the floor: Coulomb friction and collisions, with fitted numbers.
 
-    physics = Physics(substeps=8)
+    physics = Physics(substeps=4)
     physics.fit(classes, filled, error, diameter=0.1, steps=11)  # training tracks, before training
     p, v, spin = physics.start(q, classes, present)  # q: past positions (B, K, T, 2), metric space
     p, v, spin = physics.advance(p, v, spin, classes, valid)  # one frame later
