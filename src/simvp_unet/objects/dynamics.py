@@ -42,9 +42,9 @@ class DynamicsNetConfig:
         history: past frame-to-frame displacements each object's encoder reads.
         steps: frames forecast (12..22).
         image_size: (H, W) of the frames.
-        substeps: simulation steps (and collision checks) per frame. More place the objects
-            that meet closer to where they part, but scored about the same on held-out videos
-            at a much longer training (benchmarks/results/pipelines.md).
+        substeps: simulation steps (and collision checks) per frame. Contacts are found at the
+            time they happen within a substep, so more substeps change little but where several
+            objects meet within one, at a longer simulation (benchmarks/results/pipelines.md).
     """
 
     hidden: int = 64

@@ -12,7 +12,9 @@ also spins it up, and once its spin matches its speed it rolls, and then barely 
 that meet push each other: at contact the velocities along the line between the centers change
 as in a collision of two disks of given masses and restitution, and friction between their
 surfaces takes away a share (`grip`) of their sliding past each other, so that a glancing blow
-also drags the other object sideways. `Physics` simulates that, a few substeps per frame, in
+also drags the other object sideways. `Physics` simulates that, a few substeps per frame (each
+pair's contact found where their straight paths over the substep first touch, so that a
+glancing pass between two checks collides too, and they part from there), in
 "metric" coordinates q = g @ metric, g being the motion space of `dynamics.py` (the floor
 as a fitted camera sees it, or the affine floor coordinates of `ground.py`): the 2x2 `metric`
 makes them isotropic, so that objects are round and friction slows them equally in every
@@ -218,46 +220,47 @@ class Physics(nn.Module):
             p = p + v / n_sub
             if not collide:
                 continue
-            hit, touch = self.contacts(p, v, pairs, 1 / n_sub)
-            # the pairs that touched only (few): an impulse along the normal at the touch, and
-            # friction's against the surfaces' relative sliding; each pair appears twice, once for
-            # each object, which then moves at its new velocity for the rest of the substep
-            b, i, j = hit.nonzero(as_tuple=True)
-            back = touch[b, i, j].unsqueeze(-1)
-            w = v[b, j] - v[b, i]
-            at = p[b, j] - p[b, i] - w * back
+            b, i, j = self.contacts(p, v, pairs, 1 / n_sub).nonzero(as_tuple=True)
+            if not len(b):
+                continue
+            # the pairs that touched only (few), each twice, once for each object: an impulse along
+            # the normal where they touched, and friction's against the surfaces' relative sliding;
+            # the object then moves at its new velocity for the rest of the substep
+            d, w = p[b, j] - p[b, i], v[b, j] - v[b, i]
+            back = self.touch(d.detach(), w.detach(), 1 / n_sub)
+            at = d - w * back
             n = at / _length(at)
             c, m = (w * n).sum(-1, keepdim=True), reduced[b, i, j].unsqueeze(-1)
             push = ((1 + restitution) * c * m * n + grip * m * (w - c * n)) * inv_mass[b, i].unsqueeze(-1)
+            push = push * (c < 0)  # only pairs closing at the touch: parting ones were pushed before
             v = v.index_put((b, i), push, accumulate=True)
             p = p.index_put((b, i), push * back, accumulate=True)
         return p, v, spin
 
-    def contacts(self, p: torch.Tensor, v: torch.Tensor, pairs: torch.Tensor,
-                 dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which pairs touched during the substep of length `dt` frames that ended at positions
-        p (B, K, 2) with velocities v (B, K, 2): bool (B, K, K), only `pairs` and only pairs
-        closing at the touch; and how long before the substep's end each touched (B, K, K),
-        0 to `dt` (`dt` for pairs that already overlapped when it began).
+    @torch.no_grad()
+    def contacts(self, p: torch.Tensor, v: torch.Tensor, pairs: torch.Tensor, dt: float) -> torch.Tensor:
+        """The `pairs` (bool (B, K, K)) that came within contact distance during the substep of
+        `dt` frames that ended at positions p (B, K, 2) with velocities v (B, K, 2).
 
-        Contact is found along the substep's straight paths, not only at its end: a glancing
-        pair that comes within contact distance and parts again between two checks still
-        collides, and a pair that overlaps at the check is pushed apart from where it touched.
-        When it touched is a detected event, held fixed for the gradient like the contact itself.
+        Contact is looked for along the substep's straight paths, not only at its end: a glancing
+        pair that comes within reach and parts again between two checks collides too.
         """
-        with torch.no_grad():
-            d = p.unsqueeze(1) - p.unsqueeze(2)  # [b, i, j] = p_j - p_i
-            w = v.unsqueeze(1) - v.unsqueeze(2)
-            # |d - w t| < contact for t between the roots (t: time back from the substep's end)
-            ww = (w * w).sum(-1).clamp_min(_EPS)
-            dw, dd = (d * w).sum(-1), (d * d).sum(-1)
-            disc = dw * dw - ww * (dd - (2 * self.radius) ** 2)
-            root = disc.clamp_min(0).sqrt()
-            entered, left = (dw + root) / ww, (dw - root) / ww
-            back = entered.clamp(0, dt)
-            closing = (w * (d - w * back.unsqueeze(-1))).sum(-1) < 0
-            hit = pairs & (disc > 0) & (entered >= 0) & (left <= dt) & closing
-        return hit, back
+        d = p.unsqueeze(1) - p.unsqueeze(2)  # [b, i, j] = p_j - p_i
+        w = v.unsqueeze(1) - v.unsqueeze(2)
+        ww = (w * w).sum(-1).clamp_min(_EPS)
+        back = ((d * w).sum(-1) / ww).clamp(0, dt).unsqueeze(-1)  # back from the end to the closest
+        return pairs & ((d - w * back).square().sum(-1) < (2 * self.radius) ** 2)
+
+    @torch.no_grad()
+    def touch(self, d: torch.Tensor, w: torch.Tensor, dt: float) -> torch.Tensor:
+        """How long (N, 1) before the end of a substep of `dt` frames two objects in contact first
+        touched, from the gap d (N, 2) and relative velocity w (N, 2) between them at its end;
+        `dt` where they already touched when it began. When it happened is a detected event,
+        held fixed for the gradient like the contact itself."""
+        ww = (w * w).sum(-1, keepdim=True).clamp_min(_EPS)
+        dw = (d * w).sum(-1, keepdim=True)
+        gap = (d * d).sum(-1, keepdim=True) - (2 * self.radius) ** 2
+        return ((dw + (dw * dw - ww * gap).clamp_min(0).sqrt()) / ww).clamp(0, dt)
 
     def simulate(self, q: torch.Tensor, classes: torch.Tensor, steps: int, *, present: torch.Tensor | None = None,
                  scale: torch.Tensor | None = None, collide: bool = True) -> torch.Tensor:
